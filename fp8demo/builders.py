@@ -1,0 +1,333 @@
+"""SD3.5-shaped pipelines with random weights, built offline: the `tiny` test model and `random:<arch>` models.
+
+`tiny` is small enough to run in seconds on a CPU but keeps every structural feature of SD3.5 that the code relies
+on: 16 latent channels, a VAE that downsamples by 8, 2x2 patches, dual-attention (MMDiT-X) and RMS qk-norm blocks,
+three text encoders with their own tokenizers. `random:<arch>` builds the real architectures at their real widths,
+so memory and speed can be measured without the gated weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import string
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+TINY_VERSION = "v1"  # bump when the tiny recipe changes, so that stale caches are rebuilt
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Hyper-parameters of one SD3.5 family, as in the official config.json files."""
+
+    name: str
+    preset: str
+    transformer: dict
+    clip_l: dict = field(
+        default_factory=lambda: dict(
+            hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+            projection_dim=768, hidden_act="quick_gelu",
+        )
+    )
+    clip_g: dict = field(
+        default_factory=lambda: dict(
+            hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+            projection_dim=1280, hidden_act="gelu",
+        )
+    )
+    t5: dict = field(
+        default_factory=lambda: dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64)
+    )
+    vae_channels: tuple[int, ...] = (128, 256, 512, 512)
+    vae_layers_per_block: int = 2
+    vae_mid_attention: bool = True
+    clip_vocab: int = 49408
+    t5_vocab: int = 32128
+
+
+_LARGE = dict(
+    sample_size=128, patch_size=2, in_channels=16, out_channels=16, num_layers=38, attention_head_dim=64,
+    num_attention_heads=38, joint_attention_dim=4096, caption_projection_dim=2432, pooled_projection_dim=2048,
+    pos_embed_max_size=192, dual_attention_layers=(), qk_norm="rms_norm",
+)
+_MEDIUM = dict(
+    sample_size=128, patch_size=2, in_channels=16, out_channels=16, num_layers=24, attention_head_dim=64,
+    num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536, pooled_projection_dim=2048,
+    pos_embed_max_size=384, dual_attention_layers=tuple(range(13)), qk_norm="rms_norm",
+)
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "large": Architecture("large", "large", _LARGE),
+    "large-turbo": Architecture("large-turbo", "large-turbo", _LARGE),
+    "medium": Architecture("medium", "medium", _MEDIUM),
+}
+
+# Tiny: widths of 16-64 but the same structure. Its positional table (128 a side) covers the 2048 px limit.
+TINY = Architecture(
+    "tiny",
+    "tiny",
+    transformer=dict(
+        sample_size=64, patch_size=2, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=8,
+        num_attention_heads=4, joint_attention_dim=32, caption_projection_dim=32, pooled_projection_dim=64,
+        pos_embed_max_size=128, dual_attention_layers=(0,), qk_norm="rms_norm",
+    ),
+    clip_l=dict(hidden_size=16, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
+                projection_dim=32, hidden_act="quick_gelu"),
+    clip_g=dict(hidden_size=16, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
+                projection_dim=32, hidden_act="gelu"),
+    t5=dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),
+    vae_channels=(8, 16, 32, 32),
+    vae_layers_per_block=1,
+    # Attention over 128x128 latents is most of a tiny VAE's time and nothing tiny needs.
+    vae_mid_attention=False,
+    clip_vocab=0,  # 0: the tokenizer's own size
+    t5_vocab=0,
+)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tokenizers, trained offline on a small prompt corpus so that token counts resemble the real ones.
+
+
+def _corpus() -> list[str]:
+    text = resources.files("fp8demo").joinpath("data/tiny_corpus.txt").read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def build_clip_tokenizer():
+    """A CLIP BPE tokenizer (vocab.json + merges.txt) trained on the corpus, with CLIP's special tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import CLIPTokenizer
+
+    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Whitespace(), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=1000,
+        special_tokens=[],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        end_of_word_suffix="</w>",
+        show_progress=False,
+    )
+    bpe.train_from_iterator([line.lower() for line in _corpus()], trainer)
+    state = json.loads(bpe.to_str())["model"]
+    vocab: dict[str, int] = dict(state["vocab"])
+    # Every byte must also exist as a word end, or a word ending in an unseen letter has no token.
+    for char in pre_tokenizers.ByteLevel.alphabet():
+        vocab.setdefault(char + "</w>", len(vocab))
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        vocab[special] = len(vocab)
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
+    # The pipeline pads to model_max_length: without 77 here tokenization fails.
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+def build_t5_tokenizer():
+    """A T5 tokenizer from a Unigram model with a Metaspace pre-tokenizer (WordLevel does not survive a reload)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import T5TokenizerFast
+
+    unigram = Tokenizer(models.Unigram())
+    unigram.pre_tokenizer = pre_tokenizers.Metaspace()
+    unigram.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=600,
+        special_tokens=["<pad>", "</s>", "<unk>"],
+        unk_token="<unk>",
+        initial_alphabet=list(string.ascii_letters + string.digits + string.punctuation),
+        show_progress=False,
+    )
+    unigram.train_from_iterator(_corpus(), trainer)
+    vocab = [(piece, score) for piece, score in json.loads(unigram.to_str())["model"]["vocab"]]
+    return T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=256)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Components
+
+
+def _clip(spec: dict, tokenizer, vocab_size: int):
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    cfg = CLIPTextConfig(
+        vocab_size=vocab_size or len(tokenizer),
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        layer_norm_eps=1e-5,
+        **spec,
+    )
+    return CLIPTextModelWithProjection(cfg)
+
+
+def _t5(spec: dict, tokenizer, vocab_size: int):
+    from transformers import T5Config, T5EncoderModel
+
+    cfg = T5Config(
+        vocab_size=vocab_size or len(tokenizer),
+        feed_forward_proj="gated-gelu",
+        relative_attention_num_buckets=32,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **spec,
+    )
+    return T5EncoderModel(cfg)
+
+
+def _vae(arch: Architecture):
+    from diffusers import AutoencoderKL
+
+    n = len(arch.vae_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=arch.vae_channels,
+        layers_per_block=arch.vae_layers_per_block,
+        latent_channels=16,
+        norm_num_groups=min(32, arch.vae_channels[0]),
+        sample_size=1024,
+        scaling_factor=1.5305,
+        shift_factor=0.0609,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        mid_block_add_attention=arch.vae_mid_attention,
+    )
+
+
+def _scheduler():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
+
+
+def _construct(factory, fast_init: bool, seed: int):
+    """Build a module; with fast_init, its parameters are created on `meta` and filled by `_fill_random`.
+
+    The libraries' own initialisers take minutes at T5-XXL size on two cores; a direct fill takes seconds. Buffers
+    (positional tables, position ids) are still computed by the constructors, so they are real.
+    """
+    import torch
+
+    if not fast_init:
+        torch.manual_seed(seed)
+        return factory()
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        module = factory()
+    _fill_random(module, seed)
+    return module
+
+
+def _fill_random(module, seed: int) -> None:
+    """Scale-preserving random weights: N(0, 1/fan_in) for matrices, ones for norm scales, zeros for biases."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    for mod in module.modules():
+        for name, param in list(mod.named_parameters(recurse=False)):
+            if not param.is_meta:
+                continue
+            shape = param.shape
+            if name == "bias" or (name == "weight" and len(shape) == 1 and "norm" in type(mod).__name__.lower()):
+                value = torch.zeros(shape) if name == "bias" else torch.ones(shape)
+            elif len(shape) == 1:
+                value = torch.ones(shape) if "norm" in name or "weight" in name else torch.zeros(shape)
+            else:
+                fan_in = math.prod(shape[1:]) if not isinstance(mod, torch.nn.Embedding) else 50
+                value = torch.randn(shape, generator=generator) * (1.0 / math.sqrt(fan_in))
+            mod._parameters[name] = torch.nn.Parameter(value.to(torch.bfloat16), requires_grad=False)
+
+
+def build_components(arch: Architecture, include_t5: bool = True, fast_init: bool = False) -> dict:
+    """The nine components of a StableDiffusion3Pipeline for `arch`, random weights, nothing downloaded."""
+    from diffusers import SD3Transformer2DModel
+
+    clip_tok = build_clip_tokenizer()
+    t5_tok = build_t5_tokenizer() if include_t5 else None
+    components = {
+        "transformer": _construct(lambda: SD3Transformer2DModel(**arch.transformer), fast_init, 0),
+        "text_encoder": _construct(lambda: _clip(arch.clip_l, clip_tok, arch.clip_vocab), fast_init, 1),
+        "text_encoder_2": _construct(lambda: _clip(arch.clip_g, clip_tok, arch.clip_vocab), fast_init, 2),
+        "text_encoder_3": (
+            _construct(lambda: _t5(arch.t5, t5_tok, arch.t5_vocab), fast_init, 3) if include_t5 else None
+        ),
+        "tokenizer": clip_tok,
+        "tokenizer_2": clip_tok,
+        "tokenizer_3": t5_tok,
+        "vae": _construct(lambda: _vae(arch), fast_init, 4),
+        "scheduler": _scheduler(),
+    }
+    for name in ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae"):
+        if components[name] is not None:
+            components[name].eval().requires_grad_(False)
+    return components
+
+
+def random_architecture(arch_name: str, num_layers: int | None = None) -> Architecture:
+    """A real architecture, optionally cut to its first `num_layers` transformer blocks."""
+    arch = ARCHITECTURES[arch_name]
+    if num_layers is None:
+        return arch
+    spec = dict(arch.transformer, num_layers=num_layers)
+    # Medium's dual-attention blocks are its first 13; a shortened model keeps that prefix.
+    spec["dual_attention_layers"] = tuple(i for i in arch.transformer["dual_attention_layers"] if i < num_layers)
+    return Architecture(arch.name, arch.preset, spec)
+
+
+def build_random_transformer(arch_name: str, num_layers: int | None = None):
+    """Just the MMDiT of a real architecture, random bf16 weights: what memory and fidelity checks need."""
+    from diffusers import SD3Transformer2DModel
+
+    arch = random_architecture(arch_name, num_layers)
+    return _construct(lambda: SD3Transformer2DModel(**arch.transformer), True, 0).eval().requires_grad_(False)
+
+
+def build_random_pipeline(arch_name: str, num_layers: int | None, include_t5: bool):
+    """A real-width SD3.5 pipeline with random bf16 weights, optionally cut to `num_layers` transformer blocks."""
+    from diffusers import StableDiffusion3Pipeline
+
+    components = build_components(random_architecture(arch_name, num_layers), include_t5=include_t5, fast_init=True)
+    return StableDiffusion3Pipeline(**components)
+
+
+def tiny_path(cache_dir: Path) -> Path:
+    return Path(cache_dir) / f"tiny-sd35-{TINY_VERSION}"
+
+
+def ensure_tiny(cache_dir: Path) -> Path:
+    """Build the tiny pipeline once and save it as a diffusers folder (safetensors); return its path.
+
+    Written to a temporary folder and renamed, so that a crash or a parallel process never leaves half a model.
+    """
+    from diffusers import StableDiffusion3Pipeline
+
+    target = tiny_path(cache_dir)
+    if (target / "model_index.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log.info("Building the tiny SD3.5-shaped model in %s (once, offline)", target)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
+    try:
+        pipe = StableDiffusion3Pipeline(**build_components(TINY))
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "model_index.json").exists():  # not a lost race: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

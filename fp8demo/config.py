@@ -1,0 +1,178 @@
+"""Settings, presets and limits: the one place defaults live and the only module that reads the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+
+# Image sides are multiples of 16: the VAE downsamples by 8 and the transformer patches 2x2 latents.
+SIZE_MULTIPLE = 16
+MIN_SIDE = 256
+# SD3.5 is trained around one megapixel; 1536 px (96 patches a side) covers every aspect preset. The positional
+# table is cropped to this (precision.crop_positional_table), so a larger limit costs transformer memory.
+MAX_SIDE = 1536
+MIN_STEPS, MAX_STEPS = 1, 100
+MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 20.0
+MAX_SEED = 2**32 - 1
+# Above this side the VAE decodes in tiles, bounding its activation memory.
+VAE_TILING_ABOVE = 1024
+CLIP_MAX_TOKENS = 77
+T5_MAX_TOKENS = 256
+
+PRECISIONS = ("fp8", "bf16", "fp16")
+T5_MODES = ("auto", "bf16", "fp8", "off")
+MODULATION_MODES = ("fp8", "bf16")
+OFFLOAD_MODES = ("auto", "none", "model", "sequential")
+ATTENTION_BACKENDS = ("sdpa", "xformers")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Official sampling defaults for one model family (DESIGN.md section 2)."""
+
+    name: str
+    repo_id: str | None
+    steps: int
+    guidance: float
+    width: int = 1024
+    height: int = 1024
+    licence_url: str | None = None
+    note: str = ""
+
+
+_LICENCE = "https://huggingface.co/{repo}"
+
+PRESETS: dict[str, Preset] = {
+    "large-turbo": Preset(
+        "large-turbo",
+        "stabilityai/stable-diffusion-3.5-large-turbo",
+        steps=4,
+        guidance=0.0,
+        licence_url=_LICENCE.format(repo="stabilityai/stable-diffusion-3.5-large-turbo"),
+        note="8.1B MMDiT distilled for 4 steps without CFG: the sub-2.5 s path",
+    ),
+    "large": Preset(
+        "large",
+        "stabilityai/stable-diffusion-3.5-large",
+        steps=40,
+        guidance=4.5,
+        licence_url=_LICENCE.format(repo="stabilityai/stable-diffusion-3.5-large"),
+        note="8.1B MMDiT, quality mode (28 steps at guidance 3.5 is a common faster setting)",
+    ),
+    "medium": Preset(
+        "medium",
+        "stabilityai/stable-diffusion-3.5-medium",
+        steps=40,
+        guidance=4.5,
+        licence_url=_LICENCE.format(repo="stabilityai/stable-diffusion-3.5-medium"),
+        note="2.5B MMDiT-X, fits small GPUs",
+    ),
+    # Random weights: its images are noise. It exists so that everything runs offline on a CPU.
+    "tiny": Preset("tiny", None, steps=4, guidance=0.0, width=512, height=512, note="offline test model: noise"),
+}
+
+REPO_TO_PRESET = {p.repo_id: p for p in PRESETS.values() if p.repo_id}
+
+
+def preset_for_repo(repo_id: str) -> Preset | None:
+    """The preset of an official repo id, also for a local folder whose name ends like one."""
+    if repo_id in REPO_TO_PRESET:
+        return REPO_TO_PRESET[repo_id]
+    tail = repo_id.rstrip("/").rsplit("/", 1)[-1]
+    for preset in PRESETS.values():
+        if preset.repo_id and preset.repo_id.rsplit("/", 1)[-1] == tail:
+            return preset
+    return None
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything that decides how the pipeline is loaded and run. CLI and app flags default to these values."""
+
+    model: str = "auto"
+    precision: str = "fp8"
+    t5: str = "auto"
+    modulation: str = "fp8"
+    offload: str = "auto"
+    attention: str = "sdpa"
+    compile: bool | None = None  # None: on where it pays off (native FP8 on CUDA), off elsewhere
+    warmup_runs: int = 1
+    embedding_cache_size: int = 64
+    # Largest image side served; the positional table is cropped to cover exactly this (precision.py).
+    max_side: int = MAX_SIDE
+    cache_dir: Path = field(default_factory=lambda: default_cache_dir())
+    hf_token: str | None = field(default_factory=lambda: env_str("HF_TOKEN"), repr=False)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Web-server settings on top of the engine's."""
+
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    kiosk: bool = False
+    auth: str | None = None  # "user:password", read from FP8DEMO_AUTH when --auth is given
+    max_queue: int = 16
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def default_cache_dir() -> Path:
+    explicit = env_str("FP8DEMO_CACHE")
+    if explicit is not None:
+        return Path(explicit)
+    base = env_str("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fp8demo"
+
+
+def auth_from_env() -> str | None:
+    return env_str("FP8DEMO_AUTH")
+
+
+def field_default(cls, name: str):
+    """The declared default of a dataclass field, so that argparse never restates it."""
+    for f in fields(cls):
+        if f.name == name:
+            if f.default is not MISSING:
+                return f.default
+            if f.default_factory is not MISSING:
+                return f.default_factory()
+    raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command-line flags shared by `python -m fp8demo` and app.py; their defaults are the dataclasses' defaults.
+
+
+def add_engine_arguments(parser) -> None:
+    d = EngineConfig
+    g = parser.add_argument_group("model and precision")
+    g.add_argument("--model", default=field_default(d, "model"),
+                   help="auto | tiny | random:<large|large-turbo|medium>[:blocks] | Hub repo id | local folder "
+                        "(default: %(default)s: SD3.5 Large Turbo on a CUDA GPU, else tiny)")
+    g.add_argument("--precision", choices=PRECISIONS, default=field_default(d, "precision"),
+                   help="transformer precision (default: %(default)s)")
+    g.add_argument("--t5", choices=T5_MODES, default=field_default(d, "t5"),
+                   help="T5-XXL: auto = fp8 storage with --precision fp8, else bf16 (default: %(default)s)")
+    g.add_argument("--modulation", choices=MODULATION_MODES, default=field_default(d, "modulation"),
+                   help="AdaLN modulation Linears under fp8: fp8 weights or kept bf16 (default: %(default)s)")
+    g.add_argument("--offload", choices=OFFLOAD_MODES, default=field_default(d, "offload"),
+                   help="CPU offload; auto keeps everything on the GPU when it fits (default: %(default)s)")
+    g.add_argument("--attention", choices=ATTENTION_BACKENDS, default=field_default(d, "attention"),
+                   help="attention kernels: PyTorch SDPA or xformers if installed (default: %(default)s)")
+    g.add_argument("--compile", dest="compile", action="store_true", default=field_default(d, "compile"),
+                   help="torch.compile the transformer (default: on for native FP8 on CUDA)")
+    g.add_argument("--no-compile", dest="compile", action="store_false")
+
+
+def engine_config_from_args(args, **overrides) -> EngineConfig:
+    names = ("model", "precision", "t5", "modulation", "offload", "attention", "compile")
+    values = {k: getattr(args, k) for k in names}
+    values.update(overrides)
+    return EngineConfig(**values)

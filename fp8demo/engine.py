@@ -1,0 +1,286 @@
+"""The warm engine: loads the pipeline once, applies the precision plan, warms up, then turns requests into images.
+
+One lock guards the pipeline: the GPU runs one generation at a time and callers queue in front of it (the web app
+bounds that queue). Text embeddings of recent prompts are kept in an LRU cache, so a repeated prompt skips the
+three text encoders.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import config, hardware
+from .errors import Cancelled, SetupError, UserError
+from .hardware import Capabilities
+from .models import ModelSource, load_pipeline, resolve_model
+from .precision import (
+    COMPILE_MODE,
+    PrecisionOptions,
+    PrecisionPlan,
+    PrecisionReport,
+    apply_precision,
+    estimate_resident_bytes,
+    plan_precision,
+    resolve_offload,
+)
+from .request import GenerationRequest, GenerationResult, Timings, resolve, validate
+
+log = logging.getLogger(__name__)
+
+WARMUP_PROMPT = "a lighthouse on a cliff at sunset, oil painting"
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    clip_tokens: int  # including CLIP's start and end tokens, as the 77 limit counts them
+    t5_tokens: int | None  # None when T5 is off
+    clip_cut: str = ""  # the text CLIP does not see
+    t5_cut: str = ""
+
+    @property
+    def over_clip(self) -> bool:
+        return self.clip_tokens > config.CLIP_MAX_TOKENS
+
+    def warning(self) -> str | None:
+        if not self.over_clip:
+            return None
+        if self.t5_tokens is None:
+            return (
+                f"The prompt is {self.clip_tokens} CLIP tokens; CLIP reads {config.CLIP_MAX_TOKENS} and T5 is off, "
+                f"so this part is ignored: \"{self.clip_cut}\""
+            )
+        msg = (
+            f"The prompt is {self.clip_tokens} CLIP tokens; CLIP-L/G read the first {config.CLIP_MAX_TOKENS}, "
+            f"T5 reads up to {config.T5_MAX_TOKENS}. Only T5 sees: \"{self.clip_cut}\""
+        )
+        if self.t5_cut:
+            msg += f". Nobody sees: \"{self.t5_cut}\""
+        return msg
+
+
+class Engine:
+    """Owns the pipeline. Create, then `start()` (load, precision, compile, warm-up), then `generate()`."""
+
+    def __init__(self, cfg: config.EngineConfig, caps: Capabilities | None = None):
+        self.cfg = cfg
+        self.caps = caps if caps is not None else hardware.detect()
+        self.source: ModelSource = resolve_model(cfg.model, self.caps)
+        self.plan: PrecisionPlan = plan_precision(PrecisionOptions.from_config(cfg), self.caps)
+        self.report: PrecisionReport | None = None
+        self.pipe = None
+        self.state = "created"  # created -> loading -> warming -> ready | failed
+        self.error: str | None = None
+        self.load_seconds: float | None = None
+        self.warmup_seconds: float | None = None
+        self._lock = threading.Lock()
+        self._embeddings: OrderedDict[tuple, tuple] = OrderedDict()
+        if self.source.notice:
+            log.warning(self.source.notice)
+
+    # ---- life cycle -------------------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    @property
+    def preset(self) -> config.Preset:
+        return self.source.preset
+
+    def start(self) -> Engine:
+        """Load and warm up; on failure the engine is marked failed with the reason, and the error re-raised."""
+        try:
+            self.load()
+            self.warm_up()
+        except BaseException as error:
+            self.state = "failed"
+            self.error = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+            raise
+        return self
+
+    def load(self) -> None:
+        self.state = "loading"
+        t0 = time.perf_counter()
+        log.info("Loading %s (%s) on %s", self.source.name, self.plan.mode, self.caps.describe())
+        pipe = load_pipeline(self.source, self.plan, self.cfg)
+        free = hardware.free_device_memory(self.caps.device)
+        self.plan = resolve_offload(self.plan, free, estimate_resident_bytes(pipe, self.plan))
+        if self.plan.offload == "none":
+            pipe.to(self.caps.device)
+        self.report = apply_precision(pipe, self.plan, self.cfg.max_side)
+        if self.plan.offload == "model":
+            pipe.enable_model_cpu_offload()
+        elif self.plan.offload == "sequential":
+            pipe.enable_sequential_cpu_offload()
+        if self.plan.compile:
+            # Shapes are fixed per size; dynamic=False avoids slower generic kernels (sizes recompile once each).
+            pipe.transformer.compile(mode=COMPILE_MODE, fullgraph=True, dynamic=False)
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe
+        self.load_seconds = time.perf_counter() - t0
+        for note in self.plan.notes:
+            log.info("precision: %s", note)
+
+    def warm_up(self) -> None:
+        """Run generations at the default size so the first visitor does not pay for compilation or allocation."""
+        self.state = "warming"
+        t0 = time.perf_counter()
+        runs = max(self.cfg.warmup_runs, 2 if self.plan.compile else 0)
+        for i in range(runs):
+            result = self._generate(GenerationRequest(WARMUP_PROMPT, seed=i), None, None, warm=True)
+            log.info("warm-up %d/%d: %.2f s", i + 1, runs, result.timings.total)
+        self._embeddings.clear()
+        self.warmup_seconds = time.perf_counter() - t0
+        self.state = "ready"
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "model": self.source.name,
+            "precision": self.plan.label(),
+            "mode": self.plan.mode,
+            "device": self.caps.describe(),
+            "random_weights": self.source.random_weights,
+            "error": self.error,
+        }
+
+    # ---- prompts ----------------------------------------------------------------------------------------------
+
+    def token_info(self, prompt: str) -> TokenInfo:
+        """Token counts as the pipeline's tokenizers see them, and the text each encoder will not read."""
+        if self.pipe is None:
+            raise SetupError("The model is still loading.")
+        clip_ids = self.pipe.tokenizer(prompt, truncation=False).input_ids
+        clip_cut = ""
+        if len(clip_ids) > config.CLIP_MAX_TOKENS:
+            clip_cut = self.pipe.tokenizer.decode(clip_ids[config.CLIP_MAX_TOKENS - 1 : -1]).strip()
+        t5 = getattr(self.pipe, "tokenizer_3", None)
+        if t5 is None or self.pipe.text_encoder_3 is None:
+            return TokenInfo(len(clip_ids), None, clip_cut)
+        t5_ids = t5(prompt, truncation=False).input_ids
+        t5_cut = ""
+        if len(t5_ids) > config.T5_MAX_TOKENS:
+            t5_cut = t5.decode(t5_ids[config.T5_MAX_TOKENS - 1 : -1], skip_special_tokens=True).strip()
+        return TokenInfo(len(clip_ids), len(t5_ids), clip_cut, t5_cut)
+
+    def _encode(self, prompt: str, negative: str, cfg: bool) -> tuple[tuple, bool]:
+        key = (prompt, negative if cfg else "", cfg)
+        if key in self._embeddings:
+            self._embeddings.move_to_end(key)
+            return self._embeddings[key], True
+        import torch
+
+        with torch.inference_mode():
+            embeds = self.pipe.encode_prompt(
+                prompt=prompt,
+                prompt_2=None,
+                prompt_3=None,
+                negative_prompt=negative if cfg else None,
+                do_classifier_free_guidance=cfg,
+                device=self.pipe._execution_device,
+                max_sequence_length=config.T5_MAX_TOKENS,
+            )
+        # T5 computes in bf16 whatever the transformer uses; the transformer gets its own dtype.
+        dtype = self.pipe.transformer.dtype
+        embeds = tuple(e.to(dtype) if e is not None else None for e in embeds)
+        if self.cfg.embedding_cache_size > 0:
+            self._embeddings[key] = embeds
+            while len(self._embeddings) > self.cfg.embedding_cache_size:
+                self._embeddings.popitem(last=False)
+        return embeds, False
+
+    # ---- generation -------------------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:
+        """Validate, then generate under the engine lock. Raises InvalidRequest, Cancelled or SetupError."""
+        if self.state != "ready":
+            raise SetupError(
+                "The model is still warming up, try again in a moment."
+                if self.state in ("created", "loading", "warming")
+                else f"The engine is not available: {self.error}"
+            )
+        return self._generate(request, progress, cancel)
+
+    def _generate(self, request, progress, cancel, warm: bool = False) -> GenerationResult:
+        import torch
+
+        request = resolve(validate(request, self.cfg.max_side), self.preset)
+        warnings = []
+        token_warning = self.token_info(request.prompt).warning()
+        if token_warning:
+            warnings.append(token_warning)
+            log.warning(token_warning)
+        device = self.caps.device
+        with self._lock:
+            hardware.reset_peak_memory(device)
+            t0 = time.perf_counter()
+            use_cfg = request.guidance > 1.0
+            (pe, npe, pooled, npooled), cached = self._encode(request.prompt, request.negative_prompt, use_cfg)
+            hardware.synchronize(device)
+            t1 = time.perf_counter()
+
+            def on_step(pipe, step, timestep, tensors):
+                if progress is not None:
+                    progress(step + 1, request.steps)
+                if cancel is not None and cancel.is_set():
+                    pipe._interrupt = True  # the pipeline skips the remaining steps
+                return tensors
+
+            with torch.inference_mode():
+                latents = self.pipe(
+                    prompt_embeds=pe,
+                    negative_prompt_embeds=npe,
+                    pooled_prompt_embeds=pooled,
+                    negative_pooled_prompt_embeds=npooled,
+                    num_inference_steps=request.steps,
+                    guidance_scale=request.guidance,
+                    width=request.width,
+                    height=request.height,
+                    generator=torch.Generator("cpu").manual_seed(request.seed),
+                    output_type="latent",
+                    callback_on_step_end=on_step,
+                ).images
+            hardware.synchronize(device)
+            t2 = time.perf_counter()
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("Generation cancelled.")
+            image = self._decode(latents, max(request.width, request.height))
+            hardware.synchronize(device)
+            t3 = time.perf_counter()
+            peak, peak_kind = hardware.peak_memory(device)
+        return GenerationResult(
+            image=image,
+            request=request,
+            timings=Timings(text_encoding=t1 - t0, denoising=t2 - t1, vae_decode=t3 - t2, total=t3 - t0),
+            peak_memory_bytes=peak,
+            peak_memory_kind=peak_kind,
+            precision=self.plan.label(),
+            model=self.source.name,
+            warnings=tuple(warnings),
+            embeddings_cached=cached,
+        )
+
+    def _decode(self, latents, longest_side: int):
+        import torch
+
+        vae = self.pipe.vae
+        if longest_side > config.VAE_TILING_ABOVE:
+            vae.enable_tiling()
+        else:
+            vae.disable_tiling()
+        latents = latents.to(vae.dtype) / vae.config.scaling_factor + vae.config.shift_factor
+        with torch.inference_mode():
+            decoded = vae.decode(latents, return_dict=False)[0]
+        return self.pipe.image_processor.postprocess(decoded, output_type="pil")[0]

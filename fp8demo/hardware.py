@@ -1,0 +1,129 @@
+"""What the machine can do. The only module that asks torch about the device; everything else takes Capabilities."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import resource
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+# FP8 tensor-core matmuls (torch._scaled_mm) exist from Ada (8.9) and Hopper (9.0) on.
+FP8_NATIVE_MIN_CC = (8, 9)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    device: str  # "cuda", "mps" or "cpu"
+    name: str
+    compute_capability: tuple[int, int] | None = None
+    total_memory: int | None = None  # bytes of device memory; None on CPU
+    free_memory: int | None = None
+    bf16: bool = True
+    torchao: bool = True
+    xformers: bool = False
+    cpu_count: int = 1
+
+    @property
+    def fp8_native(self) -> bool:
+        return (
+            self.device == "cuda"
+            and self.compute_capability is not None
+            and tuple(self.compute_capability) >= FP8_NATIVE_MIN_CC
+        )
+
+    def describe(self) -> str:
+        if self.device == "cuda":
+            cc = ".".join(map(str, self.compute_capability or ()))
+            gib = (self.total_memory or 0) / 2**30
+            return f"{self.name} (compute capability {cc}, {gib:.0f} GiB)"
+        return f"{self.name} ({self.cpu_count} cores)" if self.device == "cpu" else self.name
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def detect() -> Capabilities:
+    import torch
+
+    common = dict(torchao=_installed("torchao"), xformers=_installed("xformers"), cpu_count=os.cpu_count() or 1)
+    if torch.cuda.is_available():
+        index = torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        free, total = torch.cuda.mem_get_info(index)
+        return Capabilities(
+            device="cuda",
+            name=props.name,
+            compute_capability=(props.major, props.minor),
+            total_memory=total,
+            free_memory=free,
+            bf16=torch.cuda.is_bf16_supported(),
+            **common,
+        )
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return Capabilities(device="mps", name="Apple MPS", **common)
+    return Capabilities(device="cpu", name=_cpu_name(), **common)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "CPU"
+
+
+def free_device_memory(device: str) -> int | None:
+    if device != "cuda":
+        return None
+    import torch
+
+    return torch.cuda.mem_get_info()[0]
+
+
+def synchronize(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elif device == "mps":
+        torch.mps.synchronize()
+
+
+def reset_peak_memory(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory(device: str) -> tuple[int, str]:
+    """Peak bytes since the last reset and what they measure (device allocator, or the process on a CPU)."""
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated(), "cuda max_memory_allocated"
+    # ru_maxrss is KiB on Linux; it is the process's high-water mark, not per request.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS"
+
+
+def release_cached_memory(device: str) -> None:
+    import gc
+
+    gc.collect()
+    if device == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()

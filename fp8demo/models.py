@@ -1,0 +1,181 @@
+"""Where the weights come from: a Hub repo id, a local diffusers folder, the offline `tiny` model or `random:<arch>`.
+
+Everything that has files goes through one loading path, `StableDiffusion3Pipeline.from_pretrained`; `tiny` is
+built once, saved as a real diffusers folder and loaded back through that same path.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import builders, config
+from .errors import ModelAccessError, UserError
+from .hardware import Capabilities
+from .precision import PrecisionPlan
+
+log = logging.getLogger(__name__)
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+TINY_NOTICE = (
+    "No CUDA GPU found: using the offline 'tiny' model, whose random weights make noise images. For real pictures "
+    "run on a GPU with --model stabilityai/stable-diffusion-3.5-large-turbo (gated: accept the licence on its Hub "
+    "page and set HF_TOKEN), or pass a local folder with the weights."
+)
+CUSTOM_PRESET = config.Preset("custom", None, steps=28, guidance=4.5, note="settings for an unrecognised SD3 folder")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: str  # "repo", "folder", "tiny" or "random"
+    name: str  # canonical name: repo id, folder path, "tiny", "random:medium:2"
+    preset: config.Preset
+    location: str | None = None  # what from_pretrained gets
+    arch: str | None = None
+    num_layers: int | None = None
+    notice: str | None = None
+
+    @property
+    def random_weights(self) -> bool:
+        return self.kind in ("tiny", "random")
+
+
+def model_choices() -> list[str]:
+    return ["auto", "tiny", *(f"random:{a}[:blocks]" for a in builders.ARCHITECTURES), *config.REPO_TO_PRESET]
+
+
+def resolve_model(name: str, caps: Capabilities) -> ModelSource:
+    """Turn what the user typed into a ModelSource, or raise a UserError that lists what is accepted."""
+    name = (name or "").strip()
+    if not name:
+        raise UserError(f"No model given. Use one of: {', '.join(model_choices())}, a Hub repo id or a folder.")
+    if name == "auto":
+        if caps.device == "cuda":
+            return resolve_model(config.PRESETS["large-turbo"].repo_id, caps)
+        return ModelSource("tiny", "tiny", config.PRESETS["tiny"], notice=TINY_NOTICE)
+    if name == "tiny":
+        return ModelSource("tiny", "tiny", config.PRESETS["tiny"])
+    if name in config.PRESETS and config.PRESETS[name].repo_id:
+        return resolve_model(config.PRESETS[name].repo_id, caps)
+    if name.startswith("random:"):
+        return _resolve_random(name)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").exists():
+            raise ModelAccessError(f"{path} is a folder but not a diffusers pipeline (no model_index.json in it).")
+        preset = config.preset_for_repo(path.name) or CUSTOM_PRESET
+        return ModelSource("folder", str(path), preset, location=str(path))
+    if name.endswith(".safetensors"):
+        if not path.exists():
+            raise ModelAccessError(f"No such file: {name}")
+        raise UserError(f"{name}: single-file checkpoints are not supported yet; pass a diffusers folder or repo id.")
+    if _REPO_ID.match(name) and not path.exists():
+        preset = config.preset_for_repo(name) or CUSTOM_PRESET
+        return ModelSource("repo", name, preset, location=name)
+    raise UserError(f"Unknown model {name!r}. Use one of: {', '.join(model_choices())}, a Hub repo id or a folder.")
+
+
+def _resolve_random(name: str) -> ModelSource:
+    parts = name.split(":")
+    arch = parts[1] if len(parts) > 1 else ""
+    if arch not in builders.ARCHITECTURES or len(parts) > 3:
+        raise UserError(
+            f"Unknown model {name!r}: random architectures are {', '.join(builders.ARCHITECTURES)}, "
+            "optionally with a block count, e.g. random:medium:2."
+        )
+    layers = None
+    if len(parts) == 3:
+        full = builders.ARCHITECTURES[arch].transformer["num_layers"]
+        if not parts[2].isdigit() or not 1 <= int(parts[2]) <= full:
+            raise UserError(f"{name!r}: the block count must be a whole number from 1 to {full}.")
+        layers = int(parts[2])
+    canonical = f"random:{arch}" + (f":{layers}" if layers else "")
+    preset = config.PRESETS[builders.ARCHITECTURES[arch].preset]
+    return ModelSource("random", canonical, preset, arch=arch, num_layers=layers)
+
+
+def _dtypes(plan: PrecisionPlan):
+    import torch
+
+    by_name = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+    return {
+        "default": by_name[plan.compute_dtype],
+        "text_encoder": by_name[plan.text_dtype],
+        "text_encoder_2": by_name[plan.text_dtype],
+        "text_encoder_3": torch.bfloat16,  # fp16 overflows in T5-XXL
+        "vae": by_name[plan.vae_dtype],
+    }
+
+
+def load_pipeline(source: ModelSource, plan: PrecisionPlan, cfg: config.EngineConfig):
+    """Load the pipeline on the CPU in the plan's 16-bit dtypes (precision is applied afterwards)."""
+    import torch
+    from diffusers import StableDiffusion3Pipeline
+
+    dtypes = _dtypes(plan)
+    if source.kind == "random":
+        pipe = builders.build_random_pipeline(source.arch, source.num_layers, plan.t5 != "off")
+        for name in ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae"):
+            module = getattr(pipe, name)
+            if module is not None:
+                # nn.Module.to, not diffusers' override, which warns about float32 modules these models lack
+                torch.nn.Module.to(module, dtypes.get(name, dtypes["default"]))
+        return pipe
+
+    location = str(builders.ensure_tiny(cfg.cache_dir)) if source.kind == "tiny" else source.location
+    kwargs = {"dtype": dtypes}
+    if plan.t5 == "off":
+        kwargs.update(text_encoder_3=None, tokenizer_3=None)
+    if source.kind == "repo":
+        kwargs["token"] = cfg.hf_token
+    try:
+        return StableDiffusion3Pipeline.from_pretrained(location, **kwargs)
+    except Exception as error:  # mapped to a message when it is about access, re-raised otherwise
+        explained = explain_load_error(error, source, cfg.hf_token is not None)
+        if explained is None:
+            raise
+        raise explained from error
+
+
+def explain_load_error(error: BaseException, source: ModelSource, has_token: bool) -> UserError | None:
+    """A message for the access problems users meet (gated repo, no network, wrong name); None for real bugs."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    chain = []
+    e: BaseException | None = error
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    repo = source.location or source.name
+    licence = source.preset.licence_url or f"https://huggingface.co/{repo}"
+    token_state = (
+        "HF_TOKEN is set, but its account has not been granted access" if has_token else "HF_TOKEN is not set"
+    )
+    if any(isinstance(x, GatedRepoError) for x in chain):
+        return ModelAccessError(
+            f"{repo} is a gated model and {token_state}. Accept the licence at {licence} while logged in, create a "
+            "read token at https://huggingface.co/settings/tokens and start again with HF_TOKEN=<token>."
+        )
+    if any(isinstance(x, RepositoryNotFoundError) for x in chain):
+        return ModelAccessError(
+            f"{repo} was not found on the Hugging Face Hub. Check the name; if it is a private or gated repo, "
+            f"{token_state}: set HF_TOKEN to a token with access."
+        )
+    if any(isinstance(x, RevisionNotFoundError) for x in chain):
+        return ModelAccessError(f"{repo}: the requested revision does not exist.")
+    offline = (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError)
+    if any(isinstance(x, offline) for x in chain) or any("not fully cached locally" in str(x) for x in chain):
+        hint = f" It is gated: accept the licence at {licence} and set HF_TOKEN." if source.preset.licence_url else ""
+        return ModelAccessError(
+            f"Could not download {repo}: the Hugging Face Hub is unreachable from here and the model is not in the "
+            f"local cache. Connect this machine (or copy the model folder and pass its path with --model).{hint}"
+        )
+    return None

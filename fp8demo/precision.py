@@ -1,0 +1,472 @@
+"""The precision policy: which parts of the pipeline are FP8, how they compute, and why.
+
+`plan_precision` and `resolve_offload` are pure (capabilities in, plan out) so every hardware kind is testable on a
+CPU. `apply_precision` carries a plan out on a loaded pipeline and returns a report of what is really in memory.
+
+The policy (DESIGN.md section 3):
+- transformer block Linears (attention and MLP projections): FP8 E4M3 weights with per-row scales. On compute
+  capability >= 8.9 activations are quantized too (dynamic, per row) and the matmul runs on FP8 tensor cores;
+  elsewhere weights are stored in FP8 and computed in bf16, which saves memory only.
+- AdaLN modulation Linears (norm1.linear, norm1_context.linear): a third of the weights, one vector per image.
+  FP8 weight storage with bf16 compute by default, never FP8 activations; `modulation="bf16"` keeps them 16-bit.
+- kept 16-bit: patch/position embedding, time-text embedder, context embedder, norm_out, proj_out, CLIP-L/G, VAE.
+- T5-XXL: bf16, FP8 weight storage, or left out.
+
+FP8 storage without FP8 matmuls uses torchao's Float8WeightOnlyConfig rather than diffusers' layerwise casting:
+measured on this project's CPU kind (random:medium:2, 256 px) both cost 6.8 s/step against bf16's 6.2 s, but the
+per-row scales keep the output closer to bf16 (cosine 0.99999 against 0.99996 for the unscaled cast), and the same
+weights and scales then feed the native path and the saved checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from . import config
+from .errors import SetupError
+from .hardware import Capabilities
+
+log = logging.getLogger(__name__)
+
+# Room for activations, the VAE decode and allocator slack on top of the weights when deciding on offload.
+OFFLOAD_HEADROOM_BYTES = 3 * 2**30
+COMPILE_MODE = "max-autotune"
+MODULATION_SUFFIXES = ("norm1.linear", "norm1_context.linear")
+KEPT_16BIT = ("pos_embed", "time_text_embed", "context_embedder", "norm_out", "proj_out")
+
+
+@dataclass(frozen=True)
+class PrecisionOptions:
+    """What the user asked for; `plan_precision` turns it into what will happen on this machine."""
+
+    precision: str = "fp8"
+    t5: str = "auto"
+    modulation: str = "fp8"
+    offload: str = "auto"
+    attention: str = "sdpa"
+    compile: bool | None = None
+
+    @classmethod
+    def from_config(cls, cfg: config.EngineConfig) -> PrecisionOptions:
+        return cls(cfg.precision, cfg.t5, cfg.modulation, cfg.offload, cfg.attention, cfg.compile)
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    requested: str
+    mode: str  # "fp8-native", "fp8-storage", "bf16" or "fp16"
+    compute_dtype: str  # torch dtype name of the 16-bit compute
+    blocks: str  # transformer block Linears: "fp8-dynamic", "fp8-weight-only" or "16-bit"
+    modulation: str  # "fp8-weight-only" or "16-bit"
+    t5: str  # "bf16", "fp8" (weight-only) or "off"
+    text_dtype: str  # CLIP-L/G
+    vae_dtype: str
+    compile: bool
+    offload: str  # "auto" until resolve_offload, then "none", "model" or "sequential"
+    attention: str
+    device: str
+    notes: tuple[str, ...] = ()
+
+    @property
+    def is_fp8(self) -> bool:
+        return self.mode.startswith("fp8")
+
+    def label(self) -> str:
+        """Short human label, e.g. 'FP8 E4M3 (native, compiled) + bf16'."""
+        if self.mode == "fp8-native":
+            head = "FP8 E4M3 native matmuls"
+        elif self.mode == "fp8-storage":
+            head = "FP8 E4M3 weights, bf16 compute" if self.compute_dtype == "bfloat16" else "FP8 E4M3 weights"
+        else:
+            head = self.mode
+        extras = ["compiled"] if self.compile else []
+        if self.offload not in ("none", "auto"):
+            extras.append(f"offload {self.offload}")
+        return head + (f" ({', '.join(extras)})" if extras else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["notes"] = list(self.notes)
+        return d
+
+
+def _choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise SetupError(f"Unknown {name} {value!r}: choose one of {', '.join(map(str, allowed))}.")
+
+
+def plan_precision(options: PrecisionOptions, caps: Capabilities) -> PrecisionPlan:
+    """Decide the precision of every part from the request and the hardware. Pure: no torch, no I/O."""
+    _choice("precision", options.precision, config.PRECISIONS)
+    _choice("T5 mode", options.t5, config.T5_MODES)
+    _choice("modulation mode", options.modulation, config.MODULATION_MODES)
+    _choice("offload mode", options.offload, config.OFFLOAD_MODES)
+    _choice("attention backend", options.attention, config.ATTENTION_BACKENDS)
+    notes: list[str] = []
+
+    compute = "float16" if options.precision == "fp16" else "bfloat16"
+    if compute == "bfloat16" and not caps.bf16:
+        compute = "float16"
+        notes.append(f"{caps.name} has no bf16 support: 16-bit compute is fp16.")
+
+    if options.precision == "fp8":
+        if not caps.torchao:
+            raise SetupError("FP8 needs torchao: pip install torchao (or choose --precision bf16).")
+        if caps.fp8_native:
+            mode, blocks = "fp8-native", "fp8-dynamic"
+        else:
+            mode, blocks = "fp8-storage", "fp8-weight-only"
+            notes.append(_why_no_native(caps))
+    else:
+        mode, blocks = options.precision, "16-bit"
+    fp8 = mode.startswith("fp8")
+
+    modulation = "fp8-weight-only" if fp8 and options.modulation == "fp8" else "16-bit"
+
+    if options.t5 == "auto":
+        t5 = "fp8" if fp8 else "bf16"
+    else:
+        t5 = options.t5
+    if t5 == "fp8" and not caps.torchao:
+        raise SetupError("--t5 fp8 needs torchao: pip install torchao.")
+    if compute == "float16" and t5 != "off":
+        notes.append("T5-XXL computes in bf16 even in fp16 mode: it overflows in fp16.")
+
+    # bf16 convolutions have no fast CPU kernels (tiny model, 1024 px decode: 74 s in bf16, 1.4 s in fp32).
+    vae_dtype = "float32" if caps.device == "cpu" else compute
+    if caps.device == "cpu":
+        notes.append("CPU: the VAE runs in float32 (bf16 convolutions are ~50x slower on CPUs).")
+
+    if options.compile is None:
+        compile_ = mode == "fp8-native"
+    else:
+        compile_ = options.compile
+        if compile_ and caps.device != "cuda":
+            notes.append("torch.compile on a non-CUDA device: first generations will be slow, gains are small.")
+
+    attention = options.attention
+    if attention == "xformers":
+        if caps.device != "cuda":
+            raise SetupError("xformers attention needs a CUDA GPU; use --attention sdpa (the default).")
+        if not caps.xformers:
+            raise SetupError(
+                "xformers is not installed: pip install xformers (its wheels pin a torch version; "
+                "check it matches yours), or use --attention sdpa (PyTorch's built-in memory-efficient attention)."
+            )
+
+    offload = options.offload
+    if offload in ("model", "sequential") and caps.device != "cuda":
+        notes.append(f"--offload {offload} needs a CUDA GPU: everything stays on {caps.device}.")
+        offload = "none"
+    if caps.device != "cuda" and offload == "auto":
+        offload = "none"
+    plan = PrecisionPlan(
+        requested=options.precision,
+        mode=mode,
+        compute_dtype=compute,
+        blocks=blocks,
+        modulation=modulation,
+        t5=t5,
+        text_dtype=compute,
+        vae_dtype=vae_dtype,
+        compile=compile_,
+        offload=offload,
+        attention=attention,
+        device=caps.device,
+        notes=tuple(notes),
+    )
+    return _no_compile_with_offload(plan)
+
+
+def _why_no_native(caps: Capabilities) -> str:
+    if caps.device == "cuda":
+        cc = ".".join(map(str, caps.compute_capability or ()))
+        return (
+            f"{caps.name} (compute capability {cc}) has no FP8 tensor cores (needs >= 8.9): "
+            "FP8 weights are stored and computed in bf16, which saves memory but not time."
+        )
+    return (
+        f"No FP8 matmuls on {caps.device}: FP8 weights are stored and computed in bf16, "
+        "which saves memory but not time."
+    )
+
+
+def _no_compile_with_offload(plan: PrecisionPlan) -> PrecisionPlan:
+    if plan.compile and plan.offload in ("model", "sequential"):
+        note = f"torch.compile is off: compiled FP8 with CPU offload ({plan.offload}) is a known-broken combination."
+        return replace(plan, compile=False, notes=plan.notes + (note,))
+    return plan
+
+
+def resolve_offload(plan: PrecisionPlan, free_bytes: int | None, resident_bytes: int) -> PrecisionPlan:
+    """Decide offload "auto": resident when weights plus headroom fit in free VRAM, else model offload."""
+    if plan.offload != "auto":
+        return plan
+    if free_bytes is None or resident_bytes + OFFLOAD_HEADROOM_BYTES <= free_bytes:
+        return replace(plan, offload="none")
+    note = (
+        f"Model offload: the weights ({resident_bytes / 2**30:.1f} GiB) and {OFFLOAD_HEADROOM_BYTES / 2**30:.0f} GiB "
+        f"of working memory do not fit in {free_bytes / 2**30:.1f} GiB free; expect much slower images."
+    )
+    return _no_compile_with_offload(replace(plan, offload="model", notes=plan.notes + (note,)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Byte accounting
+
+
+def tensor_bytes(t) -> int:
+    """Bytes a tensor holds, looking inside tensor subclasses (torchao keeps FP8 data and scales as inner tensors)."""
+    if hasattr(t, "__tensor_flatten__"):
+        names, _ = t.__tensor_flatten__()
+        return sum(tensor_bytes(getattr(t, n)) for n in names)
+    return t.numel() * t.element_size()
+
+
+def _leaf_dtype(t) -> str:
+    if hasattr(t, "__tensor_flatten__"):
+        names, _ = t.__tensor_flatten__()
+        return str(getattr(t, names[0]).dtype).replace("torch.", "")
+    return str(t.dtype).replace("torch.", "")
+
+
+def module_bytes(module) -> dict[str, int]:
+    """Bytes of parameters and buffers by storage dtype (scales of FP8 tensors count under float8_e4m3fn)."""
+    out: dict[str, int] = {}
+    seen: set[int] = set()
+    for t in list(module.parameters()) + list(module.buffers()):
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        key = _leaf_dtype(t)
+        out[key] = out.get(key, 0) + tensor_bytes(t)
+    return out
+
+
+def estimate_resident_bytes(pipe, plan: PrecisionPlan, max_side: int = config.MAX_SIDE) -> int:
+    """Bytes the pipeline will hold once the plan is applied, computed before applying it.
+
+    Used for the offload decision, and to check the memory policy on full-size models built on the `meta` device
+    (no memory, no time). It must match what `apply_precision` really leaves in memory; a test holds it to that.
+    """
+    total = 0
+    for name in ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae"):
+        module = getattr(pipe, name, None)
+        if module is None:
+            continue
+        for pname, p in module.named_parameters():
+            fp8 = p.dim() == 2 and (
+                (name == "text_encoder_3" and plan.t5 == "fp8")
+                or (name == "transformer" and pname.startswith("transformer_blocks.") and (
+                    plan.modulation != "16-bit" if _is_modulation(pname) else plan.blocks != "16-bit"))
+            )
+            # FP8: one byte a weight plus one float32 scale a row
+            total += p.numel() + 4 * p.shape[0] if fp8 else p.numel() * p.element_size()
+        for bname, b in module.named_buffers():
+            numel = b.numel()
+            if name == "transformer" and bname == "pos_embed.pos_embed":
+                old = module.pos_embed.pos_embed_max_size
+                side = cropped_side(old, module.config.patch_size, max_side) or old
+                numel = numel // (old * old) * side * side
+            total += numel * b.element_size()
+    return total
+
+
+def _is_modulation(fqn: str) -> bool:
+    return fqn.removesuffix(".weight").removesuffix(".bias").endswith(MODULATION_SUFFIXES)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Applying a plan
+
+
+@dataclass(frozen=True)
+class ComponentReport:
+    name: str
+    storage: dict[str, int]  # dtype -> bytes
+    compute_dtype: str
+    bytes: int
+    fp8_linears: int = 0
+    linears: int = 0
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class PrecisionReport:
+    plan: PrecisionPlan
+    components: tuple[ComponentReport, ...]
+    transformer_bf16_bytes: int  # the same transformer held in bf16 (same positional crop): the ratio's baseline
+    transformer_loaded_bytes: int  # as loaded, before any change
+    pos_embed_crop: tuple[int, int] | None = None  # (before, after) side of the positional table
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def transformer_bytes(self) -> int:
+        return next(c.bytes for c in self.components if c.name == "transformer")
+
+    @property
+    def transformer_ratio(self) -> float:
+        return self.transformer_bytes / self.transformer_bf16_bytes
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan.as_dict(),
+            "label": self.plan.label(),
+            "components": {c.name: {k: v for k, v in asdict(c).items() if k != "name"} for c in self.components},
+            "total_bytes": sum(c.bytes for c in self.components),
+            "transformer_bytes": self.transformer_bytes,
+            "transformer_bf16_bytes": self.transformer_bf16_bytes,
+            "transformer_loaded_bytes": self.transformer_loaded_bytes,
+            "transformer_ratio_vs_bf16": round(self.transformer_ratio, 4),
+            "pos_embed_crop": list(self.pos_embed_crop) if self.pos_embed_crop else None,
+            **self.extra,
+        }
+
+
+def cropped_side(old: int, patch: int, max_side: int) -> int | None:
+    """Side of the central crop of a positional table of side `old` covering `max_side` px; None if no smaller."""
+    need = -(-max_side // (8 * patch))  # patches a side at the largest size (VAE factor 8)
+    new = need + (old - need) % 2  # keep old - new even, so the crop offsets compose exactly
+    return new if new < old else None
+
+
+def crop_positional_table(transformer, max_side: int) -> tuple[int, int] | None:
+    """Keep only the central part of the positional table that the largest image served can reach.
+
+    The table is pos_embed_max_size^2 x width and is stored whole (0.42 GiB in bf16 for Medium) although a 1024 px
+    image reads a central 64 x 64 crop. diffusers crops at offset (max - h) // 2; with a table of side c cut from the
+    centre of one of side m, that offset becomes (m - c) / 2 + (c - h) // 2, the same number when m - c is even. So
+    outputs are bit-identical and the bytes go.
+    """
+    pe = getattr(transformer, "pos_embed", None)
+    old = getattr(pe, "pos_embed_max_size", None)
+    if pe is None or old is None or getattr(pe, "pos_embed", None) is None:
+        return None
+    new = cropped_side(old, transformer.config.patch_size, max_side)
+    if new is None:
+        return None
+    width = pe.pos_embed.shape[-1]
+    table = pe.pos_embed.reshape(1, old, old, width)
+    start = (old - new) // 2
+    cropped = table[:, start : start + new, start : start + new, :].reshape(1, new * new, width)
+    pe.register_buffer("pos_embed", cropped.clone(), persistent=True)
+    pe.pos_embed_max_size = new
+    return old, new
+
+
+def _linear_filter(predicate):
+    import torch
+
+    def keep(module, fqn: str) -> bool:
+        return isinstance(module, torch.nn.Linear) and predicate(fqn)
+
+    return keep
+
+
+def _is_block_linear(fqn: str) -> bool:
+    return fqn.startswith("transformer_blocks.") and not _is_modulation(fqn)
+
+
+def _is_block_modulation(fqn: str) -> bool:
+    return fqn.startswith("transformer_blocks.") and _is_modulation(fqn)
+
+
+def quantize_transformer(transformer, plan: PrecisionPlan) -> None:
+    """Swap the block Linears' weights for torchao FP8 tensors, as the plan says. The kept layers are untouched."""
+    if not plan.is_fp8:
+        return
+    from torchao.quantization import (
+        Float8DynamicActivationFloat8WeightConfig,
+        Float8WeightOnlyConfig,
+        PerRow,
+        quantize_,
+    )
+
+    if plan.blocks == "fp8-dynamic":
+        block_config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    else:
+        block_config = Float8WeightOnlyConfig()
+    quantize_(transformer, block_config, filter_fn=_linear_filter(_is_block_linear))
+    if plan.modulation == "fp8-weight-only":
+        # One vector per image goes through these: FP8 activations would cost quality and save nothing.
+        quantize_(transformer, Float8WeightOnlyConfig(), filter_fn=_linear_filter(_is_block_modulation))
+
+
+def quantize_t5(text_encoder_3) -> None:
+    from torchao.quantization import Float8WeightOnlyConfig, quantize_
+
+    quantize_(text_encoder_3, Float8WeightOnlyConfig(), filter_fn=_linear_filter(lambda fqn: True))
+
+
+def count_linears(module) -> tuple[int, int]:
+    """(FP8 Linears, all Linears) of a module."""
+    import torch
+
+    fp8 = total = 0
+    for m in module.modules():
+        if isinstance(m, torch.nn.Linear):
+            total += 1
+            if "float8" in _leaf_dtype(m.weight):
+                fp8 += 1
+    return fp8, total
+
+
+def bf16_bytes(module) -> int:
+    """Bytes of a module if every floating tensor were bf16 and nothing quantized (the comparison baseline)."""
+    total = 0
+    for t in list(module.parameters()) + list(module.buffers()):
+        if hasattr(t, "__tensor_flatten__") or t.is_floating_point():
+            total += t.numel() * 2
+        else:
+            total += t.numel() * t.element_size()
+    return total
+
+
+def apply_precision(pipe, plan: PrecisionPlan, max_side: int = config.MAX_SIDE) -> PrecisionReport:
+    """Carry out `plan` on `pipe` (already in its 16-bit dtypes, on its final device) and report the result."""
+    transformer = pipe.transformer
+    loaded = sum(module_bytes(transformer).values())
+    crop = crop_positional_table(transformer, max_side)
+    baseline = bf16_bytes(transformer)
+    quantize_transformer(transformer, plan)
+
+    t5 = getattr(pipe, "text_encoder_3", None)
+    if t5 is not None and plan.t5 == "fp8":
+        quantize_t5(t5)
+
+    if plan.attention == "xformers":
+        pipe.enable_xformers_memory_efficient_attention()
+
+    components = []
+    for name, compute in (
+        ("transformer", plan.compute_dtype),
+        ("text_encoder", plan.text_dtype),
+        ("text_encoder_2", plan.text_dtype),
+        ("text_encoder_3", "bfloat16"),
+        ("vae", plan.vae_dtype),
+    ):
+        module = getattr(pipe, name, None)
+        if module is None:
+            components.append(ComponentReport(name, {}, "-", 0, note="not loaded (--t5 off)"))
+            continue
+        storage = module_bytes(module)
+        fp8, linears = count_linears(module)
+        note = ""
+        if name == "transformer":
+            note = _transformer_note(plan)
+        components.append(ComponentReport(name, storage, compute, sum(storage.values()), fp8, linears, note))
+    return PrecisionReport(plan, tuple(components), baseline, loaded, crop)
+
+
+def _transformer_note(plan: PrecisionPlan) -> str:
+    kept = ", ".join(KEPT_16BIT)
+    if not plan.is_fp8:
+        return f"all 16-bit ({plan.compute_dtype})"
+    if plan.blocks == "fp8-dynamic":
+        blocks = "FP8 weights and activations (per-row scales)"
+    else:
+        blocks = "FP8 weights (per-row scales), bf16 compute"
+    mod = "FP8 weights, bf16 compute" if plan.modulation != "16-bit" else "16-bit"
+    return f"block Linears: {blocks}; AdaLN modulation: {mod}; kept 16-bit: {kept}"

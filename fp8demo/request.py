@@ -1,0 +1,129 @@
+"""What a visitor asks for and what they get back, with the checks that turn bad input into plain messages."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from . import config
+from .errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A prompt and its settings. None means "the model preset's default" (resolved by `resolve`)."""
+
+    prompt: str
+    negative_prompt: str = ""
+    seed: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True)
+class Timings:
+    text_encoding: float
+    denoising: float
+    vae_decode: float
+    total: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    image: Image.Image
+    request: GenerationRequest  # fully resolved: every field set, the seed the one actually used
+    timings: Timings
+    peak_memory_bytes: int
+    peak_memory_kind: str
+    precision: str  # one-line label, e.g. "fp8-native (e4m3, per-row) + bf16"
+    model: str
+    warnings: tuple[str, ...] = ()
+    embeddings_cached: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve(request: GenerationRequest, preset: config.Preset, rng_seed: int | None = None) -> GenerationRequest:
+    """Fill unset fields from the preset. `is None`, never `or`: an explicit 0 (seed, guidance) must survive."""
+    seed = request.seed
+    if seed is None:
+        seed = rng_seed if rng_seed is not None else secrets.randbelow(config.MAX_SEED + 1)
+    return replace(
+        request,
+        seed=seed,
+        steps=preset.steps if request.steps is None else request.steps,
+        guidance=preset.guidance if request.guidance is None else request.guidance,
+        width=preset.width if request.width is None else request.width,
+        height=preset.height if request.height is None else request.height,
+    )
+
+
+def validate(request: GenerationRequest, max_side: int = config.MAX_SIDE) -> GenerationRequest:
+    """Raise InvalidRequest with a message a visitor understands; return the request with the prompt stripped."""
+    if not isinstance(request.prompt, str) or not request.prompt.strip():
+        raise InvalidRequest("The prompt is empty: describe the picture you want.")
+    if not isinstance(request.negative_prompt, str):
+        raise InvalidRequest("The negative prompt must be text.")
+    if request.seed is not None:
+        if isinstance(request.seed, bool) or not isinstance(request.seed, int):
+            raise InvalidRequest(f"The seed must be a whole number, got {request.seed!r}.")
+        if not 0 <= request.seed <= config.MAX_SEED:
+            raise InvalidRequest(f"The seed must be between 0 and {config.MAX_SEED} (2^32 - 1), got {request.seed}.")
+    if request.steps is not None:
+        if isinstance(request.steps, bool) or not isinstance(request.steps, int):
+            raise InvalidRequest(f"Steps must be a whole number, got {request.steps!r}.")
+        if not config.MIN_STEPS <= request.steps <= config.MAX_STEPS:
+            raise InvalidRequest(
+                f"Steps must be between {config.MIN_STEPS} and {config.MAX_STEPS}, got {request.steps}."
+            )
+    if request.guidance is not None:
+        if isinstance(request.guidance, bool) or not isinstance(request.guidance, (int, float)):
+            raise InvalidRequest(f"Guidance must be a number, got {request.guidance!r}.")
+        if not config.MIN_GUIDANCE <= request.guidance <= config.MAX_GUIDANCE:
+            raise InvalidRequest(
+                f"Guidance must be between {config.MIN_GUIDANCE:g} and {config.MAX_GUIDANCE:g}, "
+                f"got {request.guidance:g}."
+            )
+    for name in ("width", "height"):
+        value = getattr(request, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidRequest(f"The {name} must be a whole number of pixels, got {value!r}.")
+        if not config.MIN_SIDE <= value <= max_side:
+            raise InvalidRequest(f"The {name} must be between {config.MIN_SIDE} and {max_side} pixels, got {value}.")
+        if value % config.SIZE_MULTIPLE:
+            lower = value - value % config.SIZE_MULTIPLE
+            raise InvalidRequest(
+                f"The {name} must be a multiple of {config.SIZE_MULTIPLE} pixels, got {value} "
+                f"(try {lower} or {lower + config.SIZE_MULTIPLE})."
+            )
+    return replace(request, prompt=request.prompt.strip(), negative_prompt=request.negative_prompt.strip())
+
+
+def parameters_text(result: GenerationResult) -> str:
+    """The A1111-style `parameters` text that tools such as ComfyUI and civitai read from a PNG."""
+    r = result.request
+    lines = [r.prompt]
+    if r.negative_prompt:
+        lines.append(f"Negative prompt: {r.negative_prompt}")
+    lines.append(
+        f"Steps: {r.steps}, Sampler: FlowMatchEuler, CFG scale: {r.guidance:g}, Seed: {r.seed}, "
+        f"Size: {r.width}x{r.height}, Model: {result.model}, Precision: {result.precision}, "
+        f"Version: fp8demo {_version()}"
+    )
+    return "\n".join(lines)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__

@@ -1,0 +1,165 @@
+"""FP8 really in effect: which tensors are float8_e4m3fn, which stay 16-bit, fidelity and memory."""
+
+import copy
+
+import pytest
+import torch
+from conftest import CPU
+
+from fp8demo import builders, precision
+from fp8demo.precision import PrecisionOptions, plan_precision
+
+E4M3 = torch.float8_e4m3fn
+
+
+def _storage(weight) -> torch.dtype:
+    return weight.qdata.dtype if hasattr(weight, "qdata") else weight.dtype
+
+
+def test_block_linears_are_fp8_and_kept_layers_16bit(tiny_engine):
+    tr = tiny_engine.pipe.transformer
+    blocks = {n: m for n, m in tr.named_modules() if isinstance(m, torch.nn.Linear)}
+    for name, module in blocks.items():
+        if name.startswith("transformer_blocks."):
+            assert _storage(module.weight) == E4M3, name
+            assert module.weight.scale.shape == (module.weight.shape[0], 1), "per-row scales"
+        else:
+            assert _storage(module.weight) == torch.bfloat16, name
+    for kept in ("pos_embed", "time_text_embed", "context_embedder", "norm_out", "proj_out"):
+        params = list(getattr(tr, kept).parameters())
+        assert params and all(p.dtype == torch.bfloat16 for p in params), kept
+    for name in ("text_encoder", "text_encoder_2"):
+        assert {p.dtype for p in getattr(tiny_engine.pipe, name).parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in tiny_engine.pipe.vae.parameters()} == {torch.float32}  # CPU policy
+    t5_linears = [m for m in tiny_engine.pipe.text_encoder_3.modules() if isinstance(m, torch.nn.Linear)]
+    assert t5_linears and all(_storage(m.weight) == E4M3 for m in t5_linears)  # --t5 auto under fp8
+
+
+def test_report_counts_fp8_linears(tiny_engine):
+    report = tiny_engine.report.as_dict()
+    tr = report["components"]["transformer"]
+    n_blocks = len(tiny_engine.pipe.transformer.transformer_blocks)
+    assert tr["fp8_linears"] > 0 and tr["fp8_linears"] < tr["linears"]
+    # outside the blocks: context_embedder, time_text_embed (4), norm_out.linear, proj_out
+    assert tr["linears"] - tr["fp8_linears"] == 7
+    assert n_blocks == 2
+    assert report["components"]["vae"]["fp8_linears"] == 0
+    assert set(tr["storage"]) == {"bfloat16", "float8_e4m3fn"}
+    assert report["transformer_bytes"] == sum(tr["storage"].values())
+
+
+def _tiny_transformer(tiny_config):
+    from diffusers import SD3Transformer2DModel
+
+    path = builders.ensure_tiny(tiny_config.cache_dir)
+    return SD3Transformer2DModel.from_pretrained(path, subfolder="transformer", dtype=torch.bfloat16).eval()
+
+
+def _forward(tr, side_px: int, seed: int = 0):
+    c = tr.config
+    g = torch.Generator().manual_seed(seed)
+    lat = torch.randn(1, c.in_channels, side_px // 8, side_px // 8, generator=g).to(tr.dtype)
+    text = torch.randn(1, 40, c.joint_attention_dim, generator=g).to(tr.dtype)
+    pooled = torch.randn(1, c.pooled_projection_dim, generator=g).to(tr.dtype)
+    with torch.inference_mode():
+        return tr(hidden_states=lat, encoder_hidden_states=text, pooled_projections=pooled,
+                  timestep=torch.tensor([500.0]), return_dict=False)[0]
+
+
+def test_modulation_bf16_keeps_adaln_16bit(tiny_config):
+    tr = _tiny_transformer(tiny_config)
+    plan = plan_precision(PrecisionOptions(modulation="bf16"), CPU)
+    precision.quantize_transformer(tr, plan)
+    for name, m in tr.named_modules():
+        if isinstance(m, torch.nn.Linear) and name.startswith("transformer_blocks."):
+            is_mod = name.endswith(("norm1.linear", "norm1_context.linear"))
+            assert _storage(m.weight) == (torch.bfloat16 if is_mod else E4M3), name
+
+
+def test_positional_crop_is_bit_identical_and_bounded(tiny_config):
+    full = _tiny_transformer(tiny_config)
+    cropped = copy.deepcopy(full)
+    assert precision.crop_positional_table(cropped, 1536) == (128, 96)
+    assert cropped.pos_embed.pos_embed.shape[1] == 96 * 96
+    for side in (256, 512, 1536):  # small, default and the largest served
+        assert torch.equal(_forward(full, side), _forward(cropped, side)), side
+    with pytest.raises(ValueError, match="pos_embed_max_size"):
+        _forward(cropped, 1552)  # beyond the crop: diffusers refuses instead of reading garbage
+    assert precision.crop_positional_table(cropped, 1536) is None  # idempotent
+
+
+def test_odd_difference_crop_keeps_parity():
+    # a table of 10 cropped to cover 7 patches keeps 8: 10 - 8 is even, so offsets compose exactly
+    class PE(torch.nn.Module):
+        pos_embed_max_size = 10
+
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("pos_embed", torch.arange(100.0).reshape(1, 100, 1))
+
+    class T(torch.nn.Module):
+        class config:
+            patch_size = 2
+
+        def __init__(self):
+            super().__init__()
+            self.pos_embed = PE()
+
+    t = T()
+    assert precision.crop_positional_table(t, 7 * 16) == (10, 8)
+    assert t.pos_embed.pos_embed.reshape(8, 8)[0, 0].item() == 11.0  # row 1, column 1 of the original
+
+
+@pytest.fixture(scope="module")
+def medium2():
+    tr = builders.build_random_transformer("medium", 2)
+    torch.nn.Module.to(tr, torch.bfloat16)
+    precision.crop_positional_table(tr, 1536)
+    return tr
+
+
+def test_fp8_output_close_to_bf16_on_medium_width(medium2):
+    ref = _forward(medium2, 256)
+    for modulation in ("fp8", "bf16"):
+        q = copy.deepcopy(medium2)
+        precision.quantize_transformer(q, plan_precision(PrecisionOptions(modulation=modulation), CPU))
+        out = _forward(q, 256)
+        cos = torch.nn.functional.cosine_similarity(out.float().flatten(), ref.float().flatten(), dim=0).item()
+        assert cos >= 0.99, (modulation, cos)
+        assert not torch.equal(out, ref)  # FP8 really changed the weights
+
+
+def test_estimate_is_exact_on_medium_width(medium2):
+    from types import SimpleNamespace
+
+    for options in (PrecisionOptions(), PrecisionOptions(modulation="bf16"), PrecisionOptions(precision="bf16")):
+        plan = plan_precision(options, CPU)
+        q = copy.deepcopy(medium2)
+        estimate = precision.estimate_resident_bytes(SimpleNamespace(transformer=q), plan)
+        precision.quantize_transformer(q, plan)
+        assert estimate == sum(precision.module_bytes(q).values()), options
+
+
+def _meta_transformer(arch):
+    from accelerate import init_empty_weights
+    from diffusers import SD3Transformer2DModel
+
+    with init_empty_weights(include_buffers=True):
+        tr = SD3Transformer2DModel(**builders.ARCHITECTURES[arch].transformer)
+    return torch.nn.Module.to(tr, torch.bfloat16)
+
+
+@pytest.mark.parametrize("arch, ratio_fp8, ratio_mod16", [("medium", 0.51, 0.72), ("large", 0.51, 0.69)])
+def test_full_size_fp8_transformer_is_at_most_half_of_bf16(arch, ratio_fp8, ratio_mod16):
+    """Full Medium (2.5B) and Large (8.1B) on the meta device: the byte arithmetic checked exact above, at scale."""
+    from types import SimpleNamespace
+
+    tr = SimpleNamespace(transformer=_meta_transformer(arch))
+
+    def size(**options):
+        return precision.estimate_resident_bytes(tr, plan_precision(PrecisionOptions(**options), CPU))
+
+    bf16 = size(precision="bf16")
+    assert size() / bf16 <= ratio_fp8
+    assert size(modulation="bf16") / bf16 <= ratio_mod16  # the quality option costs memory, measured here
+    assert size(modulation="bf16") / bf16 > 0.6
