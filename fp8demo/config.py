@@ -74,6 +74,28 @@ PRESETS: dict[str, Preset] = {
 
 REPO_TO_PRESET = {p.repo_id: p for p in PRESETS.values() if p.repo_id}
 
+# Aspect ratios offered in the UI; each is sized to about the preset's own pixel count (one megapixel for SD3.5).
+ASPECT_RATIOS = ((1, 1), (4, 3), (3, 4), (3, 2), (2, 3), (16, 9), (9, 16), (21, 9), (9, 21))
+
+
+def aspect_sizes(preset: Preset) -> dict[str, tuple[int, int]]:
+    """{"16:9 · 1344x768": (1344, 768), ...}: sides in multiples of 64 near the preset's area, within the limits."""
+    area = preset.width * preset.height
+    sizes = {}
+    for w, h in ASPECT_RATIOS:
+        unit = (area / (w * h)) ** 0.5
+        width = min(MAX_SIDE, max(MIN_SIDE, round(w * unit / 64) * 64))
+        height = min(MAX_SIDE, max(MIN_SIDE, round(h * unit / 64) * 64))
+        sizes[f"{w}:{h} · {width}x{height}"] = (width, height)
+    return sizes
+
+
+def default_aspect(preset: Preset) -> str:
+    for label, size in aspect_sizes(preset).items():
+        if size == (preset.width, preset.height):
+            return label
+    return next(iter(aspect_sizes(preset)))
+
 
 def preset_for_repo(repo_id: str) -> Preset | None:
     """The preset of an official repo id, also for a local folder whose name ends like one."""

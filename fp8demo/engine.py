@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import config, hardware
-from .errors import Cancelled, SetupError, UserError
+from .errors import Cancelled, OutOfMemory, SetupError, UserError
 from .hardware import Capabilities
 from .models import ModelSource, load_pipeline, resolve_model
 from .precision import (
@@ -134,7 +134,7 @@ class Engine:
         t0 = time.perf_counter()
         runs = max(self.cfg.warmup_runs, 2 if self.plan.compile else 0)
         for i in range(runs):
-            result = self._generate(GenerationRequest(WARMUP_PROMPT, seed=i), None, None, warm=True)
+            result = self._generate(GenerationRequest(WARMUP_PROMPT, seed=i), None, None)
             log.info("warm-up %d/%d: %.2f s", i + 1, runs, result.timings.total)
         self._embeddings.clear()
         self.warmup_seconds = time.perf_counter() - t0
@@ -187,9 +187,7 @@ class Engine:
                 device=self.pipe._execution_device,
                 max_sequence_length=config.T5_MAX_TOKENS,
             )
-        # T5 computes in bf16 whatever the transformer uses; the transformer gets its own dtype.
-        dtype = self.pipe.transformer.dtype
-        embeds = tuple(e.to(dtype) if e is not None else None for e in embeds)
+        # Cached as the encoders return them (T5 in bf16); each denoiser casts to its own dtype.
         if self.cfg.embedding_cache_size > 0:
             self._embeddings[key] = embeds
             while len(self._embeddings) > self.cfg.embedding_cache_size:
@@ -203,19 +201,23 @@ class Engine:
         request: GenerationRequest,
         progress: ProgressFn | None = None,
         cancel: threading.Event | None = None,
+        transformer=None,
+        label: str | None = None,
     ) -> GenerationResult:
-        """Validate, then generate under the engine lock. Raises InvalidRequest, Cancelled or SetupError."""
+        """Validate, then generate under the engine lock. Raises InvalidRequest, Cancelled or SetupError.
+
+        `transformer` runs another denoiser (the comparison's 16-bit one) with this engine's text encoders, VAE and
+        embedding cache; `label` names its precision in the result.
+        """
         if self.state != "ready":
             raise SetupError(
                 "The model is still warming up, try again in a moment."
                 if self.state in ("created", "loading", "warming")
                 else f"The engine is not available: {self.error}"
             )
-        return self._generate(request, progress, cancel)
+        return self._generate(request, progress, cancel, transformer, label)
 
-    def _generate(self, request, progress, cancel, warm: bool = False) -> GenerationResult:
-        import torch
-
+    def _generate(self, request, progress, cancel, transformer=None, label=None) -> GenerationResult:
         request = resolve(validate(request, self.cfg.max_side), self.preset)
         warnings = []
         token_warning = self.token_info(request.prompt).warning()
@@ -224,53 +226,75 @@ class Engine:
             log.warning(token_warning)
         device = self.caps.device
         with self._lock:
-            hardware.reset_peak_memory(device)
-            t0 = time.perf_counter()
-            use_cfg = request.guidance > 1.0
-            (pe, npe, pooled, npooled), cached = self._encode(request.prompt, request.negative_prompt, use_cfg)
-            hardware.synchronize(device)
-            t1 = time.perf_counter()
-
-            def on_step(pipe, step, timestep, tensors):
-                if progress is not None:
-                    progress(step + 1, request.steps)
-                if cancel is not None and cancel.is_set():
-                    pipe._interrupt = True  # the pipeline skips the remaining steps
-                return tensors
-
-            with torch.inference_mode():
-                latents = self.pipe(
-                    prompt_embeds=pe,
-                    negative_prompt_embeds=npe,
-                    pooled_prompt_embeds=pooled,
-                    negative_pooled_prompt_embeds=npooled,
-                    num_inference_steps=request.steps,
-                    guidance_scale=request.guidance,
-                    width=request.width,
-                    height=request.height,
-                    generator=torch.Generator("cpu").manual_seed(request.seed),
-                    output_type="latent",
-                    callback_on_step_end=on_step,
-                ).images
-            hardware.synchronize(device)
-            t2 = time.perf_counter()
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("Generation cancelled.")
-            image = self._decode(latents, max(request.width, request.height))
-            hardware.synchronize(device)
-            t3 = time.perf_counter()
+            own = self.pipe.transformer
+            denoiser = own if transformer is None else transformer
+            try:
+                self.pipe.transformer = denoiser
+                image, timings, cached = self._run(request, progress, cancel, denoiser.dtype)
+            except Exception as error:
+                if not hardware.is_out_of_memory(error):
+                    raise
+                hardware.release_cached_memory(device)  # so that the next visitor is served
+                raise OutOfMemory(
+                    f"The GPU ran out of memory for a {request.width}x{request.height} image. "
+                    "Try a smaller size; the next request will work normally."
+                ) from error
+            finally:
+                self.pipe.transformer = own
             peak, peak_kind = hardware.peak_memory(device)
         return GenerationResult(
             image=image,
             request=request,
-            timings=Timings(text_encoding=t1 - t0, denoising=t2 - t1, vae_decode=t3 - t2, total=t3 - t0),
+            timings=timings,
             peak_memory_bytes=peak,
             peak_memory_kind=peak_kind,
-            precision=self.plan.label(),
+            precision=label or self.plan.label(),
             model=self.source.name,
             warnings=tuple(warnings),
             embeddings_cached=cached,
         )
+
+    def _run(self, request, progress, cancel, dtype):
+        import torch
+
+        device = self.caps.device
+        hardware.reset_peak_memory(device)
+        t0 = time.perf_counter()
+        use_cfg = request.guidance > 1.0
+        embeds, cached = self._encode(request.prompt, request.negative_prompt, use_cfg)
+        pe, npe, pooled, npooled = (e.to(dtype) if e is not None else None for e in embeds)
+        hardware.synchronize(device)
+        t1 = time.perf_counter()
+
+        def on_step(pipe, step, timestep, tensors):
+            if progress is not None:
+                progress(step + 1, request.steps)
+            if cancel is not None and cancel.is_set():
+                pipe._interrupt = True  # the pipeline skips the remaining steps
+            return tensors
+
+        with torch.inference_mode():
+            latents = self.pipe(
+                prompt_embeds=pe,
+                negative_prompt_embeds=npe,
+                pooled_prompt_embeds=pooled,
+                negative_pooled_prompt_embeds=npooled,
+                num_inference_steps=request.steps,
+                guidance_scale=request.guidance,
+                width=request.width,
+                height=request.height,
+                generator=torch.Generator("cpu").manual_seed(request.seed),
+                output_type="latent",
+                callback_on_step_end=on_step,
+            ).images
+        hardware.synchronize(device)
+        t2 = time.perf_counter()
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("Generation cancelled.")
+        image = self._decode(latents, max(request.width, request.height))
+        hardware.synchronize(device)
+        t3 = time.perf_counter()
+        return image, Timings(t1 - t0, t2 - t1, t3 - t2, t3 - t0), cached
 
     def _decode(self, latents, longest_side: int):
         import torch

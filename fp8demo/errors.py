@@ -17,5 +17,9 @@ class SetupError(UserError):
     """A requested option that this machine cannot provide (missing package, unsupported device)."""
 
 
+class OutOfMemory(UserError):
+    """The device ran out of memory for one request; memory was released and the engine still works."""
+
+
 class Cancelled(Exception):
     """A generation stopped on request before it finished."""

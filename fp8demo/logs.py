@@ -14,6 +14,7 @@ _QUIET = {
     "torch.utils._pytree": logging.ERROR,
     "diffusers.quantizers.torchao.torchao_quantizer": logging.ERROR,
     "transformers.utils.import_utils": logging.ERROR,  # image processors we never use want torchvision
+    "httpx": logging.WARNING,  # one INFO line per HTTP request Gradio makes to itself
 }
 
 

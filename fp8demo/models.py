@@ -179,3 +179,23 @@ def explain_load_error(error: BaseException, source: ModelSource, has_token: boo
             f"local cache. Connect this machine (or copy the model folder and pass its path with --model).{hint}"
         )
     return None
+
+
+def load_transformer(source: ModelSource, plan: PrecisionPlan, cfg: config.EngineConfig):
+    """Only the transformer of `source`, on the CPU in the plan's compute dtype (for the comparison's second side)."""
+    import torch
+    from diffusers import SD3Transformer2DModel
+
+    dtype = _dtypes(plan)["default"]
+    if source.kind == "random":
+        # same construction and seed as the whole pipeline: the same weights
+        return torch.nn.Module.to(builders.build_random_transformer(source.arch, source.num_layers), dtype)
+    location = str(builders.ensure_tiny(cfg.cache_dir)) if source.kind == "tiny" else source.location
+    kwargs = {"token": cfg.hf_token} if source.kind == "repo" else {}
+    try:
+        return SD3Transformer2DModel.from_pretrained(location, subfolder="transformer", dtype=dtype, **kwargs).eval()
+    except Exception as error:
+        explained = explain_load_error(error, source, cfg.hf_token is not None)
+        if explained is None:
+            raise
+        raise explained from error

@@ -1,0 +1,177 @@
+"""16-bit against FP8: one prompt, one seed, the same text encoders and VAE, two transformers.
+
+The engine's own transformer is one side; the other is loaded on first use from the same source. It stays on the
+device when there is room next to the warm pipeline; otherwise it waits on the CPU and is moved in for each
+comparison and out again. That move is timed and reported apart, never counted as inference, and the engine's
+transformer never leaves the device, so the next visitor's FP8 image is as fast as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from PIL import Image
+
+from . import hardware, models
+from .engine import Engine, ProgressFn
+from .errors import SetupError
+from .metrics import ImageMetrics, compare_images, difference_heatmap
+from .precision import OFFLOAD_HEADROOM_BYTES, PrecisionOptions, apply_precision, plan_precision, tensor_bytes
+from .request import GenerationRequest, GenerationResult, resolve, validate
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    baseline: GenerationResult
+    fp8: GenerationResult
+    metrics: ImageMetrics
+    heatmap: Image.Image
+    swap_seconds: float  # moving the off-device transformer in and out; not part of either timing
+    load_seconds: float  # first-use load of a transformer the engine did not have; 0 when already there
+    baseline_resident: bool
+
+    def summary(self) -> dict:
+        def side(r: GenerationResult) -> dict:
+            return {
+                "precision": r.precision,
+                "denoising_s": round(r.timings.denoising, 4),
+                "total_s": round(r.timings.total, 4),
+                "peak_memory_bytes": r.peak_memory_bytes,
+            }
+
+        return {
+            "baseline": side(self.baseline),
+            "fp8": side(self.fp8),
+            "metrics": self.metrics.as_dict(),
+            "swap_seconds": round(self.swap_seconds, 4),
+            "load_seconds": round(self.load_seconds, 4),
+            "baseline_resident": self.baseline_resident,
+            "seed": self.fp8.request.seed,
+        }
+
+
+class Comparer:
+    """Holds the second transformer and runs both sides for one request."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._variants: dict[str, tuple[object, str, bool]] = {}  # kind -> (module, label, on device)
+        self._lock = threading.Lock()
+
+    def _own_kind(self) -> str:
+        plan = self.engine.plan
+        return "fp8" if plan.is_fp8 else ("fp16" if plan.compute_dtype == "float16" else "bf16")
+
+    def _variant(self, kind: str) -> tuple[object, str, bool, float]:
+        """(transformer, label, on device, load seconds) for "fp8", "bf16" or "fp16"."""
+        if kind == self._own_kind():
+            return self.engine.pipe.transformer, self.engine.plan.label(), True, 0.0
+        with self._lock:
+            if kind in self._variants:
+                module, label, resident = self._variants[kind]
+                return module, label, resident, 0.0
+            # one extra transformer at a time: a new baseline replaces the old one
+            self._variants.clear()
+            hardware.release_cached_memory(self.engine.caps.device)
+            t0 = time.perf_counter()
+            module, label = self._load(kind)
+            resident = self._place(module)
+            self._variants[kind] = (module, label, resident)
+            return module, label, resident, time.perf_counter() - t0
+
+    def _load(self, kind: str):
+        engine = self.engine
+        options = PrecisionOptions(precision=kind, t5="off", offload="none", compile=False)
+        plan = plan_precision(options, engine.caps)
+        module = models.load_transformer(engine.source, plan, engine.cfg)
+        if plan.is_fp8 and engine.caps.device == "cuda":
+            module.to(engine.caps.device)  # torchao quantizes on the device it computes on
+        report = apply_precision(_Only(module), plan, engine.cfg.max_side)
+        if engine.plan.attention == "xformers":
+            module.enable_xformers_memory_efficient_attention()
+        log.info("comparison transformer %s loaded: %.2f GiB", kind, report.transformer_bytes / 2**30)
+        label = plan.label() if plan.is_fp8 else f"{kind} (eager)"
+        return module, label
+
+    def _place(self, module) -> bool:
+        device = self.engine.caps.device
+        if device == "cpu":
+            return True
+        size = sum(tensor_bytes(p) for p in module.parameters()) + sum(tensor_bytes(b) for b in module.buffers())
+        free = hardware.free_device_memory(device)
+        on_device = next(module.parameters()).device.type == device
+        if on_device or free is None or size + OFFLOAD_HEADROOM_BYTES <= free:
+            module.to(device)
+            return True
+        module.to("cpu")
+        log.info("comparison transformer waits on the CPU (%.1f GiB, %.1f GiB free)", size / 2**30, free / 2**30)
+        return False
+
+    def compare(
+        self,
+        request: GenerationRequest,
+        baseline: str = "bf16",
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> CompareResult:
+        if baseline not in BASELINES:
+            raise SetupError(f"Unknown baseline {baseline!r}: choose {' or '.join(BASELINES)}.")
+        # Resolve once, so both sides get the same seed even when the request left it random.
+        request = resolve(validate(request, self.engine.cfg.max_side), self.engine.preset)
+        base_module, base_label, base_resident, load_b = self._variant(baseline)
+        fp8_module, fp8_label, fp8_resident, load_f = self._variant("fp8")
+        steps = request.steps
+
+        def half(offset: int):
+            if progress is None:
+                return None
+            return lambda i, n: progress(offset + i, 2 * steps)
+
+        swap = 0.0
+        results = {}
+        for offset, (kind, module, label, resident) in enumerate(
+            ((baseline, base_module, base_label, base_resident), ("fp8", fp8_module, fp8_label, fp8_resident))
+        ):
+            if not resident:
+                swap += self._move(module, self.engine.caps.device)
+            try:
+                results[kind] = self.engine.generate(
+                    request, half(offset * steps), cancel, transformer=module, label=label
+                )
+            finally:
+                if not resident:
+                    swap += self._move(module, "cpu")
+        base, fp8 = results[baseline], results["fp8"]
+        return CompareResult(
+            baseline=base,
+            fp8=fp8,
+            metrics=compare_images(base.image, fp8.image),
+            heatmap=difference_heatmap(base.image, fp8.image),
+            swap_seconds=swap,
+            load_seconds=load_b + load_f,
+            baseline_resident=base_resident,
+        )
+
+    def _move(self, module, device: str) -> float:
+        t0 = time.perf_counter()
+        module.to(device)
+        hardware.synchronize(self.engine.caps.device)
+        if device == "cpu":
+            hardware.release_cached_memory(self.engine.caps.device)
+        return time.perf_counter() - t0
+
+
+class _Only:
+    """A stand-in pipeline holding just a transformer, so apply_precision can be reused on it."""
+
+    def __init__(self, transformer):
+        self.transformer = transformer
+        self.text_encoder = self.text_encoder_2 = self.text_encoder_3 = self.vae = None
+

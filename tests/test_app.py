@@ -1,0 +1,230 @@
+"""The web app on a free port with the tiny model: API, health, busy queue, deployment manifests."""
+
+import socket
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from PIL import Image
+
+from fp8demo import config
+from fp8demo.imageio import read_parameters
+from fp8demo.metrics import compare_images
+from fp8demo.server import health_routes, launch
+from fp8demo.service import DemoService
+from fp8demo.ui import build_ui
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(service, **app_changes):
+    app_cfg = replace(service.cfg, host="127.0.0.1", port=free_port(), **app_changes)
+    demo = build_ui(service)
+    launch(demo, service, app_cfg, block=False)
+    return demo, f"http://127.0.0.1:{app_cfg.port}/"
+
+
+@pytest.fixture(scope="module")
+def app(tiny_engine):
+    service = DemoService.from_engine(tiny_engine)
+    demo, url = serve(service)
+    yield service, url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    from gradio_client import Client
+
+    return Client(app[1], verbose=False)
+
+
+def test_generate_api_returns_image_and_seed(client):
+    image, seed, info, png = client.predict(prompt="a cat on a windowsill", seed=123, randomize_seed=False,
+                                            api_name="/generate")
+    assert seed == 123
+    assert Image.open(image).size == (512, 512)
+    assert "denoising" in info and "seed 123" in info
+    params = read_parameters(png)
+    assert params.startswith("a cat on a windowsill\n") and "Seed: 123" in params
+
+
+def test_generate_api_defaults_and_random_seed(client):
+    _, seed_a, _, _ = client.predict(prompt="a boat", api_name="/generate")
+    _, seed_b, _, _ = client.predict(prompt="a boat", api_name="/generate")
+    assert seed_a != seed_b and 0 <= seed_a <= config.MAX_SEED
+
+
+def test_generate_api_sizes_and_settings(client):
+    image, _, info, png = client.predict(prompt="a wide valley", aspect_ratio="16:9 · 704x384", steps=2,
+                                         guidance=3.0, negative_prompt="fog", api_name="/generate")
+    assert Image.open(image).size == (704, 384)
+    assert "(2 steps)" in info
+    params = read_parameters(png)
+    assert "Negative prompt: fog" in params and "CFG scale: 3" in params and "Size: 704x384" in params
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [(dict(prompt=""), "prompt is empty"), (dict(prompt="x", aspect_ratio="1000x1000"), "multiple of 16"),
+     (dict(prompt="x", aspect_ratio="huge"), "Unknown size")],
+)
+def test_bad_input_gets_a_message_and_the_server_survives(client, kwargs, message):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=message):
+        client.predict(api_name="/generate", **kwargs)
+    assert client.predict(prompt="still here", steps=1, api_name="/generate")[1] >= 0
+
+
+def test_compare_api_shows_both_sides_and_metrics(client):
+    slider, left, right, heat, table, details = client.predict(prompt="a red fox", seed=9, api_name="/compare")
+    assert len(slider) == 2 and all(Image.open(p).size == (512, 512) for p in slider)
+    assert "bf16" in left["label"] and "FP8" in right["label"]
+    assert Image.open(heat).size == (512, 512)
+    m = details["metrics"]
+    assert 20 < m["psnr_db"] < 100 and 0.5 < m["ssim"] < 1.0 and m["mean_abs_diff"] > 0  # close, not identical
+    assert details["seed"] == 9 and details["swap_seconds"] == 0.0 and details["baseline_resident"]
+    assert details["baseline"]["precision"] == "bf16 (eager)"
+    assert "PSNR" in table and "SSIM" in table
+
+
+def test_compare_fp16_baseline_is_labelled(client):
+    *_, details = client.predict(prompt="a red fox", seed=9, baseline="fp16", api_name="/compare")
+    assert details["baseline"]["precision"] == "fp16 (eager)"
+
+
+def test_identical_images_give_infinite_psnr_and_ssim_one():
+    img = Image.effect_noise((64, 48), 40).convert("RGB")
+    m = compare_images(img, img)
+    assert m.psnr_db == float("inf") and m.ssim == pytest.approx(1.0) and m.mean_abs_diff == 0
+
+
+def test_health_on_the_served_port(app):
+    _, url = app
+    assert httpx.get(url + "health/live").status_code == 200
+    ready = httpx.get(url + "health/ready")
+    assert ready.status_code == 200 and ready.json()["model"] == "tiny"
+    assert "FP8" in ready.json()["precision"]
+
+
+def _health_client(service):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    return TestClient(FastAPI(routes=health_routes(service)))
+
+
+def test_ready_is_503_before_warm_up_and_after_a_fatal_error(tiny_config):
+    service = DemoService(config.AppConfig(engine=tiny_config))
+    http = _health_client(service)
+    assert http.get("/health/live").status_code == 200
+    before = http.get("/health/ready")
+    assert before.status_code == 503 and "warming up" in before.json()["reason"]
+    service.start(background=False)
+    assert http.get("/health/ready").status_code == 200
+
+    broken = DemoService(config.AppConfig(engine=replace(tiny_config, model="random:nope"))).start(background=False)
+    after = _health_client(broken).get("/health/ready")
+    assert after.status_code == 503 and after.json()["status"] == "failed"
+    assert "Unknown model" in after.json()["reason"]
+
+
+def test_busy_queue_is_refused_and_light_routes_do_not_wait(tiny_engine):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    service = DemoService.from_engine(tiny_engine)
+    demo, url = serve(service, max_queue=1)
+    try:
+        client = Client(url, verbose=False)
+        with tiny_engine._lock:  # the GPU is busy: the running job waits here, the next one in the queue
+            running = client.submit(prompt="one", steps=1, api_name="/generate")
+            time.sleep(1.0)
+            waiting = client.submit(prompt="two", steps=1, api_name="/generate")
+            time.sleep(1.0)
+            t0 = time.perf_counter()
+            assert httpx.get(url + "health/ready", timeout=5).status_code == 200
+            assert time.perf_counter() - t0 < 1.0
+            with pytest.raises((AppError, Exception), match="(?i)queue is full|busy"):
+                client.predict(prompt="three", steps=1, api_name="/generate")
+        assert running.result(timeout=60)[1] >= 0 and waiting.result(timeout=60)[1] >= 0
+    finally:
+        demo.close()
+
+
+def test_warming_up_page_refuses_work_with_a_message(tiny_config):
+    service = DemoService(config.AppConfig(engine=tiny_config))  # never started
+    from fp8demo.errors import SetupError
+    from fp8demo.request import GenerationRequest
+
+    with pytest.raises(SetupError, match="warming up"):
+        service.generate(GenerationRequest("x"))
+
+
+def test_spacefile_is_a_valid_deta_manifest():
+    manifest = yaml.safe_load((ROOT / "Spacefile").read_text())
+    assert manifest["v"] == 0
+    micros = manifest["micros"]
+    assert isinstance(micros, list) and len(micros) == 1
+    micro = micros[0]
+    assert {"name", "src", "engine", "run", "public"} <= set(micro)
+    assert micro["engine"] in {"python3.8", "python3.9"}  # the Python engines Deta Space offered
+    assert (ROOT / micro["src"]).resolve() == ROOT
+    assert micro["run"].startswith("python app.py") and "--host 0.0.0.0" in micro["run"]
+    assert micro["public"] is True
+    assert "$PORT" in micro["run"]
+
+
+def test_readme_front_matter_deploys_as_a_hugging_face_space():
+    text = (ROOT / "README.md").read_text()
+    assert text.startswith("---\n")
+    meta = yaml.safe_load(text.split("---\n")[1])
+    import gradio
+
+    assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py"
+    assert meta["sdk_version"].split(".")[0] == gradio.__version__.split(".")[0]
+    assert str(meta["python_version"]).startswith("3.")
+    assert meta["suggested_hardware"] in {"l4x1", "l40sx1", "a100-large", "h100"}
+    assert "stabilityai/stable-diffusion-3.5-large-turbo" in meta["models"]
+
+
+def test_auth_needs_user_and_password():
+    from fp8demo.errors import SetupError
+    from fp8demo.server import parse_auth
+
+    assert parse_auth("ann:secret") == ("ann", "secret")
+    assert parse_auth(None) is None
+    for bad in ("", "ann", "ann:", ":pw"):
+        with pytest.raises(SetupError, match="FP8DEMO_AUTH"):
+            parse_auth(bad)
+
+
+def test_app_flags_default_to_the_config_dataclasses():
+    import app as app_module
+
+    args = app_module.parse_args([])
+    assert (args.model, args.precision, args.t5, args.offload, args.attention, args.compile) == (
+        "auto", "fp8", "auto", "auto", "sdpa", None)
+    assert (args.host, args.port, args.max_queue) == ("127.0.0.1", 7860, 16)
+    args = app_module.parse_args(["--no-compile", "--kiosk", "--share", "--port", "8080"])
+    assert args.compile is False and args.kiosk and args.share and args.port == 8080
+
+
+def test_a_thread_does_not_start_on_import():
+    import importlib
+
+    before = threading.active_count()
+    for name in ("fp8demo.ui", "fp8demo.server", "fp8demo.service", "fp8demo.compare", "fp8demo.engine"):
+        importlib.import_module(name)
+    assert threading.active_count() == before
