@@ -47,8 +47,12 @@ def main(argv=None) -> int:
             parse_auth(app_cfg.auth or "")  # fail now, with the message, not at the first visitor
         service = DemoService(app_cfg).start(background=True)  # the page says "warming up" meanwhile
         if app_cfg.kiosk:
-            raise UserError("--kiosk: the kiosk page is not built yet.")
-        demo = build_ui(service)
+            from fp8demo.kiosk_service import KioskService
+            from fp8demo.kiosk_ui import build_kiosk_ui
+
+            demo = build_kiosk_ui(KioskService(service, app_cfg.kiosk_settings))
+        else:
+            demo = build_ui(service)
         launch(demo, service, app_cfg)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -127,11 +127,37 @@ class EngineConfig:
     hf_token: str | None = field(default_factory=lambda: env_str("HF_TOKEN"), repr=False)
 
 
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+KIOSK_NEGATIVE = "nsfw, nudity, gore, blood, violence, weapon, text, watermark, lowres, deformed"
+
+
+@dataclass(frozen=True)
+class KioskConfig:
+    """Kiosk behaviour. Timings in seconds; env vars FP8DEMO_KIOSK_<NAME> override them (tests use short ones)."""
+
+    idle_after: float = field(default_factory=lambda: env_float("FP8DEMO_KIOSK_IDLE", 60.0))
+    countdown: float = field(default_factory=lambda: env_float("FP8DEMO_KIOSK_COUNTDOWN", 15.0))
+    attract_every: float = field(default_factory=lambda: env_float("FP8DEMO_KIOSK_ATTRACT_EVERY", 6.0))
+    cooldown: float = field(default_factory=lambda: env_float("FP8DEMO_KIOSK_COOLDOWN", 10.0))
+    # the kiosk preset: None means the model preset's value
+    steps: int | None = field(default_factory=lambda: env_int("FP8DEMO_KIOSK_STEPS"))
+    width: int | None = field(default_factory=lambda: env_int("FP8DEMO_KIOSK_WIDTH"))
+    height: int | None = field(default_factory=lambda: env_int("FP8DEMO_KIOSK_HEIGHT"))
+    negative_prompt: str = KIOSK_NEGATIVE
+    max_prompt_chars: int = 300
+    recent_creations: int = 12
+    blocklist: Path = ASSETS_DIR / "kiosk" / "blocklist.txt"
+    prompts: Path = ASSETS_DIR / "kiosk" / "prompts.txt"
+    attract_dir: Path = ASSETS_DIR / "kiosk" / "attract"
+    public_url: str | None = field(default_factory=lambda: env_str("FP8DEMO_PUBLIC_URL"))
+
+
 @dataclass(frozen=True)
 class AppConfig:
     """Web-server settings on top of the engine's."""
 
     engine: EngineConfig = field(default_factory=EngineConfig)
+    kiosk_settings: KioskConfig = field(default_factory=KioskConfig)
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False
@@ -143,6 +169,22 @@ class AppConfig:
 def env_str(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return value if value not in (None, "") else default
+
+
+def env_float(name: str, default: float) -> float:
+    value = env_str(name)
+    try:
+        return default if value is None else float(value)
+    except ValueError as error:
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from error
+
+
+def env_int(name: str) -> int | None:
+    value = env_str(name)
+    try:
+        return None if value is None else int(value)
+    except ValueError as error:
+        raise ValueError(f"{name} must be a whole number, got {value!r}") from error
 
 
 def default_cache_dir() -> Path:

@@ -127,3 +127,25 @@ def is_out_of_memory(error: BaseException) -> bool:
     import torch
 
     return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+# Messages of CUDA errors after which the context is unusable: only a new process recovers.
+_FATAL_MARKERS = (
+    "illegal memory access",
+    "device-side assert",
+    "unspecified launch failure",
+    "cuda error: misaligned address",
+    "an illegal instruction",
+    "uncorrectable ecc error",
+    "cuda driver error",
+    "cublas_status_execution_failed",
+    "device not ready",
+    "gpu is lost",
+)
+
+
+def is_fatal_device_error(error: BaseException) -> bool:
+    if is_out_of_memory(error):
+        return False  # recoverable: release the cache and go on
+    text = str(error).lower()
+    return type(error).__name__ == "AcceleratorError" or any(m in text for m in _FATAL_MARKERS)

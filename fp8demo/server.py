@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from . import config
@@ -12,6 +13,7 @@ from .service import DemoService
 log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
+TAKE_NAME = re.compile(r"fp8demo-\d+-[0-9a-f]{8}\.png")
 
 
 def health_routes(service: DemoService) -> list:
@@ -33,7 +35,20 @@ def health_routes(service: DemoService) -> list:
         reason = s["error"] if s["state"] == "failed" else f"warming up ({s['state']})"
         return JSONResponse({"status": s["state"], "reason": reason}, status_code=503)
 
-    return [APIRoute("/health/live", live, methods=["GET"]), APIRoute("/health/ready", ready, methods=["GET"])]
+    def take(name: str):
+        """A visitor's PNG by its file name (the take-home QR code points here)."""
+        from fastapi.responses import FileResponse
+
+        path = service.output_dir / name
+        if not TAKE_NAME.fullmatch(name) or not path.is_file():
+            return JSONResponse({"error": "This picture is no longer here."}, status_code=404)
+        return FileResponse(path, media_type="image/png", filename=name)
+
+    return [
+        APIRoute("/health/live", live, methods=["GET"]),
+        APIRoute("/health/ready", ready, methods=["GET"]),
+        APIRoute("/take/{name}", take, methods=["GET"]),
+    ]
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:
@@ -49,6 +64,12 @@ def launch(demo, service: DemoService, app_cfg: config.AppConfig, block: bool = 
     """Queue, then serve on host:port. Returns (app, local_url, share_url) when block is False."""
     demo.queue(max_size=app_cfg.max_queue, default_concurrency_limit=1)
     css_path = ASSETS / "style.css"
+    if app_cfg.kiosk:
+        from .kiosk_ui import HEAD
+
+        # no footer, no API link: nothing on the page leads anywhere else
+        extra.setdefault("footer_links", [])
+        extra.setdefault("head", HEAD)
     return demo.launch(
         server_name=app_cfg.host,
         server_port=app_cfg.port,

@@ -7,6 +7,7 @@ and one set of rules, and none of them imports torch.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import tempfile
 import threading
@@ -42,8 +43,10 @@ def parse_size(label: str) -> tuple[int, int]:
 
 
 class DemoService:
-    def __init__(self, app_cfg: config.AppConfig, caps=None):
+    def __init__(self, app_cfg: config.AppConfig, caps=None, on_fatal=None):
         self.cfg = app_cfg
+        # called after an unrecoverable device error; by default the process exits so that systemd restarts it
+        self.on_fatal = on_fatal or _exit_soon
         self.caps = caps
         self.engine = None
         self.comparer = None
@@ -151,8 +154,21 @@ class DemoService:
         cancel = self._cancel_event(session)
         try:
             return self.engine.generate(request, progress=progress, cancel=cancel)
+        except Exception as error:
+            self._check_fatal(error)
+            raise
         finally:
             self._cancels.pop(session, None)
+
+    def _check_fatal(self, error: Exception) -> None:
+        from .hardware import is_fatal_device_error
+
+        if is_fatal_device_error(error):
+            self.state = "failed"
+            self.error = f"unrecoverable device error: {error}"
+            log.critical("%s; marking not ready and exiting so that the service manager restarts us", self.error)
+            self.on_fatal(self)
+            raise SetupError("The picture machine needs a restart; it will be back in a minute.") from error
 
     def compare(self, request: GenerationRequest, baseline: str = "bf16", session: str = "", progress=None):
         self.require_ready()
@@ -162,6 +178,9 @@ class DemoService:
         cancel = self._cancel_event(session)
         try:
             return self.comparer.compare(request, baseline, progress=progress, cancel=cancel)
+        except Exception as error:
+            self._check_fatal(error)
+            raise
         finally:
             self._cancels.pop(session, None)
 
@@ -188,3 +207,10 @@ class DemoService:
         for old in files[:-KEEP_FILES]:
             old.unlink(missing_ok=True)
         return path
+
+
+def _exit_soon(service: DemoService, delay: float = 2.0, code: int = 70) -> None:
+    """Exit after `delay` s (time for /health/ready to answer 503 and the visitor's message to go out)."""
+    timer = threading.Timer(delay, os._exit, args=(code,))
+    timer.daemon = True
+    timer.start()

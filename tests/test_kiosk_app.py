@@ -1,0 +1,104 @@
+"""Kiosk mode served on a free port: the API obeys the kiosk rules, and the page behaves in headless Chromium."""
+
+import re
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+from test_app import free_port
+from test_browser import CHROMIUM, CHROMIUM_ARGS, shot
+
+from fp8demo import config
+from fp8demo.imageio import read_parameters
+from fp8demo.kiosk_service import KioskService
+from fp8demo.kiosk_ui import build_kiosk_ui
+from fp8demo.server import launch
+from fp8demo.service import DemoService
+
+SETTINGS = config.KioskConfig(idle_after=4, countdown=3, attract_every=1, cooldown=3,
+                              public_url="http://kiosk.example:7860")
+
+
+@pytest.fixture(scope="module")
+def kiosk_app(tiny_engine):
+    service = DemoService.from_engine(tiny_engine)
+    app_cfg = replace(service.cfg, host="127.0.0.1", port=free_port(), kiosk=True, kiosk_settings=SETTINGS)
+    kiosk = KioskService(service, SETTINGS)
+    demo = build_kiosk_ui(kiosk)
+    launch(demo, service, app_cfg, block=False)
+    yield kiosk, f"http://127.0.0.1:{app_cfg.port}/"
+    demo.close()
+
+
+def test_api_enforces_moderation_cooldown_and_the_negative_prompt(kiosk_app):
+    from gradio_client import Client
+
+    kiosk, url = kiosk_app
+    client = Client(url, verbose=False)
+    before = kiosk.moderator.refused
+    files_before = set(kiosk.service.output_dir.iterdir())
+    status, image, qr = client.predict(prompt="a N.A.K.E.D man", api_name="/create")
+    assert "different idea" in status and "naked" not in status.lower()
+    assert not isinstance(image, str)  # no picture
+    assert kiosk.moderator.refused == before + 1
+    assert set(kiosk.service.output_dir.iterdir()) == files_before  # nothing of the refused prompt is stored
+
+    status, image, qr = client.predict(prompt="a lighthouse at dusk", api_name="/create")
+    assert status.startswith("Here it is") and Image.open(image).size == (512, 512)
+    assert Image.open(qr).size[0] > 100  # the take-home code, because a public URL is configured
+    status, image, _ = client.predict(prompt="a second lighthouse", api_name="/create")
+    assert re.search(r"wait \d s", status) and not isinstance(image, str)  # the cooldown, on the API path too
+    time.sleep(SETTINGS.cooldown)
+    status, _, _ = client.predict(prompt="a second lighthouse", api_name="/create")
+    assert status.startswith("Here it is")
+
+    newest = kiosk.recent[0]
+    assert "Negative prompt: " + SETTINGS.negative_prompt in read_parameters(newest)
+    take = httpx.get(url + "take/" + newest.name)
+    assert take.status_code == 200 and take.headers["content-type"] == "image/png"
+    assert httpx.get(url + "take/..%2Fetc%2Fpasswd").status_code == 404
+    assert httpx.get(url + "take/fp8demo-1-deadbeef.png").status_code == 404
+    assert str(newest) in kiosk.attract_images()[0]  # recent approved creations lead the attract loop
+
+
+def test_kiosk_exposes_only_create(kiosk_app):
+    from gradio_client import Client
+
+    endpoints = Client(kiosk_app[1], verbose=False).view_api(return_format="dict", print_info=False)
+    assert list(endpoints["named_endpoints"]) == ["/create"]
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_kiosk_page_attract_chip_refusal_and_idle_reset(kiosk_app):
+    from playwright.sync_api import sync_playwright
+
+    _, url = kiosk_app
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url)
+        page.locator("#attract-image img").wait_for(timeout=20_000)  # idle: the attract loop
+        assert page.get_by_text("Use via API").count() == 0  # no footer, no way off the page
+        shot(page, "kiosk-attract.png")
+        page.locator("#start").click()
+        page.locator("#kiosk-prompt textarea").wait_for(timeout=10_000)
+
+        page.locator(".chip").first.click()  # one touch: the chip's prompt is made into a picture
+        page.locator("#kiosk-image img").wait_for(timeout=60_000)
+        page.locator("#kiosk-status").get_by_text("Here it is").wait_for(timeout=10_000)
+        assert page.locator("#kiosk-prompt textarea").input_value()  # the chip filled the prompt
+        shot(page, "kiosk.png")
+
+        page.locator("#kiosk-prompt textarea").fill("a nude portrait")
+        page.locator("#create").click()
+        page.locator("#kiosk-status").get_by_text("different idea").wait_for(timeout=10_000)
+
+        page.get_by_text("Are you still there?").wait_for(timeout=15_000)  # idle: the countdown
+        page.locator("#attract-image img").wait_for(timeout=15_000)  # then the reset
+        page.locator("#start").click()
+        page.locator("#kiosk-prompt textarea").wait_for(timeout=10_000)
+        assert page.locator("#kiosk-prompt textarea").input_value() == ""  # the next visitor starts clean
+        browser.close()

@@ -1,0 +1,117 @@
+"""Kiosk rules as pure logic, driven by a fake clock."""
+
+import threading
+
+import pytest
+
+from fp8demo import config
+from fp8demo.kiosk import REFUSAL, IdleMachine, KioskRefusal, Line, Moderator, SessionGate, place_text
+
+
+def test_idle_machine_full_cycle():
+    m = IdleMachine(idle_after=60, countdown=15, attract_every=6, now=0)
+    assert m.view(0).mode == "attract"  # a fresh screen shows the attract loop
+    assert m.view(13).attract_index == 2
+    m.touch(100)
+    assert m.view(100).mode == "active" and m.view(159.9).mode == "active"
+    v = m.view(160)
+    assert v.mode == "countdown" and v.seconds_left == 15
+    assert m.view(174.2).seconds_left == 1
+    m.touch(170)  # "I'm still here"
+    assert m.view(171).mode == "active"
+    reset = m.view(245)  # 75 s after the last touch
+    assert reset.mode == "attract" and reset.reset
+    again = m.view(246)
+    assert again.mode == "attract" and not again.reset  # the reset happens once
+    assert m.view(245 + 6).attract_index == 1  # the loop restarts from the first picture
+
+
+def test_generation_pauses_the_timers():
+    m = IdleMachine(idle_after=10, countdown=5, attract_every=3, now=0)
+    m.touch(0)
+    m.set_busy(True, 5)
+    assert m.view(100).mode == "active"  # a slow picture never triggers the countdown
+    m.set_busy(False, 100)
+    assert m.view(109).mode == "active"  # the idle clock restarts when the picture arrives
+    assert m.view(110).mode == "countdown"
+
+
+def test_cooldown_and_one_job_per_session():
+    gate = SessionGate(cooldown=10)
+    gate.begin("a", now=0)
+    with pytest.raises(KioskRefusal, match="still being made"):
+        gate.begin("a", now=1)
+    gate.begin("b", now=1)  # another visitor is not blocked
+    gate.end("a", now=3)
+    with pytest.raises(KioskRefusal, match="wait 4 s"):
+        gate.begin("a", now=9)
+    gate.begin("a", now=13)
+
+
+def test_line_is_first_come_first_served_with_places():
+    line = Line()
+    a, b, c = line.join(), line.join(), line.join()
+    assert [line.ahead(t) for t in (a, b, c)] == [0, 1, 2]
+    assert place_text(0).startswith("Making") and "next" in place_text(1) and "2 people ahead" in place_text(2)
+    order = []
+
+    def visitor(ticket, name):
+        while line.wait_turn(ticket, timeout=1.0):
+            pass
+        order.append(name)
+        line.leave(ticket)
+
+    threads = [threading.Thread(target=visitor, args=(t, n)) for t, n in ((c, "c"), (b, "b"))]
+    for t in threads:
+        t.start()
+    line.leave(a)
+    for t in threads:
+        t.join(5)
+    assert order == ["b", "c"]
+
+
+MOD = Moderator.from_file(config.KioskConfig().blocklist)
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "a cute ass", "ASS", "Ass!", "a s s", "a.s.s", "a-s-s", "a$$", "@ss", "asses and donkeys",
+        "NuDe beach", "n u d e", "nu\u200bde", "nüde", "ｎｕｄｅ", "N.U.D.E", "a n*a*k*e*d man", "s3x", "p0rn",
+        "self harm", "Self   Harm", "portrait, topless", "breasts", "a GORY scene",
+    ],
+)
+def test_blocked(prompt):
+    verdict = MOD.check(prompt)
+    assert not verdict.allowed, prompt
+    assert verdict.message == REFUSAL
+    assert not any(w in verdict.message.lower() for w in ("ass", "nude", "sex", "porn", "naked"))
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "a class of students", "assassin's creed castle", "bass guitar on stage", "grass field", "a passage",
+        "massive waves", "sassy cat", "Sussex countryside", "Essex", "a sextant on a map", "nudibranch under water",
+        "scunthorpe town", "glass butterfly", "buttercup flowers", "a cocktail", "shiitake mushrooms",
+        "a harmless dragon", "hitchhiker", "a s shaped road", "sunset over the sea",
+    ],
+)
+def test_near_misses_pass(prompt):
+    assert MOD.check(prompt).allowed, prompt
+
+
+def test_phrases_need_all_words_in_order():
+    mod = Moderator(["hate speech"])
+    assert not mod.check("some Hate-Speech here").allowed
+    assert mod.check("hate", "speech").allowed  # separate texts, no phrase
+    assert mod.check("speech of hate").allowed
+
+
+def test_refusals_are_counted_and_the_text_is_not_logged(caplog):
+    mod = Moderator(["forbidden"])
+    with caplog.at_level("INFO"):
+        mod.check("something forbidden")
+        mod.check("fine")
+    assert mod.refused == 1
+    assert "refused prompt #1" in caplog.text and "forbidden" not in caplog.text.replace("refused", "")
