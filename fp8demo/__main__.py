@@ -29,6 +29,33 @@ def _parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="load the model, apply precision and print the precision report as JSON")
     _add_sampling_arguments(info)  # accepted so a generate command line can be turned into info unchanged
     config.add_engine_arguments(info)
+
+    quant = sub.add_parser("quantize", help="write an FP8 pipeline folder that loads without re-quantizing")
+    quant.add_argument("--model", required=True, help="repo id, folder, tiny, random:<arch>[:blocks] or a file")
+    quant.add_argument("--out", required=True, help="folder to write (must not exist or be empty)")
+    quant.add_argument("--t5", choices=("fp8", "bf16", "off"), default="bf16",
+                       help="store T5-XXL in FP8 too (fp8), keep it bf16, or leave it out (default: %(default)s)")
+    quant.add_argument("--modulation", choices=config.MODULATION_MODES, default="fp8")
+    quant.add_argument("--base", default=None, help="for a single-file --model: see generate --help")
+
+    bench = sub.add_parser("bench", help="time and size every precision variant; write JSON, Markdown and a chart")
+    bench.add_argument("--model", default="random:medium:2", help="any --model value (default: %(default)s)")
+    bench.add_argument("--t5", choices=config.T5_MODES, default="auto")
+    bench.add_argument("--modulation", choices=config.MODULATION_MODES, default="fp8")
+    bench.add_argument("--offload", choices=config.OFFLOAD_MODES, default="auto")
+    bench.add_argument("--variants", default=None,
+                       help="comma list of bf16,fp16,fp8-storage,fp8-native and their +compile twins (default: all)")
+    bench.add_argument("--compile-variants", dest="compile_variants", action="store_true", default=None,
+                       help="also time compiled variants (default: only on CUDA)")
+    bench.add_argument("--no-compile-variants", dest="compile_variants", action="store_false")
+    bench.add_argument("--sizes", default="512", help="comma list of WIDTHxHEIGHT or SIDE (default: %(default)s)")
+    bench.add_argument("--steps", default="2", help="comma list of step counts (default: %(default)s)")
+    bench.add_argument("--guidance", type=float, default=None, help="default: the model preset's")
+    bench.add_argument("--warmup", type=int, default=1, help="untimed runs per case (default: %(default)s)")
+    bench.add_argument("--runs", type=int, default=3, help="timed runs per case (default: %(default)s)")
+    bench.add_argument("--fidelity", action="store_true", help="also FP8 vs bf16 cosine per step and image metrics")
+    bench.add_argument("--out", default="benchmarks/results", help="folder for the results (default: %(default)s)")
+    bench.add_argument("--name", default=None, help="file stem (default: bench-<model>-<device>)")
     return parser
 
 
@@ -101,7 +128,69 @@ def cmd_info(args) -> dict:
     }
 
 
-COMMANDS = {"generate": cmd_generate, "info": cmd_info}
+def cmd_quantize(args) -> dict:
+    from pathlib import Path
+
+    from . import checkpoint, hardware
+    from .engine import Engine
+    from .errors import UserError
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not empty; choose a new folder.")
+    # Quantized on the CPU in the weight-only layout; the same per-row FP8 weights feed the native path on a GPU.
+    cfg = config.EngineConfig(model=args.model, precision="fp8", t5=args.t5, modulation=args.modulation,
+                              offload="none", compile=False, warmup_runs=0, base=args.base)
+    engine = Engine(cfg, hardware.cpu_capabilities())
+    engine.load()
+    source_seconds = engine.load_seconds
+    src = engine.source
+    folder, revision = None, None
+    if src.kind == "tiny":
+        from .builders import tiny_path
+
+        folder = tiny_path(cfg.cache_dir)
+    elif src.kind == "folder":
+        folder = Path(src.location)
+    elif src.kind == "repo":
+        from diffusers import DiffusionPipeline
+
+        folder = Path(DiffusionPipeline.download(src.location, token=cfg.hf_token))  # the cached snapshot
+        revision = folder.name  # snapshot folders are named by commit hash
+    manifest = checkpoint.save_quantized(engine.pipe, engine.report, src.name, out, revision, folder)
+    t_bytes = sum(f["bytes"] for rel, f in manifest["files"].items() if rel.startswith("transformer/")
+                  and rel.endswith(".safetensors"))
+    bf16_bytes = engine.report.transformer_loaded_bytes  # what the transformer's bf16 files hold
+    del engine
+    t0 = time.perf_counter()
+    again = Engine(config.EngineConfig(model=str(out), precision="fp8", t5=args.t5, offload="none", compile=False,
+                                       warmup_runs=0), hardware.cpu_capabilities())
+    again.load()
+    return {
+        "out": str(out),
+        "source": manifest["source"],
+        "transformer_file_bytes": t_bytes,
+        "transformer_bf16_bytes": bf16_bytes,
+        "transformer_file_ratio_vs_bf16": round(t_bytes / bf16_bytes, 4),
+        "files": {rel: f["bytes"] for rel, f in manifest["files"].items()},
+        "load_and_quantize_source_s": round(source_seconds, 3),
+        "load_quantized_folder_s": round(time.perf_counter() - t0, 3),
+    }
+
+
+def cmd_bench(args) -> dict:
+    from pathlib import Path
+
+    from . import bench
+
+    result = bench.run(args)
+    stem = args.name or f"bench-{args.model.replace(':', '-')}-{bench.device_slug(result)}"
+    paths = bench.save(result, Path(args.out), stem)
+    print(bench.markdown(result), file=sys.stderr)
+    return {"files": paths}
+
+
+COMMANDS = {"generate": cmd_generate, "info": cmd_info, "quantize": cmd_quantize, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

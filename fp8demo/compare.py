@@ -98,6 +98,8 @@ class Comparer:
             module.enable_xformers_memory_efficient_attention()
         log.info("comparison transformer %s loaded: %.2f GiB", kind, report.transformer_bytes / 2**30)
         label = plan.label() if plan.is_fp8 else f"{kind} (eager)"
+        if not plan.is_fp8 and engine.source.kind in ("fp8-folder", "single-file"):
+            label += ", dequantized from the FP8 checkpoint"  # no 16-bit original is at hand
         return module, label
 
     def _place(self, module) -> bool:

@@ -119,6 +119,9 @@ class EngineConfig:
     offload: str = "auto"
     attention: str = "sdpa"
     compile: bool | None = None  # None: on where it pays off (native FP8 on CUDA), off elsewhere
+    # Where a single-file checkpoint's missing parts (tokenizers, scheduler, VAE...) come from; None: the
+    # official repo of the file's model family.
+    base: str | None = None
     warmup_runs: int = 1
     embedding_cache_size: int = 64
     # Largest image side served; the positional table is cropped to cover exactly this (precision.py).
@@ -233,10 +236,13 @@ def add_engine_arguments(parser) -> None:
     g.add_argument("--compile", dest="compile", action="store_true", default=field_default(d, "compile"),
                    help="torch.compile the transformer (default: on for native FP8 on CUDA)")
     g.add_argument("--no-compile", dest="compile", action="store_false")
+    g.add_argument("--base", default=field_default(d, "base"),
+                   help="for a single .safetensors checkpoint: the diffusers folder or repo id that supplies "
+                        "tokenizers, scheduler, VAE and any text encoder the file lacks (default: the official repo)")
 
 
 def engine_config_from_args(args, **overrides) -> EngineConfig:
-    names = ("model", "precision", "t5", "modulation", "offload", "attention", "compile")
+    names = ("model", "precision", "t5", "modulation", "offload", "attention", "compile", "base")
     values = {k: getattr(args, k) for k in names}
     values.update(overrides)
     return EngineConfig(**values)

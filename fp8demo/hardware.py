@@ -6,6 +6,7 @@ import importlib.util
 import logging
 import os
 import resource
+import time
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,11 @@ def detect() -> Capabilities:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return Capabilities(device="mps", name="Apple MPS", **common)
     return Capabilities(device="cpu", name=_cpu_name(), **common)
+
+
+def cpu_capabilities() -> Capabilities:
+    """This machine's CPU alone, e.g. to quantize a checkpoint in the portable weight-only format."""
+    return Capabilities(device="cpu", name=_cpu_name(), torchao=_installed("torchao"), cpu_count=os.cpu_count() or 1)
 
 
 def _cpu_name() -> str:
@@ -149,3 +155,30 @@ def is_fatal_device_error(error: BaseException) -> bool:
         return False  # recoverable: release the cache and go on
     text = str(error).lower()
     return type(error).__name__ == "AcceleratorError" or any(m in text for m in _FATAL_MARKERS)
+
+
+class StageClock:
+    """Time stamps between pipeline stages: CUDA events on a GPU (device time, no sync per stage), else wall time."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self._marks: list = []
+
+    def mark(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self._marks.append(event)
+        else:
+            synchronize(self.device)
+            self._marks.append(time.perf_counter())
+
+    def intervals(self) -> list[float]:
+        """Seconds between consecutive marks (waits for the device once)."""
+        synchronize(self.device)
+        m = self._marks
+        if self.device == "cuda":
+            return [a.elapsed_time(b) / 1000.0 for a, b in zip(m, m[1:], strict=False)]
+        return [b - a for a, b in zip(m, m[1:], strict=False)]

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import builders, config
+from . import builders, checkpoint, comfy, config
 from .errors import ModelAccessError, UserError
 from .hardware import Capabilities
 from .precision import PrecisionPlan
@@ -37,9 +37,11 @@ class ModelSource:
     num_layers: int | None = None
     notice: str | None = None
 
+    random: bool = False  # random weights (tiny, random:*, or a checkpoint quantized from one): noise images
+
     @property
     def random_weights(self) -> bool:
-        return self.kind in ("tiny", "random")
+        return self.random or self.kind in ("tiny", "random")
 
 
 def model_choices() -> list[str]:
@@ -62,19 +64,33 @@ def resolve_model(name: str, caps: Capabilities) -> ModelSource:
     if name.startswith("random:"):
         return _resolve_random(name)
     path = Path(name).expanduser()
+    if path.is_dir() and checkpoint.is_quantized_folder(path):
+        src = checkpoint.read_manifest(path, verify=False).get("source", {}).get("model") or ""
+        random = src == "tiny" or src.startswith("random:")
+        preset = _preset_of_source(src) or config.preset_for_repo(path.name) or CUSTOM_PRESET
+        return ModelSource("fp8-folder", str(path), preset, location=str(path), random=random)
     if path.is_dir():
         if not (path / "model_index.json").exists():
             raise ModelAccessError(f"{path} is a folder but not a diffusers pipeline (no model_index.json in it).")
         preset = config.preset_for_repo(path.name) or CUSTOM_PRESET
         return ModelSource("folder", str(path), preset, location=str(path))
     if name.endswith(".safetensors"):
-        if not path.exists():
+        if not path.is_file():
             raise ModelAccessError(f"No such file: {name}")
-        raise UserError(f"{name}: single-file checkpoints are not supported yet; pass a diffusers folder or repo id.")
+        preset = config.PRESETS.get(comfy.preset_name(path) or "", CUSTOM_PRESET)
+        return ModelSource("single-file", str(path), preset, location=str(path))
     if _REPO_ID.match(name) and not path.exists():
         preset = config.preset_for_repo(name) or CUSTOM_PRESET
         return ModelSource("repo", name, preset, location=name)
     raise UserError(f"Unknown model {name!r}. Use one of: {', '.join(model_choices())}, a Hub repo id or a folder.")
+
+
+def _preset_of_source(name: str) -> config.Preset | None:
+    if name == "tiny":
+        return config.PRESETS["tiny"]
+    if name.startswith("random:"):
+        return _resolve_random(name).preset
+    return config.preset_for_repo(name) if name else None
 
 
 def _resolve_random(name: str) -> ModelSource:
@@ -124,6 +140,20 @@ def load_pipeline(source: ModelSource, plan: PrecisionPlan, cfg: config.EngineCo
                 torch.nn.Module.to(module, dtypes.get(name, dtypes["default"]))
         return pipe
 
+    if source.kind == "fp8-folder":
+        return checkpoint.load_quantized_pipeline(Path(source.location), plan, dtypes)
+    if source.kind == "single-file":
+        base = cfg.base or source.preset.repo_id
+        if base is None:
+            raise UserError(f"{source.name}: say which model family it is with --base <folder or repo id> "
+                            "(tokenizers, scheduler and VAE come from there).")
+        try:
+            return comfy.load_pipeline(Path(source.location), base, plan, dtypes, cfg.hf_token)
+        except Exception as error:
+            explained = explain_load_error(error, replace(source, location=base, name=base), cfg.hf_token is not None)
+            if explained is None:
+                raise
+            raise explained from error
     location = str(builders.ensure_tiny(cfg.cache_dir)) if source.kind == "tiny" else source.location
     kwargs = {"dtype": dtypes}
     if plan.t5 == "off":
@@ -190,6 +220,10 @@ def load_transformer(source: ModelSource, plan: PrecisionPlan, cfg: config.Engin
     if source.kind == "random":
         # same construction and seed as the whole pipeline: the same weights
         return torch.nn.Module.to(builders.build_random_transformer(source.arch, source.num_layers), dtype)
+    if source.kind == "fp8-folder":
+        return checkpoint.load_transformer(Path(source.location) / "transformer", plan)
+    if source.kind == "single-file":
+        return torch.nn.Module.to(comfy.load_transformer(Path(source.location)), dtype)
     location = str(builders.ensure_tiny(cfg.cache_dir)) if source.kind == "tiny" else source.location
     kwargs = {"token": cfg.hf_token} if source.kind == "repo" else {}
     try:

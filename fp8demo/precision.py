@@ -360,7 +360,8 @@ def _linear_filter(predicate):
     import torch
 
     def keep(module, fqn: str) -> bool:
-        return isinstance(module, torch.nn.Linear) and predicate(fqn)
+        # a weight loaded already in FP8 (a quantized checkpoint) is used as stored, never quantized twice
+        return isinstance(module, torch.nn.Linear) and not hasattr(module.weight, "qdata") and predicate(fqn)
 
     return keep
 

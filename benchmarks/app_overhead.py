@@ -1,0 +1,90 @@
+"""Application overhead: a /generate request through gradio_client to image bytes at the client, minus the
+engine's own time for that request. Target: at most 50 ms at 1024 px.
+
+    python -m benchmarks.app_overhead    # tiny model, 1024 px -> benchmarks/results/app-overhead-<device>.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import time
+from pathlib import Path
+
+from fp8demo import bench, config, hardware, logs
+from fp8demo.server import launch
+from fp8demo.service import DemoService
+from fp8demo.ui import build_ui
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--steps", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--out", default="benchmarks/results")
+    args = p.parse_args(argv)
+    logs.configure()
+    from gradio_client import Client
+
+    caps = hardware.detect()
+    app_cfg = config.AppConfig(engine=config.EngineConfig(model=args.model), port=_port())
+    service = DemoService(app_cfg, caps).start(background=False)
+    engine_times: list[float] = []
+    generate = service.generate
+
+    def timed(request, session="", progress=None):
+        result = generate(request, session, progress)
+        engine_times.append(result.timings.total)
+        return result
+
+    service.generate = timed
+    demo = build_ui(service)
+    launch(demo, service, app_cfg, block=False)
+    client = Client(f"http://127.0.0.1:{app_cfg.port}/", verbose=False)
+    aspect = f"{args.size}x{args.size}"
+    rows = []
+    try:
+        for i in range(args.warmup + args.runs):
+            t0 = time.perf_counter()
+            image_path, *_ = client.predict(prompt="a lighthouse at dusk", seed=i, randomize_seed=False,
+                                            steps=args.steps, aspect_ratio=aspect, api_name="/generate")
+            size = len(Path(image_path).read_bytes())  # the bytes are at the client
+            wall = time.perf_counter() - t0
+            if i >= args.warmup:
+                rows.append({"client_s": wall, "engine_s": engine_times[-1], "overhead_s": wall - engine_times[-1],
+                             "image_bytes": size})
+    finally:
+        demo.close()
+    overheads = [r["overhead_s"] for r in rows]
+    result = {
+        "benchmark": "application overhead (gradio_client /generate to image bytes, minus engine time)",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "device": {"name": caps.name, "kind": caps.device, "cpu_count": caps.cpu_count},
+        "versions": bench.versions(),
+        "config": vars(args),
+        "overhead_ms": {k: round(f(overheads) * 1000, 1)
+                        for k, f in (("min", min), ("median", statistics.median), ("max", max))},
+        "engine_ms_median": round(statistics.median(r["engine_s"] for r in rows) * 1000, 1),
+        "target_ms": 50,
+        "runs": rows,
+    }
+    slug = bench.device_slug({"device": {"name": caps.name}})
+    out = Path(args.out) / f"app-overhead-{slug}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: result[k] for k in ("overhead_ms", "engine_ms_median")}), out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Write README.md's Performance section from the JSON files committed in benchmarks/results/.
+
+    python -m benchmarks.report           # rewrite the section between the markers
+    python -m benchmarks.report --check   # exit 1 when README.md does not match the JSON (a test runs this)
+
+Every number comes with its device and the file it was read from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+START, END = "<!-- performance:start -->", "<!-- performance:end -->"
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
+
+
+def _memory(path: Path, data: dict) -> list[str]:
+    dev = data["device"]["name"]
+    rows = data["variants"]
+    names = list(rows)
+    comps = list(rows[names[0]]["components"])
+    out = [
+        f"**Resident bytes, `{data['config']['model']}`** (full size, random weights; T5 `{data['config']['t5']}`; "
+        f"{dev}; [{path.name}](benchmarks/results/{path.name})):",
+        "",
+        "| component | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for c in comps:
+        out.append(f"| {c} | " + " | ".join(_gib(rows[n]["components"][c]["bytes"]) for n in names) + " |")
+    out.append("| **total** | " + " | ".join(f"**{_gib(rows[n]['total_bytes'])}**" for n in names) + " |")
+    out.append("| transformer / bf16 | " + " | ".join(f"{rows[n]['transformer_ratio_vs_bf16']:.3f}"
+                                                   for n in names) + " |")
+    return out
+
+
+def _bench(path: Path, data: dict) -> list[str]:
+    dev = data["device"]["name"]
+    cfg = data["config"]
+    out = [
+        f"**Latency, `{cfg['model']}`** ({dev}, {data['device']['kind']}; {cfg['runs']} timed runs after "
+        f"{cfg['warmup']} warm-up, {cfg['timing']}; [{path.name}](benchmarks/results/{path.name})):",
+        "",
+        "| variant | size | steps | per step (median) | text encoding | VAE decode | end to end (median) | peak |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for v in data["variants"]:
+        for c in v["cases"]:
+            out.append(
+                f"| {v['variant']['name']} | {c['width']}x{c['height']} | {c['steps']} "
+                f"| {c['per_step_s']['median']:.2f} s | {c['text_encoding_s']['median']:.2f} s "
+                f"| {c['vae_decode_s']['median']:.2f} s | {c['end_to_end_s']['median']:.2f} s "
+                f"| {_gib(c['peak_memory_bytes'])} ({c['peak_memory_kind']}) |"
+            )
+    if "fidelity" in data:
+        f = data["fidelity"]
+        cos = ", ".join(f"{s['cosine_mean']:.5f}" for s in f["per_step"])
+        rel = ", ".join(f"{s['relative_error_mean']:.4f}" for s in f["per_step"])
+        out += ["", f"Fidelity, {f['fp8']} against {f['baseline']} on the same trajectory ({f['size'][0]} px, seeds "
+                    f"{f['seeds']}): transformer-output cosine per step {cos}; relative error {rel}."]
+        if f.get("random_weights"):
+            out.append("(Random weights: image PSNR/SSIM are recorded in the JSON but say nothing about pictures.)")
+    return out
+
+
+def _overhead(path: Path, data: dict) -> list[str]:
+    o = data["overhead_ms"]
+    cfg = data["config"]
+    return [
+        f"**Application overhead** ({data['device']['name']}; `{cfg['model']}` at {cfg['size']} px, {cfg['runs']} "
+        f"requests through `gradio_client`; [{path.name}](benchmarks/results/{path.name})): median "
+        f"{o['median']:.1f} ms (min {o['min']:.1f}, max {o['max']:.1f}) on top of the engine's "
+        f"{data['engine_ms_median']:.0f} ms; target {data['target_ms']} ms.",
+    ]
+
+
+def section() -> str:
+    parts = [START, ""]
+    for path in sorted(RESULTS.glob("*.json")):
+        data = json.loads(path.read_text())
+        kind = data.get("benchmark", "")
+        if kind.startswith("resident bytes"):
+            parts += _memory(path, data)
+        elif kind.startswith("application overhead"):
+            parts += _overhead(path, data)
+        elif kind == "fp8demo bench":
+            parts += _bench(path, data)
+        else:
+            continue
+        parts.append("")
+    if len(parts) == 2:
+        parts += ["No results committed yet.", ""]
+    parts.append(END)
+    return "\n".join(parts)
+
+
+def render(readme: str) -> str:
+    head, _, rest = readme.partition(START)
+    _, _, tail = rest.partition(END)
+    return head + section() + tail
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--check", action="store_true")
+    args = p.parse_args(argv)
+    current = README.read_text()
+    wanted = render(current)
+    if args.check:
+        if wanted != current:
+            print("README.md's Performance section is out of date: run python -m benchmarks.report", file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(wanted)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

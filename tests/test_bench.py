@@ -1,0 +1,45 @@
+"""The benchmark tool runs end to end on the tiny model (figures printed, not asserted) and the README's
+Performance section matches the committed results."""
+
+from argparse import Namespace
+
+from conftest import CPU, H100
+from PIL import Image
+
+from fp8demo import bench
+
+
+def test_variants_follow_the_device():
+    assert [v.name for v in bench.variants_for(CPU)] == ["bf16", "fp16", "fp8-storage"]
+    gpu = [v.name for v in bench.variants_for(H100)]
+    assert gpu == ["bf16", "fp16", "fp8-native", "bf16+compile", "fp8-native+compile"]
+
+
+def test_bench_writes_json_markdown_and_chart(tmp_path, cache_dir):
+    args = Namespace(model="tiny", t5="auto", modulation="fp8", offload="auto", variants="bf16,fp8-storage",
+                     compile_variants=None, sizes="256x384", steps="2", guidance=None, warmup=0, runs=2,
+                     fidelity=True)
+    result = bench.run(args)
+    assert result["device"]["kind"] == "cpu" and result["versions"]["torch"]
+    names = [v["variant"]["name"] for v in result["variants"]]
+    assert names == ["bf16", "fp8-storage"]
+    for v in result["variants"]:
+        case = v["cases"][0]
+        assert (case["width"], case["height"], case["steps"]) == (256, 384, 2)
+        assert case["per_step_s"]["runs"] == 2 and case["per_step_s"]["min"] <= case["per_step_s"]["median"]
+        assert case["end_to_end_s"]["min"] > case["denoising_s"]["min"]
+        assert set(v["resident_bytes"]) == {"transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae"}
+    fp8 = result["variants"][1]
+    assert fp8["resident_bytes"]["transformer"] < result["variants"][0]["resident_bytes"]["transformer"]
+    fid = result["fidelity"]
+    assert len(fid["per_step"]) == 2 and all(0.99 < s["cosine_mean"] <= 1.0 for s in fid["per_step"])
+    assert all(s["relative_error_mean"] > 0 for s in fid["per_step"])  # the FP8 side really ran
+    paths = bench.save(result, tmp_path, "tiny")
+    assert "| fp8-storage | 256x384 | 2 |" in open(paths["markdown"]).read()
+    assert Image.open(paths["chart"]).size[0] > 500
+
+
+def test_readme_performance_section_matches_committed_results():
+    from benchmarks import report
+
+    assert report.main(["--check"]) == 0, "run: python -m benchmarks.report"
