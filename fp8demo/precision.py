@@ -366,6 +366,14 @@ def _linear_filter(predicate):
     return keep
 
 
+def _quantize(module, quant_config, keep) -> None:
+    """torchao quantize_ on the Linears `keep` selects; no call at all when none is left (a loaded checkpoint)."""
+    from torchao.quantization import quantize_
+
+    if any(keep(m, name) for name, m in module.named_modules()):
+        quantize_(module, quant_config, filter_fn=keep)
+
+
 def _is_block_linear(fqn: str) -> bool:
     return fqn.startswith("transformer_blocks.") and not _is_modulation(fqn)
 
@@ -378,27 +386,22 @@ def quantize_transformer(transformer, plan: PrecisionPlan) -> None:
     """Swap the block Linears' weights for torchao FP8 tensors, as the plan says. The kept layers are untouched."""
     if not plan.is_fp8:
         return
-    from torchao.quantization import (
-        Float8DynamicActivationFloat8WeightConfig,
-        Float8WeightOnlyConfig,
-        PerRow,
-        quantize_,
-    )
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, Float8WeightOnlyConfig, PerRow
 
     if plan.blocks == "fp8-dynamic":
         block_config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
     else:
         block_config = Float8WeightOnlyConfig()
-    quantize_(transformer, block_config, filter_fn=_linear_filter(_is_block_linear))
+    _quantize(transformer, block_config, _linear_filter(_is_block_linear))
     if plan.modulation == "fp8-weight-only":
         # One vector per image goes through these: FP8 activations would cost quality and save nothing.
-        quantize_(transformer, Float8WeightOnlyConfig(), filter_fn=_linear_filter(_is_block_modulation))
+        _quantize(transformer, Float8WeightOnlyConfig(), _linear_filter(_is_block_modulation))
 
 
 def quantize_t5(text_encoder_3) -> None:
-    from torchao.quantization import Float8WeightOnlyConfig, quantize_
+    from torchao.quantization import Float8WeightOnlyConfig
 
-    quantize_(text_encoder_3, Float8WeightOnlyConfig(), filter_fn=_linear_filter(lambda fqn: True))
+    _quantize(text_encoder_3, Float8WeightOnlyConfig(), _linear_filter(lambda fqn: True))
 
 
 def count_linears(module) -> tuple[int, int]:
