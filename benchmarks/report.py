@@ -47,16 +47,17 @@ def _bench(path: Path, data: dict) -> list[str]:
     dev = data["device"]["name"]
     cfg = data["config"]
     out = [
-        f"**Latency, `{cfg['model']}`** ({dev}, {data['device']['kind']}; {cfg['runs']} timed runs after "
-        f"{cfg['warmup']} warm-up, {cfg['timing']}; [{path.name}](benchmarks/results/{path.name})):",
+        f"**Latency, `{cfg['model']}`, T5 `{cfg['t5']}`** ({dev}, {data['device']['kind']}; {cfg['runs']} timed "
+        f"runs after {cfg['warmup']} warm-up, {cfg['timing']}; [{path.name}](benchmarks/results/{path.name})):",
         "",
-        "| variant | size | steps | per step (median) | text encoding | VAE decode | end to end (median) | peak |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | size | steps | guidance | per step (median) | text encoding | VAE decode | end to end (median) "
+        "| peak |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for v in data["variants"]:
         for c in v["cases"]:
             out.append(
-                f"| {v['variant']['name']} | {c['width']}x{c['height']} | {c['steps']} "
+                f"| {v['variant']['name']} | {c['width']}x{c['height']} | {c['steps']} | {c['guidance']:g} "
                 f"| {c['per_step_s']['median']:.2f} s | {c['text_encoding_s']['median']:.2f} s "
                 f"| {c['vae_decode_s']['median']:.2f} s | {c['end_to_end_s']['median']:.2f} s "
                 f"| {_gib(c['peak_memory_bytes'])} ({c['peak_memory_kind']}) |"

@@ -37,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="store T5-XXL in FP8 too (fp8), keep it bf16, or leave it out (default: %(default)s)")
     quant.add_argument("--modulation", choices=config.MODULATION_MODES, default="fp8")
     quant.add_argument("--base", default=None, help="for a single-file --model: see generate --help")
+    quant.add_argument("--calibrate", type=int, default=0, metavar="N",
+                       help="also store static activation scales measured on N built-in prompts (default: none)")
+    quant.add_argument("--calibration-steps", type=int, default=None, help="default: the model preset's steps")
+    quant.add_argument("--calibration-size", type=int, default=None, help="default: the preset's width")
 
     bench = sub.add_parser("bench", help="time and size every precision variant; write JSON, Markdown and a chart")
     bench.add_argument("--model", default="random:medium:2", help="any --model value (default: %(default)s)")
@@ -157,7 +161,17 @@ def cmd_quantize(args) -> dict:
 
         folder = Path(DiffusionPipeline.download(src.location, token=cfg.hf_token))  # the cached snapshot
         revision = folder.name  # snapshot folders are named by commit hash
-    manifest = checkpoint.save_quantized(engine.pipe, engine.report, src.name, out, revision, folder)
+    calibration = None
+    if args.calibrate:
+        from .calibrate import CALIBRATION_PROMPTS, calibrate
+
+        prompts = CALIBRATION_PROMPTS[: args.calibrate]
+        engine.warm_up()  # marks the engine ready; warmup_runs=0 makes this free
+        scales = calibrate(engine, prompts, args.calibration_steps, args.calibration_size)
+        calibration = {"kind": "static per-tensor, amax / 448", "prompts": len(prompts),
+                       "steps": args.calibration_steps or engine.preset.steps,
+                       "size": args.calibration_size or engine.preset.width, "scales": scales}
+    manifest = checkpoint.save_quantized(engine.pipe, engine.report, src.name, out, revision, folder, calibration)
     t_bytes = sum(f["bytes"] for rel, f in manifest["files"].items() if rel.startswith("transformer/")
                   and rel.endswith(".safetensors"))
     bf16_bytes = engine.report.transformer_loaded_bytes  # what the transformer's bf16 files hold
@@ -183,9 +197,12 @@ def cmd_bench(args) -> dict:
 
     from . import bench
 
-    result = bench.run(args)
-    stem = args.name or f"bench-{args.model.replace(':', '-')}-{bench.device_slug(result)}"
-    paths = bench.save(result, Path(args.out), stem)
+    def save(result):
+        stem = args.name or f"bench-{args.model.replace(':', '-')}-{bench.device_slug(result)}"
+        return bench.save(result, Path(args.out), stem)
+
+    result = bench.run(args, on_progress=save)
+    paths = save(result)
     print(bench.markdown(result), file=sys.stderr)
     return {"files": paths}
 

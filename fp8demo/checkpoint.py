@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 FORMAT = "fp8demo-fp8/1"
 MANIFEST = "fp8demo_manifest.json"
 SCALE = ".weight_scale"
+INPUT_SCALE = ".input_scale"  # static activation scale from calibration (float32 scalar), optional
 GRANULARITY = "per-row: one float32 scale per output row, weight = fp8 * scale"
 
 
@@ -72,18 +73,21 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_module(module, folder: Path, weights_name: str) -> dict:
+def _write_module(module, folder: Path, weights_name: str, input_scales: dict | None = None) -> dict:
+    import torch
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     state = fp8_state_dict(module)
+    for name, scale in (input_scales or {}).items():
+        state[name + INPUT_SCALE] = torch.tensor(scale, dtype=torch.float32)
     module.config.save_pretrained(folder) if hasattr(module.config, "save_pretrained") else module.save_config(folder)
     save_file(state, str(folder / weights_name), metadata={"format": "pt", "fp8demo": FORMAT})
     return _dtype_map(state)
 
 
 def save_quantized(pipe, report, source_name: str, out_dir: Path, revision: str | None = None,
-                   source_folder: Path | None = None) -> dict:
+                   source_folder: Path | None = None, calibration: dict | None = None) -> dict:
     """Write `pipe` (precision already applied, on the CPU) as an FP8 pipeline folder; return the manifest.
 
     Components that are not quantized are copied file for file from `source_folder` when there is one (they stay
@@ -100,7 +104,8 @@ def save_quantized(pipe, report, source_name: str, out_dir: Path, revision: str 
     if report.pos_embed_crop:  # the cropped positional table is what gets saved; the config must say so
         transformer.register_to_config(pos_embed_max_size=report.pos_embed_crop[1])
     dtype_maps["transformer"] = _write_module(
-        transformer, out_dir / "transformer", "diffusion_pytorch_model.safetensors"
+        transformer, out_dir / "transformer", "diffusion_pytorch_model.safetensors",
+        (calibration or {}).get("scales"),
     )
     t5 = getattr(pipe, "text_encoder_3", None)
     quantized_t5 = t5 is not None and any(hasattr(p, "qdata") for p in t5.parameters())
@@ -130,6 +135,10 @@ def save_quantized(pipe, report, source_name: str, out_dir: Path, revision: str 
             "scale_granularity": GRANULARITY,
             "scale_key_suffix": SCALE,
             "pos_embed_crop": list(report.pos_embed_crop) if report.pos_embed_crop else None,
+            "activation_scales": (
+                {k: v for k, v in calibration.items() if k != "scales"} | {"key_suffix": INPUT_SCALE}
+                if calibration else "dynamic (per row, at run time)"
+            ),
         },
         "dtype_map": dtype_maps,
         "versions": bench.versions(),
@@ -222,7 +231,7 @@ def assign_state(module, state: dict, where: str, fp8: str, dtype) -> None:
     if no_scale:
         raise CheckpointError(f"{where}: {len(no_scale)} FP8 weights have no scale (e.g. {no_scale[0]}); "
                               "without scales the weights are meaningless.")
-    scales = {k for k in state if k.endswith(SCALE)}
+    scales = {k for k in state if k.endswith(SCALE) or k.endswith(INPUT_SCALE)}
     missing = [k for k in expected if k not in state]
     extra = [k for k in state if k not in expected and k not in scales]
     if missing or extra:

@@ -55,6 +55,10 @@ def test_type_run_see_image_then_compare(browser, url):
     assert "steps" in page.locator("#result-info").inner_text()
     page.locator("#gallery img").first.wait_for(timeout=10_000)  # this session's gallery
     shot(page, "generate.png")
+    prompt.fill("something else")
+    page.locator("#gallery img").first.click()  # a click reuses that image's settings
+    page.wait_for_function("document.querySelector('#prompt textarea').value.startsWith('a lighthouse')",
+                           timeout=10_000)
 
     page.get_by_role("tab", name="Compare FP16/BF16 vs FP8").click()
     page.locator("#compare-run").click()
