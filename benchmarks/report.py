@@ -68,6 +68,13 @@ def _bench(path: Path, data: dict) -> list[str]:
         rel = ", ".join(f"{s['relative_error_mean']:.4f}" for s in f["per_step"])
         out += ["", f"Fidelity, {f['fp8']} against {f['baseline']} on the same trajectory ({f['size'][0]} px, seeds "
                     f"{f['seeds']}): transformer-output cosine per step {cos}; relative error {rel}."]
+        scaling = f.get("activation_scaling", {})
+        for label, series in scaling.items():
+            if label != "note":
+                out.append(f"- FP8 weights {label} (rounding reproduced in bf16): cosine per step "
+                           + ", ".join(f"{s['cosine_mean']:.5f}" for s in series) + ".")
+        if scaling:
+            out.append("")
         if f.get("random_weights"):
             out.append("(Random weights: image PSNR/SSIM are recorded in the JSON but say nothing about pictures.)")
     return out
@@ -80,7 +87,10 @@ def _overhead(path: Path, data: dict) -> list[str]:
         f"**Application overhead** ({data['device']['name']}; `{cfg['model']}` at {cfg['size']} px, {cfg['runs']} "
         f"requests through `gradio_client`; [{path.name}](benchmarks/results/{path.name})): median "
         f"{o['median']:.1f} ms (min {o['min']:.1f}, max {o['max']:.1f}) on top of the engine's "
-        f"{data['engine_ms_median']:.0f} ms; target {data['target_ms']} ms.",
+        f"{data['engine_ms_median']:.0f} ms; target {data['target_ms']} ms."
+        + (f" For scale, the same `gradio_client` request cycle against an endpoint that returns a ready "
+           f"{cfg['size']} px image at once takes {data['framework_floor_ms']['median']:.1f} ms (median) here."
+           if "framework_floor_ms" in data else ""),
     ]
 
 

@@ -50,7 +50,7 @@ def build_kiosk_ui(kiosk: KioskService) -> gr.Blocks:
             status = gr.Markdown(WELCOME, elem_id="kiosk-status")
             with gr.Row(equal_height=True):
                 image = gr.Image(show_label=False, interactive=False, elem_id="kiosk-image", buttons=[],
-                                 type="pil", format="webp", scale=4)
+                                 type="pil", format="jpeg", scale=4)
                 qr = gr.Image(label="Take it home", interactive=False, visible=bool(cfg.public_url), buttons=[],
                               elem_id="kiosk-qr", scale=1, type="pil")
             with gr.Row():

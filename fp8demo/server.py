@@ -35,12 +35,12 @@ def health_routes(service: DemoService) -> list:
         reason = s["error"] if s["state"] == "failed" else f"warming up ({s['state']})"
         return JSONResponse({"status": s["state"], "reason": reason}, status_code=503)
 
-    def take(name: str):
+    def take(name: str):  # sync: FastAPI runs it in a worker thread while it waits for the PNG writer
         """A visitor's PNG by its file name (the take-home QR code points here)."""
         from fastapi.responses import FileResponse
 
         path = service.output_dir / name
-        if not TAKE_NAME.fullmatch(name) or not path.is_file():
+        if not TAKE_NAME.fullmatch(name) or not service.wait_for_file(path, timeout=10.0):
             return JSONResponse({"error": "This picture is no longer here."}, status_code=404)
         return FileResponse(path, media_type="image/png", filename=name)
 

@@ -34,6 +34,10 @@ def gpu_task(fn, duration: int = 120):
     return spaces.GPU(duration=duration)(fn)
 
 
+def thumbnail_path(png: Path) -> Path:
+    return png.with_name(png.stem + ".thumb.jpg")
+
+
 def parse_size(label: str) -> tuple[int, int]:
     """'16:9 · 1344x768' or '1344x768' -> (1344, 768). Range and multiple-of-16 checks come later, in validate()."""
     match = _SIZE.search(str(label or ""))
@@ -55,6 +59,7 @@ class DemoService:
         self.started_at = time.time()
         self.output_dir = Path(tempfile.mkdtemp(prefix="fp8demo-out-"))
         self._cancels: dict[str, threading.Event] = {}
+        self._pending: set[Path] = set()  # PNGs the background writer has not finished
         self._thread: threading.Thread | None = None
         self._generate = gpu_task(self._generate_now)
         self._compare = gpu_task(self._compare_now)
@@ -197,16 +202,53 @@ class DemoService:
         event.set()
         return True
 
-    def save_png(self, result: GenerationResult) -> Path:
-        from .imageio import save_png
-
+    def save_png(self, result: GenerationResult, thumbnail: bool = False) -> Path:
+        """The PNG (with its parameters) for download, written in the background: PNG encoding of a megapixel
+        image takes ~0.3 s on a small CPU and the visitor should not wait for it. Returns the final path at once;
+        `wait_for_file` (used by /take/<name>) waits for the write to finish. With `thumbnail`, a small JPEG
+        (`thumbnail_path(png)`) is written first, for the session gallery."""
         r = result.request
         path = self.output_dir / f"fp8demo-{r.seed}-{uuid.uuid4().hex[:8]}.png"
-        save_png(result, path)
-        files = sorted(self.output_dir.glob("*.png"), key=lambda p: p.stat().st_mtime)
-        for old in files[:-KEEP_FILES]:
-            old.unlink(missing_ok=True)
+        self._pending.add(path)
+        if thumbnail:
+            self._pending.add(thumbnail_path(path))
+        threading.Thread(target=self._write_png, args=(result, path, thumbnail), name="png-writer",
+                         daemon=True).start()
         return path
+
+    def _write_png(self, result: GenerationResult, path: Path, thumbnail: bool) -> None:
+        from .imageio import png_bytes
+
+        try:
+            # after the response: the web server's own work on this request comes first
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):
+            pass
+        try:
+            if thumbnail:
+                thumb = result.image.copy()
+                thumb.thumbnail((256, 256))
+                thumb.save(thumbnail_path(path), format="JPEG", quality=85)
+                self._pending.discard(thumbnail_path(path))
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(png_bytes(result))
+            os.replace(tmp, path)  # appears whole or not at all
+            self._pending.discard(path)
+            files = sorted(self.output_dir.glob("*.png"), key=lambda p: p.stat().st_mtime)
+            for old in files[:-KEEP_FILES]:
+                old.unlink(missing_ok=True)
+        except OSError:
+            log.exception("could not write %s", path)
+        finally:
+            self._pending.discard(path)
+            self._pending.discard(thumbnail_path(path))
+
+    def wait_for_file(self, path: Path, timeout: float = 10.0) -> bool:
+        """True once `path` exists; waits only while the background writer is still on it."""
+        deadline = time.monotonic() + timeout
+        while path in self._pending and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return path.is_file()
 
 
 def _exit_soon(service: DemoService, delay: float = 2.0, code: int = 70) -> None:

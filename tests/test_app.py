@@ -12,7 +12,6 @@ import yaml
 from PIL import Image
 
 from fp8demo import config
-from fp8demo.imageio import read_parameters
 from fp8demo.metrics import compare_images
 from fp8demo.server import health_routes, launch
 from fp8demo.service import DemoService
@@ -49,13 +48,29 @@ def client(app):
     return Client(app[1], verbose=False)
 
 
-def test_generate_api_returns_image_and_seed(client):
-    image, seed, info, png = client.predict(prompt="a cat on a windowsill", seed=123, randomize_seed=False,
-                                            api_name="/generate")
+def download(url: str, link_html: str) -> bytes:
+    """The PNG behind the page's download link."""
+    import re
+
+    href = re.search(r'href="([^"]+)"', link_html).group(1)
+    response = httpx.get(url + href, timeout=30)
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    return response.content
+
+
+def png_parameters(data: bytes) -> str:
+    import io
+
+    return Image.open(io.BytesIO(data)).info["parameters"]
+
+
+def test_generate_api_returns_image_and_seed(app, client):
+    image, seed, info, link = client.predict(prompt="a cat on a windowsill", seed=123, randomize_seed=False,
+                                             api_name="/generate")
     assert seed == 123
     assert Image.open(image).size == (512, 512)
     assert "denoising" in info and "seed 123" in info
-    params = read_parameters(png)
+    params = png_parameters(download(app[1], link))
     assert params.startswith("a cat on a windowsill\n") and "Seed: 123" in params
 
 
@@ -65,12 +80,14 @@ def test_generate_api_defaults_and_random_seed(client):
     assert seed_a != seed_b and 0 <= seed_a <= config.MAX_SEED
 
 
-def test_generate_api_sizes_and_settings(client):
-    image, _, info, png = client.predict(prompt="a wide valley", aspect_ratio="16:9 · 704x384", steps=2,
-                                         guidance=3.0, negative_prompt="fog", api_name="/generate")
+def test_generate_api_sizes_and_settings(app, client):
+    image, _, info, link = client.predict(prompt="a wide valley", aspect_ratio="16:9 · 704x384", steps=2,
+                                          guidance=3.0, negative_prompt="fog", api_name="/generate")
     assert Image.open(image).size == (704, 384)
     assert "(2 steps)" in info
-    params = read_parameters(png)
+    data = download(app[1], link)
+    assert Image.open(__import__("io").BytesIO(data)).size == (704, 384)  # the lossless original
+    params = png_parameters(data)
     assert "Negative prompt: fog" in params and "CFG scale: 3" in params and "Size: 704x384" in params
 
 

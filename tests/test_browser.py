@@ -53,6 +53,9 @@ def test_type_run_see_image_then_compare(browser, url):
     page.locator("#image img").wait_for(timeout=60_000)
     page.locator("#result-info").get_by_text("denoising").wait_for(timeout=10_000)
     assert "steps" in page.locator("#result-info").inner_text()
+    href = page.locator("#download a").get_attribute("href")
+    png = page.request.get(url + href)  # the download link serves the PNG with its parameters
+    assert png.ok and png.headers["content-type"] == "image/png" and b"parameters" in png.body()[:4096]
     page.locator("#gallery img").first.wait_for(timeout=10_000)  # this session's gallery
     shot(page, "generate.png")
     prompt.fill("something else")

@@ -56,6 +56,7 @@ def test_api_enforces_moderation_cooldown_and_the_negative_prompt(kiosk_app):
     assert status.startswith("Here it is")
 
     newest = kiosk.recent[0]
+    assert kiosk.service.wait_for_file(newest)  # written in the background
     assert "Negative prompt: " + SETTINGS.negative_prompt in read_parameters(newest)
     take = httpx.get(url + "take/" + newest.name)
     assert take.status_code == 200 and take.headers["content-type"] == "image/png"
