@@ -1,4 +1,4 @@
-"""Kiosk rules as pure logic: the idle/attract state machine, moderation, and per-visitor fairness.
+"""Kiosk rules as pure logic: the idle/attract state machine and per-visitor fairness (moderation: moderation.py).
 
 No Gradio, no torch and no wall clock in here: every time comes in as an argument, so tests drive hours of
 kiosk life in microseconds with a fake clock.
@@ -7,12 +7,9 @@ kiosk life in microseconds with a fake clock.
 from __future__ import annotations
 
 import logging
-import re
 import threading
-import unicodedata
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -69,101 +66,6 @@ class IdleMachine:
         self.attract_since = now
         self._reset_pending = True
         return self.view(now)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Moderation: word-boundary blocklist that sees through case, accents, spacing, punctuation and look-alike symbols
-
-
-_LOOKALIKES = str.maketrans({"@": "a", "4": "a", "$": "s", "5": "s", "0": "o", "1": "i", "!": "i", "3": "e",
-                             "7": "t", "+": "t", "|": "l", "8": "b"})
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
-REFUSAL = "Let's try a different idea: that prompt can't be shown on this screen. How about one of the suggestions?"
-
-
-def _fold(text: str) -> str:
-    """Lower case, no accents, no invisible characters, full-width letters made plain."""
-    text = unicodedata.normalize("NFKD", text.translate(_INVISIBLE))
-    return "".join(c for c in text if not unicodedata.combining(c)).casefold()
-
-
-_EDGE_PUNCTUATION = ".,;:!?\"'()[]{}<>"
-
-
-def _words(text: str) -> tuple[list[str], set[str]]:
-    """Words of a folded text, and extra single-word readings of spelled-out words.
-
-    A token mixing letters with look-alike symbols (a$$, sh1t) is read as letters; a token of single letters split
-    by punctuation (n*a*k*e*d, a.s.s) is also read joined; so is any stretch of a run of single letters separated
-    by spaces ("a s s", "an a k e d").
-    """
-    words: list[str] = []
-    joined: set[str] = set()
-    for token in re.split(r"\s+", text):
-        token = token.strip(_EDGE_PUNCTUATION)
-        if re.search(r"[a-z]", token) and re.search(r"[@$!|+0-9]", token):
-            token = token.translate(_LOOKALIKES)
-        pieces = [w for w in re.split(r"[^a-z0-9]+", token) if w]
-        if len(pieces) > 1 and all(len(p) == 1 for p in pieces):
-            joined.add("".join(pieces))
-        words.extend(pieces)
-    run: list[str] = []
-    for w in words + [""]:
-        if len(w) == 1:
-            run.append(w)
-            continue
-        for i in range(len(run)):
-            for j in range(i + 2, len(run) + 1):
-                joined.add("".join(run[i:j]))
-        run = []
-    return words, joined
-
-
-@dataclass(frozen=True)
-class Verdict:
-    allowed: bool
-    message: str = ""  # shown to the visitor; never repeats the blocked word
-
-
-class Moderator:
-    """Blocks prompts containing a listed word or phrase as whole words (so "ass" spares "class" and "bass")."""
-
-    def __init__(self, terms: list[str]):
-        self.terms: list[tuple[str, ...]] = []
-        for term in terms:
-            words = tuple(_words(_fold(term))[0])
-            if words:
-                self.terms.append(words)
-        self.refused = 0
-        self._lock = threading.Lock()
-
-    @classmethod
-    def from_file(cls, path: Path) -> Moderator:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-        return cls([line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")])
-
-    def _matches(self, text: str) -> bool:
-        words, joined = _words(_fold(text))
-        for term in self.terms:
-            forms = (term[-1], term[-1] + "s", term[-1] + "es")  # a listed word also blocks its plural
-            if len(term) == 1 and any(f in joined for f in forms):
-                return True
-            n = len(term)
-            for i in range(len(words) - n + 1):
-                if tuple(words[i : i + n - 1]) == term[:-1] and words[i + n - 1] in forms:
-                    return True
-        return False
-
-    def check(self, *texts: str) -> Verdict:
-        for text in texts:
-            if text and self._matches(text):
-                with self._lock:
-                    self.refused += 1
-                    count = self.refused
-                # the count and length only: refused text is neither logged nor kept
-                log.info("kiosk: refused prompt #%d (%d characters)", count, len(text))
-                return Verdict(False, REFUSAL)
-        return Verdict(True)
 
 
 # ---------------------------------------------------------------------------------------------------------------

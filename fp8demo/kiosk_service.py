@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import config
-from .kiosk import KioskRefusal, Line, Moderator, SessionGate, place_text
+from .kiosk import KioskRefusal, Line, SessionGate, place_text
+from .moderation import Moderator
 from .request import GenerationRequest, GenerationResult
 from .service import DemoService
 
