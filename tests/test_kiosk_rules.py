@@ -1,11 +1,10 @@
-"""Kiosk rules as pure logic, driven by a fake clock."""
+"""Kiosk rules as pure logic, driven by a fake clock (moderation: test_moderation.py)."""
 
 import threading
 
 import pytest
 
-from fp8demo import config
-from fp8demo.kiosk import REFUSAL, IdleMachine, KioskRefusal, Line, Moderator, SessionGate, place_text
+from fp8demo.kiosk import IdleMachine, KioskRefusal, Line, SessionGate, place_text
 
 
 def test_idle_machine_full_cycle():
@@ -68,50 +67,3 @@ def test_line_is_first_come_first_served_with_places():
     for t in threads:
         t.join(5)
     assert order == ["b", "c"]
-
-
-MOD = Moderator.from_file(config.KioskConfig().blocklist)
-
-
-@pytest.mark.parametrize(
-    "prompt",
-    [
-        "a cute ass", "ASS", "Ass!", "a s s", "a.s.s", "a-s-s", "a$$", "@ss", "asses and donkeys",
-        "NuDe beach", "n u d e", "nu\u200bde", "nüde", "ｎｕｄｅ", "N.U.D.E", "a n*a*k*e*d man", "s3x", "p0rn",
-        "self harm", "Self   Harm", "portrait, topless", "breasts", "a GORY scene",
-    ],
-)
-def test_blocked(prompt):
-    verdict = MOD.check(prompt)
-    assert not verdict.allowed, prompt
-    assert verdict.message == REFUSAL
-    assert not any(w in verdict.message.lower() for w in ("ass", "nude", "sex", "porn", "naked"))
-
-
-@pytest.mark.parametrize(
-    "prompt",
-    [
-        "a class of students", "assassin's creed castle", "bass guitar on stage", "grass field", "a passage",
-        "massive waves", "sassy cat", "Sussex countryside", "Essex", "a sextant on a map", "nudibranch under water",
-        "scunthorpe town", "glass butterfly", "buttercup flowers", "a cocktail", "shiitake mushrooms",
-        "a harmless dragon", "hitchhiker", "a s shaped road", "sunset over the sea",
-    ],
-)
-def test_near_misses_pass(prompt):
-    assert MOD.check(prompt).allowed, prompt
-
-
-def test_phrases_need_all_words_in_order():
-    mod = Moderator(["hate speech"])
-    assert not mod.check("some Hate-Speech here").allowed
-    assert mod.check("hate", "speech").allowed  # separate texts, no phrase
-    assert mod.check("speech of hate").allowed
-
-
-def test_refusals_are_counted_and_the_text_is_not_logged(caplog):
-    mod = Moderator(["forbidden"])
-    with caplog.at_level("INFO"):
-        mod.check("something forbidden")
-        mod.check("fine")
-    assert mod.refused == 1
-    assert "refused prompt #1" in caplog.text and "forbidden" not in caplog.text.replace("refused", "")
