@@ -7,9 +7,10 @@ Each layer undoes one family of evasions seen when the old filter was probed (is
    confusable_homoglyphs) and small capitals by their Unicode names, then casefold and accents stripped.
 2. Leetspeak: $ -> s, 3 -> e, 0 -> o, 1 ! | -> i (and, in a second reading, l), @ -> a ... in words that also hold
    letters or other symbols, so that plain numbers stay numbers.
-3. Words: anything but a letter or digit separates words. Split words are re-joined where a split is likely to be
-   an evasion and unlikely to be a real boundary: pieces of one spaced chunk (n.ude, a-s-s) and runs of chunks of at
-   most two characters (n u d e, nu de). "pen is" or "a sun dew" are never joined.
+3. Words: anything but a letter or digit separates words, and letters stretched to three or more (naaaked) count
+   once or twice. Split words are re-joined where a split is likely to be an evasion and unlikely to be a real
+   boundary: pieces of one spaced chunk (n.ude, a-s-s) and runs of chunks of at most two characters (n u d e,
+   nu de). "pen is" or "a sun dew" are never joined.
 4. Allow-list: innocent phrases ("moby dick", "naked mole rat") are taken out whole before matching, so the bare
    word stays blocked.
 5. Matching: whole words and phrases against the inflected forms of the lists (multilingual lists bundled with the
@@ -18,7 +19,7 @@ Each layer undoes one family of evasions seen when the old filter was probed (is
    the text with separators removed.
 
 No torch and no network; the lists are compiled once per process on first use (about a second), after which a
-2,000-character prompt is checked in well under 10 ms (1-3 ms measured on a shared CPU core, see
+2,000-character prompt is checked in well under 10 ms (1-5 ms measured on a busy, shared 2-core CPU; see
 tests/test_moderation.py::test_long_prompt_is_fast).
 """
 
@@ -79,6 +80,7 @@ _AMBIGUOUS = re.compile("[1!|¡]")  # i or l: both readings are checked
 # Combining marks that are accents on Latin, Greek and Cyrillic letters; kana voicing marks (U+3099) are left alone
 _ACCENTS = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 _CJK = re.compile("[\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\uff66-\uff9f]")
+_STRETCHED = re.compile(r"(\w)\1\1+")
 _CYRILLIC = re.compile("[\u0400-\u04ff]")
 _WORD = re.compile(r"[^\W_]+")  # letters and digits of any script
 
@@ -224,6 +226,11 @@ def _joins_to(run: list[str | None], words: set[str], prefixes: set[str]) -> boo
                 break
             j += 1
     return False
+
+
+def _unstretched(word: str) -> set[str]:
+    """A word with stretched letters (naaaked, sexxx) written with each run of three or more as one and as two."""
+    return {_STRETCHED.sub(r"\1", word), _STRETCHED.sub(r"\1\1", word)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -425,7 +432,7 @@ class Moderator:
         for i, piece in enumerate(pieces):
             if piece is None:
                 continue
-            if piece in words:
+            if piece in words or (_STRETCHED.search(piece) and _unstretched(piece) & words):
                 return True
             starting = phrases.get(piece)
             if starting and any(_starts(pieces, i, steps) for steps in starting):

@@ -124,6 +124,11 @@ def test_real_word_boundaries_are_not_joined(mod, text):
     assert mod.check(text).allowed
 
 
+def test_stretched_letters_count_once_or_twice(mod):
+    assert not mod.check("naaaaked").allowed and not mod.check("asssss").allowed
+    assert mod.check("zzz, a sleeping cat").allowed
+
+
 # ---- layer 4: allow-list
 
 
