@@ -8,20 +8,21 @@ so memory and speed can be measured without the gated weights.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import shutil
 import string
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
+from itertools import pairwise
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-TINY_VERSION = "v1"  # bump when the tiny recipe changes, so that stale caches are rebuilt
+TINY_VERSION = "v2"  # bump when the tiny recipe changes, so that stale caches are rebuilt
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,17 @@ TINY = Architecture(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Tokenizers, trained offline on a small prompt corpus so that token counts resemble the real ones.
+# Tokenizers, learnt offline from a small prompt corpus so that token counts resemble the real ones.
+#
+# The merges and scores are computed here rather than by `tokenizers`' BpeTrainer/UnigramTrainer: those keep their
+# counts in Rust hash maps seeded afresh in every process, so ties were broken (and Unigram scores summed) in a
+# different order each run, and the same word got a different id in each process. Everything below depends only
+# on the corpus: ties are broken by the symbols themselves and every list is written in a fixed order.
+
+CLIP_MERGES = 720  # what a 1000-token BPE trainer learnt from the corpus
+T5_MERGES = 400  # about 500 pieces with the characters, as the Unigram trainer kept
+CLIP_SPECIALS = ("<|startoftext|>", "<|endoftext|>")
+T5_SPECIALS = ("<pad>", "</s>", "<unk>")  # T5's ids 0, 1, 2
 
 
 def _corpus() -> list[str]:
@@ -102,52 +113,83 @@ def _corpus() -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
+def _merge(symbols: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+    out, i = [], 0
+    while i < len(symbols):
+        if symbols[i : i + 2] == pair:
+            out.append(pair[0] + pair[1])
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return tuple(out)
+
+
+def learn_bpe(words: Counter, num_merges: int) -> tuple[list[tuple[str, str]], Counter]:
+    """Byte-pair merges, most frequent adjacent pair first, ties broken by the pair itself; and the words as cut
+    by them. `words` counts symbol tuples. Pair counts are updated only for the words a merge changes."""
+    words = Counter(words)
+    pairs: Counter = Counter()
+    for symbols, count in words.items():
+        for pair in pairwise(symbols):
+            pairs[pair] += count
+    merges: list[tuple[str, str]] = []
+    while len(merges) < num_merges and pairs:
+        top = max(pairs.values())
+        best = min(pair for pair, count in pairs.items() if count == top)
+        merges.append(best)
+        for symbols, count in list(words.items()):
+            if best[0] not in symbols or (merged := _merge(symbols, best)) == symbols:
+                continue
+            del words[symbols]
+            words[merged] += count
+            for pair in pairwise(symbols):
+                pairs[pair] -= count
+            for pair in pairwise(merged):
+                pairs[pair] += count
+        pairs = +pairs  # drop the pairs no word has any more
+    return merges, words
+
+
 def build_clip_tokenizer():
-    """A CLIP BPE tokenizer (vocab.json + merges.txt) trained on the corpus, with CLIP's special tokens."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    """A CLIP BPE tokenizer (vocab.json + merges.txt layout) learnt from the corpus, with CLIP's special tokens."""
+    from tokenizers import pre_tokenizers
     from transformers import CLIPTokenizer
 
-    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
-    bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Whitespace(), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
-    )
-    trainer = trainers.BpeTrainer(
-        vocab_size=1000,
-        special_tokens=[],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        end_of_word_suffix="</w>",
-        show_progress=False,
-    )
-    bpe.train_from_iterator([line.lower() for line in _corpus()], trainer)
-    state = json.loads(bpe.to_str())["model"]
-    vocab: dict[str, int] = dict(state["vocab"])
-    # Every byte must also exist as a word end, or a word ending in an unseen letter has no token.
-    for char in pre_tokenizers.ByteLevel.alphabet():
-        vocab.setdefault(char + "</w>", len(vocab))
-    for special in ("<|startoftext|>", "<|endoftext|>"):
-        vocab[special] = len(vocab)
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
+    # Words as CLIP itself splits them (lower case, byte-level symbols), the last symbol marked as a word end.
+    splitter = CLIPTokenizer(vocab={s: i for i, s in enumerate(CLIP_SPECIALS)}, merges=[]).backend_tokenizer
+    words: Counter = Counter()
+    for line in _corpus():
+        for word, _ in splitter.pre_tokenizer.pre_tokenize_str(splitter.normalizer.normalize_str(line)):
+            words[(*word[:-1], word[-1] + "</w>")] += 1
+    merges, _ = learn_bpe(words, CLIP_MERGES)
+    # CLIP's own vocabulary order: the 256 byte symbols (the library returns them in set order; sorted is byte
+    # order), each again as a word end, one token per merge, then the specials.
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab: dict[str, int] = {}
+    for token in [*alphabet, *(c + "</w>" for c in alphabet), *("".join(m) for m in merges), *CLIP_SPECIALS]:
+        vocab.setdefault(token, len(vocab))  # two merges can spell the same token
     # The pipeline pads to model_max_length: without 77 here tokenization fails.
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
 def build_t5_tokenizer():
-    """A T5 tokenizer from a Unigram model with a Metaspace pre-tokenizer (WordLevel does not survive a reload)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """A T5 tokenizer: a Unigram model (WordLevel does not survive a reload) whose pieces are BPE merges of the
+    corpus, each scored by the log of its frequency in the corpus as those merges cut it."""
     from transformers import T5TokenizerFast
 
-    unigram = Tokenizer(models.Unigram())
-    unigram.pre_tokenizer = pre_tokenizers.Metaspace()
-    unigram.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(
-        vocab_size=600,
-        special_tokens=["<pad>", "</s>", "<unk>"],
-        unk_token="<unk>",
-        initial_alphabet=list(string.ascii_letters + string.digits + string.punctuation),
-        show_progress=False,
-    )
-    unigram.train_from_iterator(_corpus(), trainer)
-    vocab = [(piece, score) for piece, score in json.loads(unigram.to_str())["model"]["vocab"]]
+    splitter = T5TokenizerFast(extra_ids=0).backend_tokenizer.pre_tokenizer  # whitespace, then "▁" word starts
+    words = Counter(tuple(word) for line in _corpus() for word, _ in splitter.pre_tokenize_str(line))
+    merges, cut = learn_bpe(words, T5_MERGES)
+    # One count for every piece, so that single characters and intermediate merges stay usable for unseen words.
+    counts = Counter(dict.fromkeys([*string.ascii_letters, *string.digits, *string.punctuation, "▁"], 1))
+    counts.update(dict.fromkeys(("".join(m) for m in merges), 1))
+    for symbols, count in cut.items():
+        for symbol in symbols:
+            counts[symbol] += count
+    total = sum(counts.values())
+    pieces = sorted(((p, math.log(c / total)) for p, c in counts.items()), key=lambda ps: (-ps[1], ps[0]))
+    vocab = [(s, 0.0) for s in T5_SPECIALS] + pieces
     return T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=256)
 
 

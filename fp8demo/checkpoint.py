@@ -191,18 +191,27 @@ def load_tensors(path: Path) -> dict:
 
 
 def fp8_parameter(qdata, scale, native: bool):
-    """A torchao Float8Tensor from stored data and scales, built as torchao's own configs build it (no requant)."""
+    """A torchao Float8Tensor from stored data and scales, built as torchao's own configs build it (no requant).
+
+    `scale` is per row ([out_features, 1], this project's folders) or per tensor (one value, ComfyUI's files); a
+    per-tensor weight is given per-tensor granularity, and so are its activations on the native path, as torchao's
+    PerTensor config does (its matmul pairs tensor-wise with tensor-wise and row-wise with row-wise).
+    """
     import torch
-    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, PerTensor
     from torchao.quantization.quantize_.common import KernelPreference
     from torchao.quantization.quantize_.workflows.float8.float8_tensor import (
         Float8Tensor,
         QuantizeTensorToFloat8Kwargs,
     )
 
-    block = [1, qdata.shape[1]]
+    per_tensor = scale.numel() == 1
+    if per_tensor:
+        scale, block, granularity = scale.reshape(1, 1), list(qdata.shape), PerTensor()
+    else:
+        block, granularity = [1, qdata.shape[1]], PerRow()
     if native:
-        cfg = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+        cfg = Float8DynamicActivationFloat8WeightConfig(granularity=granularity)
         act_granularity, _ = cfg.granularity
         act = QuantizeTensorToFloat8Kwargs(
             cfg.activation_dtype,
@@ -217,8 +226,9 @@ def fp8_parameter(qdata, scale, native: bool):
     return torch.nn.Parameter(weight, requires_grad=False)
 
 
-def assign_state(module, state: dict, where: str, fp8: str, dtype) -> None:
-    """Put `state` into a module built on the meta device. `fp8`: "native", "storage" or "dequantize".
+def assign_state(module, state: dict, where: str, fp8, dtype) -> None:
+    """Put `state` into a module built on the meta device. `fp8`: "native", "storage" or "dequantize", or a function
+    of the weight's key giving one of those (when the layers of one file go different ways).
 
     Raises CheckpointError naming what is missing or left over, so a file of another architecture or one without
     its scales is refused, not half-loaded.
@@ -254,10 +264,11 @@ def assign_state(module, state: dict, where: str, fp8: str, dtype) -> None:
         if value.dtype == torch.float8_e4m3fn:
             scale = state[key.removesuffix(".weight") + SCALE]
             owner = module.get_submodule(key.rsplit(".", 1)[0])
-            if fp8 == "dequantize":
+            mode = fp8(key) if callable(fp8) else fp8
+            if mode == "dequantize":
                 owner.weight = torch.nn.Parameter((value.float() * scale).to(dtype), requires_grad=False)
             else:
-                owner.weight = fp8_parameter(value, scale.float(), native=fp8 == "native")
+                owner.weight = fp8_parameter(value, scale.float(), native=mode == "native")
         else:
             plain[key] = value.to(dtype) if value.is_floating_point() else value
     module.load_state_dict(plain, strict=False, assign=True)

@@ -1,25 +1,41 @@
-"""ComfyUI's scaled-FP8 single files (`sd3.5_*_fp8_scaled.safetensors`), which diffusers cannot load.
+"""ComfyUI's FP8 single files (`sd3.5_*_fp8_scaled.safetensors` and its current quantized checkpoints), which
+diffusers cannot load.
 
-Layout: the original MMDiT key names under `model.diffusion_model.`, float8_e4m3fn weights each with a float32
-per-tensor `<layer>.scale_weight`, a `scaled_fp8` marker tensor, and optionally the text encoders under
-`text_encoders.{clip_l,clip_g,t5xxl}.transformer.`. The real weight is `fp8 * scale_weight`: a plain cast that
-ignores the scale gives white images. Weights are dequantized with their scales, mapped to diffusers' names with
-diffusers' own SD3 converter, and then go through this project's FP8 path like any other weights.
+Both layouts keep the original MMDiT key names under `model.diffusion_model.` (and optionally the text encoders under
+`text_encoders.{clip_l,clip_g,t5xxl}.transformer.`), and store a quantized Linear as a float8 `<layer>.weight` with
+ONE float32 scale for the whole tensor: the real weight is `fp8 * scale`; a plain cast that ignores it gives white
+images.
+- legacy: the scale is `<layer>.scale_weight` and a `scaled_fp8` marker tensor marks the file.
+- current (ComfyUI's mixed-precision ops, comfy/ops.py and comfy/quant_ops.py): the scale is `<layer>.weight_scale`,
+  optionally with a static activation scale `<layer>.input_scale`, and `<layer>.comfy_quant` says what the layer is:
+  UTF-8 JSON such as {"format": "float8_e4m3fn"} stored as a uint8 tensor. The same per-layer entries may sit in the
+  safetensors header instead, as `_quantization_metadata` = {"layers": {layer: {...}}}.
+
+The FP8 data and their per-tensor scales are used as stored: the layers the precision plan makes FP8 become torchao
+Float8Tensors with per-tensor granularity, the others are dequantized. Dequantizing everything and re-quantizing per
+row (what this module did before) rounds every weight twice and adds 35-40 % to the weight error. Static input scales
+are not used: activations are scaled dynamically, as everywhere in this project.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import logging
 from pathlib import Path
 
-from .checkpoint import CheckpointError, load_tensors
+from .checkpoint import CheckpointError, assign_state, load_tensors
 
 log = logging.getLogger(__name__)
 
 PREFIX = "model.diffusion_model."
 MARKER = "scaled_fp8"
-SCALE = ".scale_weight"
+LEGACY_SCALE = ".scale_weight"
+SCALE = ".weight_scale"  # also the suffix checkpoint.assign_state reads, where it is a 1x1 tensor here
+INPUT_SCALES = (".scale_input", ".input_scale")
+LAYER_CONFIG = ".comfy_quant"
+HEADER_CONFIG = "_quantization_metadata"
+FORMATS = ("float8_e4m3fn", "float8_e5m2")  # ComfyUI's per-tensor FP8 formats; E5M2 is dequantized (see below)
 TEXT_PREFIXES = {
     "text_encoder": "text_encoders.clip_l.transformer.",
     "text_encoder_2": "text_encoders.clip_g.transformer.",
@@ -31,22 +47,95 @@ def is_single_file(path: Path) -> bool:
     return Path(path).is_file() and Path(path).suffix == ".safetensors"
 
 
-def dequantize(state: dict, where: str) -> dict:
-    """bf16 tensors from a scaled-FP8 state dict: fp8 * scale_weight; scale and marker keys dropped."""
+# ---------------------------------------------------------------------------------------------------------------
+# Reading either layout into one form
+
+
+def _header(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:  # the header only: load_tensors has read the file already
+        return f.metadata() or {}
+
+
+def _layer_configs(raw: dict, header: dict, where: str) -> dict:
+    """{layer: its ComfyUI config}, from the `.comfy_quant` tensors and the header's `_quantization_metadata`."""
+    configs = {}
+    if HEADER_CONFIG in header:
+        try:
+            layers = json.loads(header[HEADER_CONFIG])["layers"]
+            # some tools write the layer names without the model prefix; ComfyUI's loader then misses them too
+            configs.update({PREFIX + name if PREFIX + name + ".weight" in raw else name: config
+                            for name, config in layers.items()})
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise CheckpointError(f"{where}: the header's {HEADER_CONFIG} is not the JSON ComfyUI writes "
+                                  f"({{\"layers\": {{...}}}}): {error!r}.") from error
+    for key, value in raw.items():
+        if key.endswith(LAYER_CONFIG):
+            try:  # as ComfyUI reads it: the tensor's bytes are UTF-8 JSON
+                configs[key.removesuffix(LAYER_CONFIG)] = json.loads(value.numpy().tobytes())
+            except (ValueError, TypeError) as error:
+                raise CheckpointError(f"{where}: {key} is not valid JSON ({error}); the file is damaged or was "
+                                      "written by a tool that does not follow ComfyUI's layout.") from error
+    for layer, config in configs.items():
+        fmt = config.get("format") if isinstance(config, dict) else None
+        if fmt not in FORMATS:
+            raise CheckpointError(
+                f"{where}: layer {layer} has quantization format {fmt!r}; this loader reads ComfyUI's FP8 formats "
+                f"({', '.join(FORMATS)}) only. Use an FP8 file or the 16-bit weights."
+            )
+    return configs
+
+
+def read_checkpoint(path: Path) -> dict:
+    """All tensors of a ComfyUI file in one form, whichever layout it has: each E4M3 weight stays as stored with its
+    scale beside it as `<layer>.weight_scale` (1x1, float32); E5M2 weights are dequantized to bf16 (this project's
+    FP8 is E4M3; the precision plan quantizes them again); markers, layer configs and input scales are dropped.
+
+    A missing or malformed scale or config raises CheckpointError naming the layer, before anything is built.
+    """
     import torch
 
+    where = str(path)
+    raw = load_tensors(path)
+    configs = _layer_configs(raw, _header(path), where)
+    for layer, config in configs.items():
+        stored = raw.get(layer + ".weight")
+        if stored is None:
+            raise CheckpointError(f"{where}: {layer} has a quantization config but no {layer}.weight.")
+        if str(stored.dtype) != "torch." + config["format"]:
+            raise CheckpointError(f"{where}: {layer}.weight is stored as {stored.dtype} but its config says "
+                                  f"{config['format']}.")
     out = {}
-    for key, value in state.items():
-        if key == MARKER or key.endswith(SCALE) or key.endswith(".scale_input"):
+    for key, value in raw.items():
+        if key.rsplit(".", 1)[-1] == MARKER or key.endswith((LAYER_CONFIG, SCALE, LEGACY_SCALE, *INPUT_SCALES)):
             continue
-        if value.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
-            scale_key = key.removesuffix(".weight") + SCALE
-            if scale_key not in state:
-                raise CheckpointError(f"{where}: {key} is FP8 but {scale_key} is missing; without it the weight "
-                                      "is meaningless (a plain cast gives white images).")
-            value = value.float() * state[scale_key].float()
-        out[key] = value.to(torch.bfloat16) if value.is_floating_point() else value
+        if value.dtype not in (torch.float8_e4m3fn, torch.float8_e5m2):
+            out[key] = value
+            continue
+        layer = key.removesuffix(".weight")
+        # a layer with a config has the current layout; otherwise whichever scale key is there (legacy if none)
+        scale_key = layer + SCALE if layer in configs or layer + SCALE in raw else layer + LEGACY_SCALE
+        scale = raw.get(scale_key)
+        if scale is None:
+            raise CheckpointError(f"{where}: {key} is FP8 but {scale_key} is missing; without it the weight is "
+                                  "meaningless (a plain cast gives white images).")
+        if scale.numel() != 1:
+            raise CheckpointError(f"{where}: {scale_key} holds {scale.numel()} values; ComfyUI's FP8 layers have "
+                                  "one scale per tensor.")
+        scale = scale.float().reshape(1, 1)
+        if value.dtype == torch.float8_e4m3fn:
+            out[key], out[layer + SCALE] = value, scale
+        else:
+            out[key] = (value.float() * scale).to(torch.bfloat16)
+    layout = "current (.comfy_quant)" if configs else "legacy (scaled_fp8)"
+    log.info("%s: ComfyUI %s layout, %d FP8 weights with per-tensor scales", where, layout,
+             sum(k.endswith(SCALE) for k in out))
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The transformer
 
 
 def infer_transformer_config(state: dict, where: str, head_dim: int = 64) -> dict:
@@ -78,30 +167,84 @@ def infer_transformer_config(state: dict, where: str, head_dim: int = 64) -> dic
     )
 
 
-def load_transformer(path: Path, head_dim: int = 64):
-    """The bf16 SD3 transformer of a ComfyUI scaled-FP8 file (its scales applied), on the CPU."""
+def to_diffusers_names(state: dict, where: str) -> dict:
+    """The MMDiT state under diffusers' names, FP8 weights and their scales included.
+
+    diffusers' converter renames, splits fused rows (qkv into q, k, v) and swaps row halves (AdaLN shift/scale); it
+    does no arithmetic. So FP8 data go through it bit for bit as uint8, and each scale goes through as a column with
+    one entry per row of its weight: the column's rows land where the weight's rows land, so every diffusers weight
+    comes out with the scale of the rows it is made of.
+    """
     import torch
+    from diffusers.loaders.single_file_utils import convert_sd3_transformer_checkpoint_to_diffusers as convert
+
+    tensors = {k: v for k, v in state.items() if not k.endswith(SCALE)}
+    fp8 = {k for k, v in tensors.items() if v.dtype == torch.float8_e4m3fn}
+    bits = {k: v.view(torch.uint8) if k in fp8 else v for k, v in tensors.items()}
+    columns = {
+        k: (state[k.removesuffix(".weight") + SCALE] if k in fp8 else torch.zeros(1, 1)).expand(len(v), 1)
+        if v.dim() else v
+        for k, v in tensors.items()
+    }
+    try:
+        converted, scale_columns = convert(bits), convert(columns)
+    except KeyError as error:
+        raise CheckpointError(f"{where}: incomplete MMDiT checkpoint, {error} is missing.") from error
+    out = {}
+    for key, value in converted.items():
+        if value.dtype != torch.uint8:
+            out[key] = value
+            continue
+        column = scale_columns[key]
+        if not bool((column == column[0]).all()):  # the converter would have fused rows of two tensors
+            raise CheckpointError(f"{where}: {key} would mix rows with different scales.")
+        out[key] = value.view(torch.float8_e4m3fn)
+        out[key.removesuffix(".weight") + SCALE] = column[:1].clone()
+    return out
+
+
+def _transformer_modes(plan):
+    """For each FP8 weight of the file, what the precision plan makes of it: FP8 with FP8 matmuls ("native", block
+    Linears on FP8 GPUs), FP8 storage with 16-bit compute ("storage"), or 16-bit ("dequantize": the layers the plan
+    keeps 16-bit, and everything when the plan is not FP8)."""
+    from .precision import _is_block_linear, _is_block_modulation
+
+    fp8 = plan is not None and plan.is_fp8
+    blocks = {"fp8-dynamic": "native", "fp8-weight-only": "storage"}.get(plan.blocks) if fp8 else None
+    modulation = "storage" if fp8 and plan.modulation == "fp8-weight-only" else None
+
+    def mode(key: str) -> str:
+        fqn = key.removesuffix(".weight")
+        if _is_block_linear(fqn):
+            return blocks or "dequantize"
+        if _is_block_modulation(fqn):
+            return modulation or "dequantize"
+        return "dequantize"
+
+    return mode
+
+
+def _compute_dtype(plan):
+    import torch
+
+    return torch.float16 if plan is not None and plan.compute_dtype == "float16" else torch.bfloat16
+
+
+def load_transformer(path: Path, head_dim: int = 64, plan=None):
+    """The SD3 transformer of a ComfyUI file, on the CPU: FP8 per-tensor weights where `plan` has FP8, the rest in
+    its 16-bit compute dtype (everything 16-bit, scales applied, without a plan)."""
     from accelerate import init_empty_weights
     from diffusers import SD3Transformer2DModel
-    from diffusers.loaders.single_file_utils import convert_sd3_transformer_checkpoint_to_diffusers
 
-    raw = load_tensors(path)
-    if MARKER not in raw and any(t.dtype == torch.float8_e4m3fn for t in raw.values()):
-        log.warning("%s has FP8 weights but no %r marker; reading it as scaled FP8 anyway", path, MARKER)
-    state = {k.removeprefix(PREFIX): v for k, v in raw.items() if k.startswith(PREFIX) or k == MARKER}
-    del raw
-    state = dequantize(state, str(path))
-    config = infer_transformer_config(state, str(path), head_dim)
-    try:
-        converted = convert_sd3_transformer_checkpoint_to_diffusers(state)
-    except KeyError as error:
-        raise CheckpointError(f"{path}: incomplete MMDiT checkpoint, {error} is missing.") from error
+    where = str(path)
+    state = {k.removeprefix(PREFIX): v for k, v in read_checkpoint(path).items() if k.startswith(PREFIX)}
+    config = infer_transformer_config(state, where, head_dim)
+    converted = to_diffusers_names(state, where)
+    del state
     with init_empty_weights(include_buffers=True):
         transformer = SD3Transformer2DModel(**config)
-    from .checkpoint import assign_state
-
     try:
-        assign_state(transformer, converted, str(path), "dequantize", torch.bfloat16)
+        assign_state(transformer, converted, where, _transformer_modes(plan), _compute_dtype(plan))
     except CheckpointError:
         del transformer, converted
         gc.collect()
@@ -109,16 +252,19 @@ def load_transformer(path: Path, head_dim: int = 64):
     return transformer.eval().requires_grad_(False)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Text encoders and the whole pipeline
+
+
 def text_encoder_states(path: Path) -> dict[str, dict]:
-    """{component: bf16 state dict} for the text encoders stored inside the file (none for transformer-only files)."""
-    raw = load_tensors(path)
+    """{component: state dict} for the text encoders stored inside the file (none for transformer-only files), FP8
+    weights with their `.weight_scale` as `read_checkpoint` gives them."""
+    state = read_checkpoint(path)
     out = {}
     for name, prefix in TEXT_PREFIXES.items():
-        part = {k.removeprefix(prefix): v for k, v in raw.items() if k.startswith(prefix)}
-        part.update({k.removeprefix(prefix).removesuffix(SCALE) + SCALE: v for k, v in raw.items()
-                     if k.startswith(prefix) and k.endswith(SCALE)})
+        part = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
         if part:
-            out[name] = dequantize(part, f"{path} ({name})")
+            out[name] = part
     return out
 
 
@@ -134,11 +280,10 @@ def preset_name(path: Path) -> str | None:
 def load_pipeline(path: Path, base: str, plan, dtypes: dict, token: str | None = None):
     """A StableDiffusion3Pipeline: transformer (and text encoders, when inside) from the file, the rest (tokenizers,
     scheduler, VAE, encoders the file lacks) from `base`, a diffusers folder or repo id."""
+    import torch
     from accelerate import init_empty_weights
     from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
     from transformers import AutoConfig, CLIPTextModelWithProjection, T5EncoderModel
-
-    from .checkpoint import assign_state
 
     kwargs = {"token": token} if token else {}
     try:
@@ -146,7 +291,7 @@ def load_pipeline(path: Path, base: str, plan, dtypes: dict, token: str | None =
         head_dim = base_config.get("attention_head_dim", 64)
     except OSError:
         head_dim = 64
-    transformer = load_transformer(path, head_dim)
+    transformer = load_transformer(path, head_dim, plan)
     components = {"transformer": transformer}
     classes = {"text_encoder": CLIPTextModelWithProjection, "text_encoder_2": CLIPTextModelWithProjection,
                "text_encoder_3": T5EncoderModel}
@@ -156,10 +301,20 @@ def load_pipeline(path: Path, base: str, plan, dtypes: dict, token: str | None =
         config = AutoConfig.from_pretrained(base, subfolder=name, **kwargs)
         with init_empty_weights(include_buffers=False):
             model = classes[name](config)
-        if name == "text_encoder_3" and "encoder.embed_tokens.weight" not in state:
+        t5 = name == "text_encoder_3"
+        if t5 and "encoder.embed_tokens.weight" not in state:  # tied to shared.weight, stored once
             state["encoder.embed_tokens.weight"] = state["shared.weight"]
-        dtype = dtypes.get(name, dtypes["default"])
-        assign_state(model, state, f"{path} ({name})", "dequantize", dtype)
+            if "shared" + SCALE in state:
+                state["encoder.embed_tokens" + SCALE] = state["shared" + SCALE]
+
+        def mode(key: str, model=model, fp8_linears=t5 and plan.t5 == "fp8") -> str:
+            # CLIP stays 16-bit; T5's Linears keep their FP8 when the plan stores T5 in FP8 (never FP8 matmuls)
+            owner = model.get_submodule(key.rsplit(".", 1)[0])
+            return "storage" if fp8_linears and isinstance(owner, torch.nn.Linear) else "dequantize"
+
+        assign_state(model, state, f"{path} ({name})", mode, dtypes.get(name, dtypes["default"]))
+        if t5:
+            model.encoder.embed_tokens = model.shared
         components[name] = model.eval().requires_grad_(False)
     if plan.t5 == "off":
         components.update(text_encoder_3=None, tokenizer_3=None)

@@ -223,7 +223,7 @@ def load_transformer(source: ModelSource, plan: PrecisionPlan, cfg: config.Engin
     if source.kind == "fp8-folder":
         return checkpoint.load_transformer(Path(source.location) / "transformer", plan)
     if source.kind == "single-file":
-        return torch.nn.Module.to(comfy.load_transformer(Path(source.location)), dtype)
+        return comfy.load_transformer(Path(source.location), plan=plan)  # FP8 kept where the plan has FP8
     location = str(builders.ensure_tiny(cfg.cache_dir)) if source.kind == "tiny" else source.location
     kwargs = {"token": cfg.hf_token} if source.kind == "repo" else {}
     try:

@@ -220,36 +220,70 @@ def to_original_layout(sd: dict, num_layers: int, dual: tuple) -> dict:
     return o
 
 
-def scaled_fp8(state: dict, prefix: str, skip=("pos_embed", "embed")) -> dict:
-    """ComfyUI's scaled FP8: 2-D Linear weights in float8_e4m3fn with a float32 per-tensor scale_weight."""
+def scaled_fp8(state: dict, prefix: str, layout: str = "legacy", skip=("pos_embed", "embed")) -> dict:
+    """ComfyUI's FP8 files: 2-D Linear weights in float8_e4m3fn, each with one float32 scale for the tensor, as
+    `scale_weight` (legacy) or as `weight_scale` plus a `comfy_quant` config (current)."""
     out = {}
     for key, value in state.items():
         if key.endswith(".weight") and value.dim() == 2 and not any(s in key for s in skip):
+            layer = prefix + key.removesuffix(".weight")
             scale = value.float().abs().max() / 448.0
-            out[prefix + key] = (value.float() / scale).to(torch.float8_e4m3fn)
-            out[prefix + key.removesuffix(".weight") + ".scale_weight"] = scale.reshape(())
+            out[layer + ".weight"] = (value.float() / scale).to(torch.float8_e4m3fn)
+            if layout == "legacy":
+                out[layer + ".scale_weight"] = scale.reshape(())
+            else:
+                out[layer + ".weight_scale"] = scale.reshape(())
+                out[layer + ".comfy_quant"] = _config_tensor({"format": "float8_e4m3fn"})
         else:
             out[prefix + key] = value.to(torch.bfloat16) if value.is_floating_point() else value
     return out
 
 
+def _config_tensor(config) -> torch.Tensor:
+    """A `.comfy_quant` entry as ComfyUI writes it: the UTF-8 bytes of its JSON in a uint8 tensor."""
+    text = config if isinstance(config, str) else json.dumps(config)
+    return torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8)
+
+
 @pytest.fixture(scope="module")
-def comfy_file(tmp_path_factory, tiny_config):
+def comfy_sources(tiny_config):
+    """The tiny pipeline's transformer (original MMDiT names) and text encoders, and the tiny folder."""
     from diffusers import StableDiffusion3Pipeline
 
     tiny = builders.ensure_tiny(tiny_config.cache_dir)
     pipe = StableDiffusion3Pipeline.from_pretrained(tiny, dtype=torch.bfloat16)
     t = pipe.transformer
     original = to_original_layout(t.state_dict(), t.config.num_layers, tuple(t.config.dual_attention_layers))
-    file = scaled_fp8(original, "model.diffusion_model.")
-    file["scaled_fp8"] = torch.zeros(2, dtype=torch.float8_e4m3fn)
-    for name, prefix in comfy.TEXT_PREFIXES.items():
+    texts = {}
+    for name in comfy.TEXT_PREFIXES:
         state = getattr(pipe, name).state_dict()
         state.pop("encoder.embed_tokens.weight", None)  # tied to shared.weight, stored once
-        file.update(scaled_fp8(state, prefix))
-    path = tmp_path_factory.mktemp("comfy") / "sd3.5_tiny_fp8_scaled.safetensors"
+        texts[name] = state
+    return original, texts, tiny
+
+
+def _write_comfy(folder, sources, layout: str):
+    original, texts, tiny = sources
+    file = scaled_fp8(original, comfy.PREFIX, layout)
+    if layout == "legacy":
+        file["scaled_fp8"] = torch.zeros(2, dtype=torch.float8_e4m3fn)
+    else:
+        file[comfy.PREFIX + "joint_blocks.0.x_block.attn.qkv.input_scale"] = torch.tensor(0.05)  # static, unused
+    for name, prefix in comfy.TEXT_PREFIXES.items():
+        file.update(scaled_fp8(texts[name], prefix, layout))
+    path = folder / f"sd3.5_tiny_fp8_{layout}.safetensors"
     save_file({k: v.contiguous() for k, v in file.items()}, str(path))
     return path, tiny
+
+
+@pytest.fixture(scope="module")
+def comfy_file(tmp_path_factory, comfy_sources):
+    return _write_comfy(tmp_path_factory.mktemp("comfy"), comfy_sources, "legacy")
+
+
+@pytest.fixture(scope="module")
+def comfy_current_file(tmp_path_factory, comfy_sources):
+    return _write_comfy(tmp_path_factory.mktemp("comfy"), comfy_sources, "current")
 
 
 def test_comfy_file_reproduces_the_tiny_transformer(comfy_file, tiny_config):
@@ -278,10 +312,12 @@ def test_comfy_file_runs_through_the_fp8_path_end_to_end(comfy_file, tiny_engine
     cfg = EngineConfig(model=str(path), base=str(tiny), cache_dir=tiny_engine_bf16.cfg.cache_dir)
     engine = Engine(cfg, CPU).start()
     assert engine.source.kind == "single-file"
+    # the file's FP8 data and per-tensor scales, used as stored (the precision policy quantizes nothing again)
     w = engine.pipe.transformer.transformer_blocks[0].attn.to_q.weight
-    assert w.qdata.dtype == torch.float8_e4m3fn  # re-quantized per row by the precision policy
+    assert w.qdata.dtype == torch.float8_e4m3fn and w.scale.numel() == 1
     t5_w = engine.pipe.text_encoder_3.encoder.block[0].layer[0].SelfAttention.q.weight
-    assert t5_w.qdata.dtype == torch.float8_e4m3fn  # the T5 inside the file, scales applied, then FP8 storage
+    assert t5_w.qdata.dtype == torch.float8_e4m3fn and t5_w.scale.numel() == 1  # the T5 inside the file, FP8 storage
+    assert not hasattr(engine.pipe.text_encoder.text_model.encoder.layers[0].mlp.fc1.weight, "qdata")  # CLIP: 16-bit
     request = GenerationRequest("a red fox", seed=4, steps=2, guidance=0.0, width=512, height=512)
     a = np.asarray(engine.generate(request).image).astype(float)
     b = np.asarray(tiny_engine_bf16.generate(request).image).astype(float)
@@ -313,3 +349,136 @@ def test_unknown_single_file_family_needs_base(tmp_path):
     with pytest.raises(UserError, match="--base"):
         Engine(EngineConfig(model=str(path)), CPU).load()
 
+
+
+def _plan(caps, **options):
+    from fp8demo.precision import PrecisionOptions, plan_precision
+
+    return plan_precision(PrecisionOptions(**options), caps)
+
+
+def _cosine(a, b) -> float:
+    return torch.nn.functional.cosine_similarity(a.float().flatten(), b.float().flatten(), dim=0).item()
+
+
+@pytest.mark.parametrize("layout", ["legacy", "current"])
+def test_comfy_fp8_weights_stay_per_tensor_as_stored(layout, comfy_file, comfy_current_file):
+    path, _ = comfy_file if layout == "legacy" else comfy_current_file
+    raw = load_file(str(path))
+    scale_suffix = ".scale_weight" if layout == "legacy" else ".weight_scale"
+    loaded = comfy.load_transformer(path, head_dim=8, plan=_plan(CPU))  # FP8 storage, bf16 compute
+    blocks = loaded.transformer_blocks
+    x, c = comfy.PREFIX + "joint_blocks.1.x_block.", comfy.PREFIX + "joint_blocks.1.context_block."
+    # to_k is the middle third of the fused qkv rows; the last context block's AdaLN weight has its halves swapped
+    for weight, stored, scale in (
+        (blocks[1].attn.to_k.weight, raw[x + "attn.qkv.weight"].chunk(3)[1], raw[x + "attn.qkv" + scale_suffix]),
+        (blocks[1].norm1_context.linear.weight, torch.cat(raw[c + "adaLN_modulation.1.weight"].chunk(2)[::-1]),
+         raw[c + "adaLN_modulation.1" + scale_suffix]),
+    ):
+        assert weight.qdata.dtype == torch.float8_e4m3fn
+        assert weight.block_size == list(weight.shape) and weight.scale.shape == (1, 1)  # per-tensor granularity
+        assert torch.equal(weight.qdata.view(torch.uint8), stored.view(torch.uint8))  # the file's bits
+        assert weight.scale.item() == scale.item()  # and its scale
+    # layers the policy keeps 16-bit are dequantized, not left in FP8
+    assert loaded.proj_out.weight.dtype == torch.bfloat16 and not hasattr(loaded.proj_out.weight, "qdata")
+
+    reference = comfy.load_transformer(path, head_dim=8)  # no plan: every weight dequantized, fp8 * scale
+    assert {p.dtype for p in reference.parameters()} == {torch.bfloat16}
+    assert _cosine(_forward(loaded, 256), _forward(reference, 256)) > 0.999
+
+
+def test_comfy_per_tensor_weights_run_native_fp8_matmuls(comfy_current_file):
+    """On an FP8 GPU the block Linears quantize their activations too: per tensor, to pair with per-tensor weights
+    (torch._scaled_mm runs that pairing on this CPU too, so the path is exercised here)."""
+    from conftest import H100
+
+    path, _ = comfy_current_file
+    native = comfy.load_transformer(path, head_dim=8, plan=_plan(H100))
+    w = native.transformer_blocks[0].attn.to_q.weight
+    assert w.act_quant_kwargs is not None and type(w.act_quant_kwargs.granularity).__name__ == "PerTensor"
+    assert native.transformer_blocks[0].norm1.linear.weight.act_quant_kwargs is None  # modulation: weight-only
+    reference = comfy.load_transformer(path, head_dim=8)
+    assert _cosine(_forward(native, 256), _forward(reference, 256)) > 0.99
+
+
+def test_comfy_per_tensor_scales_are_not_requantized(comfy_file, comfy_sources, tiny_config):
+    """The loaded weights carry exactly the file's own rounding error; re-quantizing them per row (the old path:
+    dequantize to bf16, then the precision policy's per-row FP8) would add a second rounding on top."""
+    from torchao.quantization import PerRow
+    from torchao.quantization.quantize_.workflows.float8.float8_tensor import Float8Tensor
+
+    path, _ = comfy_file
+    raw, original = load_file(str(path)), comfy_sources[0]
+    file_error = norm = 0.0  # the file's own error, measured in its own (original MMDiT) layout
+    for key, w in original.items():
+        if key.startswith("joint_blocks.") and raw[comfy.PREFIX + key].dtype == torch.float8_e4m3fn:
+            scale = raw[comfy.PREFIX + key.removesuffix(".weight") + ".scale_weight"]
+            file_error += (raw[comfy.PREFIX + key].float() * scale - w.float()).pow(2).sum().item()
+            norm += w.float().pow(2).sum().item()
+
+    reference = dict(_tiny_transformer(tiny_config).named_modules())
+    loaded = comfy.load_transformer(path, head_dim=8, plan=_plan(CPU))
+    kept = requantized = 0.0
+    for name, module in loaded.named_modules():
+        if hasattr(getattr(module, "weight", None), "qdata"):
+            w = reference[name].weight.float()
+            stored = module.weight.dequantize(torch.float32)
+            per_row = Float8Tensor.from_hp(stored.to(torch.bfloat16), granularity=PerRow()).dequantize()
+            kept += (stored - w).pow(2).sum().item()
+            requantized += (per_row.float() - w).pow(2).sum().item()
+    assert kept == pytest.approx(file_error, rel=1e-5)  # every block weight FP8, with the file's error and no more
+    kept, requantized = (kept / norm) ** 0.5, (requantized / norm) ** 0.5
+    print(f"relative weight error: per-tensor as stored {kept:.5f}, re-quantized per row {requantized:.5f}")
+    assert requantized > 1.03 * kept  # tiny's narrow layers: +6 %; a real-width random:medium block: +52 %
+
+
+def _rewrite(path, tmp_path, name, change, metadata=None):
+    state = load_file(str(path))
+    change(state)
+    target = tmp_path / name
+    save_file(state, str(target), metadata=metadata)
+    return target
+
+
+LAYER = comfy.PREFIX + "joint_blocks.0.x_block.mlp.fc1"
+
+
+@pytest.mark.parametrize("name, change, message", [
+    ("no-scale", lambda s: s.pop(LAYER + ".weight_scale"), "fc1.weight_scale is missing"),
+    ("bad-json", lambda s: s.update({LAYER + ".comfy_quant": _config_tensor('{"format": float8')}),
+     "fc1.comfy_quant is not valid JSON"),
+    ("unknown-format", lambda s: s.update({LAYER + ".comfy_quant": _config_tensor({"format": "nvfp4"})}),
+     "quantization format 'nvfp4'"),
+    ("no-format", lambda s: s.update({LAYER + ".comfy_quant": _config_tensor({"group_size": 128})}),
+     "quantization format None"),
+    ("wrong-dtype", lambda s: s.update({LAYER + ".comfy_quant": _config_tensor({"format": "float8_e5m2"})}),
+     "stored as torch.float8_e4m3fn but its config says float8_e5m2"),
+    ("row-scales", lambda s: s.update({LAYER + ".weight_scale": torch.ones(128, 1)}), "holds 128 values"),
+])
+def test_malformed_current_comfy_files_are_refused_with_the_reason(comfy_current_file, tmp_path, name, change,
+                                                                   message):
+    from fp8demo.errors import UserError
+
+    bad = _rewrite(comfy_current_file[0], tmp_path, f"{name}.safetensors", change)
+    with pytest.raises(checkpoint.CheckpointError, match=message) as info:
+        comfy.load_transformer(bad, head_dim=8)
+    assert isinstance(info.value, UserError)
+
+
+def test_layer_configs_in_the_header_are_read_like_comfy_quant_tensors(comfy_current_file, tmp_path):
+    path, _ = comfy_current_file
+    layers = {}
+
+    def move_configs_to_header(state):
+        for key in [k for k in state if k.endswith(".comfy_quant")]:
+            layers[key.removesuffix(".comfy_quant")] = json.loads(state.pop(key).numpy().tobytes())
+
+    moved = _rewrite(path, tmp_path, "header.safetensors", move_configs_to_header)
+    header = _rewrite(moved, tmp_path, "header2.safetensors", lambda s: None,
+                      metadata={"_quantization_metadata": json.dumps({"format_version": "1.0", "layers": layers})})
+    w = comfy.load_transformer(header, head_dim=8, plan=_plan(CPU)).transformer_blocks[0].ff.net[0].proj.weight
+    assert w.qdata.dtype == torch.float8_e4m3fn and w.scale.numel() == 1
+    broken = _rewrite(moved, tmp_path, "header3.safetensors", lambda s: None,
+                      metadata={"_quantization_metadata": json.dumps({"layers": {LAYER: {"format": "int8"}}})})
+    with pytest.raises(checkpoint.CheckpointError, match="format 'int8'"):
+        comfy.load_transformer(broken, head_dim=8)

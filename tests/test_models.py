@@ -1,6 +1,12 @@
 """Model sources: name resolution, the offline tiny model through the real loading path, and access errors."""
 
+import hashlib
 import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
 
 import pytest
 from conftest import CPU, H100
@@ -150,3 +156,63 @@ def test_max_side_fits_every_positional_table():
     for arch in list(builders.ARCHITECTURES.values()) + [builders.TINY]:
         patches = config.MAX_SIDE // 16
         assert arch.transformer["pos_embed_max_size"] >= patches, arch.name
+
+
+# Run in a fresh interpreter: builds tiny in a cache of its own, then prints the token ids its saved tokenizers give
+# and a hash of a random:* style (fast-init) transformer, which is filled by another code path than tiny's.
+_BUILD_IN_A_NEW_PROCESS = """
+import hashlib, json, sys
+from pathlib import Path
+
+import torch
+from diffusers import SD3Transformer2DModel
+from transformers import CLIPTokenizer, T5TokenizerFast
+
+from fp8demo import builders
+
+path = builders.ensure_tiny(Path(sys.argv[1]))
+prompts = ["a photo of a cat on a windowsill", "Zebra-striped LIGHTHOUSE at dusk, 35mm, f/1.8", "ünïcödé sÿmbols ♥"]
+tokenizers = {"tokenizer": CLIPTokenizer, "tokenizer_2": CLIPTokenizer, "tokenizer_3": T5TokenizerFast}
+ids = {sub: [cls.from_pretrained(path / sub)(p).input_ids for p in prompts] for sub, cls in tokenizers.items()}
+fast = builders._construct(lambda: SD3Transformer2DModel(**builders.TINY.transformer), True, 0)
+h = hashlib.sha256()
+for name, tensor in sorted(fast.state_dict().items()):
+    h.update(name.encode() + tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+print(json.dumps({"ids": ids, "random_weights": h.hexdigest()}))
+"""
+
+
+def test_tiny_build_is_identical_across_processes(tmp_path):
+    """The same recipe gives the same files in any process: token ids, tokenizer files and weights, byte for byte."""
+    root = Path(__file__).resolve().parents[1]
+    runs = []
+    for hash_seed in ("1", "2"):  # Python's own hash seed differs too, as it does between two real runs
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=str(root))
+        cache = tmp_path / f"cache{hash_seed}"
+        cmd = [sys.executable, "-c", _BUILD_IN_A_NEW_PROCESS, str(cache)]
+        runs.append((cache, subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+    results, folders = [], []
+    for cache, proc in runs:  # both at once: each is mostly imports
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+        folders.append(builders.tiny_path(cache))
+    a, b = results
+    assert a["ids"] == b["ids"]
+    assert a["random_weights"] == b["random_weights"]
+
+    def digests(folder):
+        return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    first, second = digests(folders[0]), digests(folders[1])
+    assert {"tokenizer/tokenizer.json", "tokenizer_3/tokenizer.json"} <= set(first)
+    assert len([f for f in first if f.endswith(".safetensors")]) == 5
+    assert first == second
+
+
+def test_bpe_ties_are_broken_by_the_pair_not_by_chance():
+    # ("a", "b") and ("b", "c") are equally frequent and overlap: the order decides the result, so it must be fixed
+    merges, cut = builders.learn_bpe(Counter({("a", "b", "c"): 2, ("x", "y"): 1}), 2)
+    assert merges == [("a", "b"), ("ab", "c")]
+    assert cut == Counter({("abc",): 2, ("x", "y"): 1})
