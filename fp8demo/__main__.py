@@ -1,4 +1,4 @@
-"""Command line: `python -m fp8demo generate | info` (and the subcommands later issues add).
+"""Command line: `python -m fp8demo generate | info | doctor | quantize | bench`.
 
 Output is one JSON line on stdout so scripts can read it; logs go to stderr. A user mistake prints `error: ...`
 and exits with status 2, never a traceback.
@@ -29,6 +29,13 @@ def _parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="load the model, apply precision and print the precision report as JSON")
     _add_sampling_arguments(info)  # accepted so a generate command line can be turned into info unchanged
     config.add_engine_arguments(info)
+
+    doctor = sub.add_parser("doctor", help="check this machine: device, versions, plan, weights, compile cache, "
+                                           "one timed image, verdict")
+    doctor.add_argument("--json", action="store_true", help="print the report as one JSON line")
+    doctor.add_argument("--no-generate", dest="generate", action="store_false",
+                        help="skip loading the model and making an image")
+    config.add_engine_arguments(doctor)
 
     quant = sub.add_parser("quantize", help="write an FP8 pipeline folder that loads without re-quantizing")
     quant.add_argument("--model", required=True, help="repo id, folder, tiny, random:<arch>[:blocks] or a file")
@@ -132,6 +139,17 @@ def cmd_info(args) -> dict:
     }
 
 
+def cmd_doctor(args) -> dict | None:
+    from . import doctor
+
+    out = doctor.run(config.engine_config_from_args(args), generate=args.generate)
+    args.exit_code = 0 if out["ok"] else 1  # an operator's script can test the verdict
+    if not args.json:
+        print(doctor.plain(out))
+        return None
+    return out
+
+
 def cmd_quantize(args) -> dict:
     from pathlib import Path
 
@@ -207,7 +225,8 @@ def cmd_bench(args) -> dict:
     return {"files": paths}
 
 
-COMMANDS = {"generate": cmd_generate, "info": cmd_info, "quantize": cmd_quantize, "bench": cmd_bench}
+COMMANDS = {"generate": cmd_generate, "info": cmd_info, "doctor": cmd_doctor, "quantize": cmd_quantize,
+            "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,8 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps(output))
-    return 0
+    if output is not None:
+        print(json.dumps(output))
+    return getattr(args, "exit_code", 0)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from . import hardware, models
+from . import compiler, hardware, models
 from .engine import Engine, ProgressFn
 from .errors import SetupError
 from .metrics import ImageMetrics, compare_images, difference_heatmap
@@ -83,12 +83,22 @@ class Comparer:
             t0 = time.perf_counter()
             module, label = self._load(kind)
             resident = self._place(module)
+            if self.engine.plan.compile:
+                compiler.compile_blocks(module, self.engine.caps.device)
+                if not resident:
+                    self._move(module, self.engine.caps.device)
+                self.engine.warm_compiled(module)  # its first comparison must not pay for the compiler
+                if not resident:
+                    self._move(module, "cpu")
             self._variants[kind] = (module, label, resident)
             return module, label, resident, time.perf_counter() - t0
 
     def _load(self, kind: str):
         engine = self.engine
-        options = PrecisionOptions(precision=kind, t5="off", offload="none", compile=False)
+        # Compiled like the engine's own side, so the speed ratio shown is compiled against compiled.
+        compiled = engine.plan.compile
+        options = PrecisionOptions(precision=kind, t5="off", offload="none", compile=compiled,
+                                   fp8_matmul=engine.cfg.fp8_matmul)
         plan = plan_precision(options, engine.caps)
         module = models.load_transformer(engine.source, plan, engine.cfg)
         if plan.is_fp8 and engine.caps.device == "cuda":
@@ -97,7 +107,7 @@ class Comparer:
         if engine.plan.attention == "xformers":
             module.enable_xformers_memory_efficient_attention()
         log.info("comparison transformer %s loaded: %.2f GiB", kind, report.transformer_bytes / 2**30)
-        label = plan.label() if plan.is_fp8 else f"{kind} (eager)"
+        label = plan.label() if compiled or plan.is_fp8 else f"{kind} (eager)"
         if not plan.is_fp8 and engine.source.kind in ("fp8-folder", "single-file"):
             label += ", dequantized from the FP8 checkpoint"  # no 16-bit original is at hand
         return module, label

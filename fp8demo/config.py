@@ -21,6 +21,8 @@ CLIP_MAX_TOKENS = 77
 T5_MAX_TOKENS = 256
 
 PRECISIONS = ("fp8", "bf16", "fp16")
+# How FP8 block Linears multiply: native FP8 matmuls (torch._scaled_mm), or FP8 weights computed in 16-bit.
+FP8_MATMUL_MODES = ("auto", "native", "weight-only")
 T5_MODES = ("auto", "bf16", "fp8", "off")
 MODULATION_MODES = ("fp8", "bf16")
 OFFLOAD_MODES = ("auto", "none", "model", "sequential")
@@ -114,6 +116,7 @@ class EngineConfig:
 
     model: str = "auto"
     precision: str = "fp8"
+    fp8_matmul: str = "auto"  # auto: native on compute capability >= 8.9, weight-only elsewhere
     t5: str = "auto"
     modulation: str = "fp8"
     offload: str = "auto"
@@ -225,6 +228,11 @@ def add_engine_arguments(parser) -> None:
                         "(default: %(default)s: SD3.5 Large Turbo on a CUDA GPU, else tiny)")
     g.add_argument("--precision", choices=PRECISIONS, default=field_default(d, "precision"),
                    help="transformer precision (default: %(default)s)")
+    g.add_argument("--fp8-matmul", dest="fp8_matmul", choices=FP8_MATMUL_MODES,
+                   default=field_default(d, "fp8_matmul"),
+                   help="FP8 block matmuls: native (torch._scaled_mm, FP8 activations too; on a CPU a slow test "
+                        "path), weight-only (FP8 weights, 16-bit compute); auto = native on compute capability "
+                        ">= 8.9 (default: %(default)s)")
     g.add_argument("--t5", choices=T5_MODES, default=field_default(d, "t5"),
                    help="T5-XXL: auto = fp8 storage with --precision fp8, else bf16 (default: %(default)s)")
     g.add_argument("--modulation", choices=MODULATION_MODES, default=field_default(d, "modulation"),
@@ -242,7 +250,7 @@ def add_engine_arguments(parser) -> None:
 
 
 def engine_config_from_args(args, **overrides) -> EngineConfig:
-    names = ("model", "precision", "t5", "modulation", "offload", "attention", "compile", "base")
+    names = ("model", "precision", "fp8_matmul", "t5", "modulation", "offload", "attention", "compile", "base")
     values = {k: getattr(args, k) for k in names}
     values.update(overrides)
     return EngineConfig(**values)

@@ -12,15 +12,14 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from . import config, hardware
+from . import compiler, config, hardware
 from .errors import Cancelled, OutOfMemory, SetupError, UserError
 from .hardware import Capabilities
 from .models import ModelSource, load_pipeline, resolve_model
 from .precision import (
-    COMPILE_MODE,
     PrecisionOptions,
     PrecisionPlan,
     PrecisionReport,
@@ -79,6 +78,10 @@ class Engine:
         self.error: str | None = None
         self.load_seconds: float | None = None
         self.warmup_seconds: float | None = None
+        self.compile_seconds: float | None = None  # compiling and warming the compiled graphs, part of warm-up
+        self.compile_cache: compiler.CompileCache | None = None
+        self._transformer = None  # the engine's own denoiser (a comparison may lend another for one request)
+        self._noted: set[str] = set()
         self._lock = threading.Lock()
         self._embeddings: OrderedDict[tuple, tuple] = OrderedDict()
         if self.source.notice:
@@ -120,25 +123,64 @@ class Engine:
         elif self.plan.offload == "sequential":
             pipe.enable_sequential_cpu_offload()
         if self.plan.compile:
-            # Shapes are fixed per size; dynamic=False avoids slower generic kernels (sizes recompile once each).
-            pipe.transformer.compile(mode=COMPILE_MODE, fullgraph=True, dynamic=False)
+            self.compile_cache = self.compile_cache_for()
+            compiler.activate(self.compile_cache)
+            compiler.compile_blocks(pipe.transformer, self.caps.device)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
+        self._transformer = pipe.transformer
         self.load_seconds = time.perf_counter() - t0
         for note in self.plan.notes:
             log.info("precision: %s", note)
 
     def warm_up(self) -> None:
-        """Run generations at the default size so the first visitor does not pay for compilation or allocation."""
+        """Run generations so the first visitor pays for neither compilation nor allocation.
+
+        Compiled, the warm-up covers every graph the transformer blocks need (batch 1 and batch >= 2, a second
+        size to settle the symbolic token count; compiler.py), saves the compile cache, and from then on a request
+        that would need a compile is run without one (see `_denoise`).
+        """
         self.state = "warming"
         t0 = time.perf_counter()
-        runs = max(self.cfg.warmup_runs, 2 if self.plan.compile else 0)
-        for i in range(runs):
+        for i in range(self.cfg.warmup_runs):
             result = self._generate(GenerationRequest(WARMUP_PROMPT, seed=i), None, None)
-            log.info("warm-up %d/%d: %.2f s", i + 1, runs, result.timings.total)
+            log.info("warm-up %d/%d: %.2f s", i + 1, self.cfg.warmup_runs, result.timings.total)
+        if self.plan.compile:
+            self.warm_compiled(self.pipe.transformer)
+            compiler.save(self.compile_cache)
+            compiler.serve_stance()
         self._embeddings.clear()
         self.warmup_seconds = time.perf_counter() - t0
         self.state = "ready"
+
+    def warmup_requests(self) -> list[GenerationRequest]:
+        """One request per compiled graph: batch 1, batch 2 (CFG), then another size with CFG."""
+        p = self.preset
+        other = next((s for s in config.aspect_sizes(p).values() if s != (p.width, p.height)), (p.width, p.height))
+        return [
+            GenerationRequest(WARMUP_PROMPT, seed=0, steps=1, guidance=0.0),
+            GenerationRequest(WARMUP_PROMPT, seed=0, steps=1, guidance=4.5),
+            GenerationRequest(WARMUP_PROMPT, seed=0, steps=1, guidance=4.5, width=other[0], height=other[1]),
+        ]
+
+    def warm_compiled(self, transformer) -> None:
+        """Compile `transformer`'s graphs now; on a compiler failure it runs eagerly from then on."""
+        t0, graphs = time.perf_counter(), compiler.graphs_compiled()
+        with compiler.stance("default"):
+            for request in self.warmup_requests():
+                self._generate(request, None, None, transformer)
+                if not compiler.is_compiled(transformer):
+                    break  # the compiler failed and was turned off: nothing more to warm
+        seconds = time.perf_counter() - t0
+        self.compile_seconds = (self.compile_seconds or 0.0) + seconds
+        log.info("compiled %d graphs in %.1f s", compiler.graphs_compiled() - graphs, seconds)
+
+    def compile_cache_for(self, plan: PrecisionPlan | None = None) -> compiler.CompileCache:
+        """The compile cache folder this engine uses (or would use), for `doctor`."""
+        p = plan or self.plan
+        ident = compiler.identity(self.source.name, self.caps.describe(), replace(p, compile=True).label(), p.blocks,
+                                  p.modulation, p.compute_dtype, compiler.mode_for(self.caps.device))
+        return compiler.cache_for(self.cfg.cache_dir, ident)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -230,7 +272,7 @@ class Engine:
             denoiser = own if transformer is None else transformer
             try:
                 self.pipe.transformer = denoiser
-                image, timings, cached = self._run(request, progress, cancel, denoiser.dtype)
+                image, timings, cached = self._denoise(request, progress, cancel, denoiser)
             except Exception as error:
                 if not hardware.is_out_of_memory(error):
                     raise
@@ -253,6 +295,32 @@ class Engine:
             warnings=tuple(warnings),
             embeddings_cached=cached,
         )
+
+    def _denoise(self, request, progress, cancel, denoiser):
+        """`_run`, made safe against the compiler: a visitor never waits for a compile or sees its error."""
+        if not compiler.is_compiled(denoiser):
+            return self._run(request, progress, cancel, denoiser.dtype)
+        try:
+            return self._run(request, progress, cancel, denoiser.dtype)
+        except Exception as error:
+            if not compiler.is_compile_error(error):
+                raise
+            if compiler.is_recompile_refused(error):
+                self._note_once("recompile", "a %dx%d request (guidance %s) needed a new compiled graph: served "
+                                "without compiling it (%s)", request.width, request.height, request.guidance, error)
+                with compiler.stance("eager_on_recompile"):
+                    return self._run(request, progress, cancel, denoiser.dtype)
+            self._note_once("compile-failed", "torch.compile failed, running eagerly from now on: %s", error)
+            compiler.uncompile(denoiser)
+            if denoiser is self._transformer:
+                self.plan = replace(self.plan, compile=False,
+                                    notes=self.plan.notes + (f"torch.compile failed and is off: {error}"[:300],))
+            return self._run(request, progress, cancel, denoiser.dtype)
+
+    def _note_once(self, kind: str, message: str, *args) -> None:
+        if kind not in self._noted:
+            self._noted.add(kind)
+            log.warning(message, *args)
 
     def _run(self, request, progress, cancel, dtype):
         import torch

@@ -182,3 +182,40 @@ class StageClock:
         if self.device == "cuda":
             return [a.elapsed_time(b) / 1000.0 for a, b in zip(m, m[1:], strict=False)]
         return [b - a for a, b in zip(m, m[1:], strict=False)]
+
+
+def versions() -> dict:
+    """Versions of everything that decides numerics and kernels (recorded in benchmarks, checkpoints, doctor)."""
+    import platform
+
+    import diffusers
+    import torch
+    import transformers
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
+           "transformers": transformers.__version__, "cuda": torch.version.cuda}
+    for name in ("torchao", "gradio", "triton", "xformers"):
+        try:
+            out[name] = __import__(name).__version__
+        except ImportError:
+            out[name] = None
+    from . import __version__
+
+    out["fp8demo"] = __version__
+    return out
+
+
+def compile_support(caps: Capabilities) -> tuple[bool, str]:
+    """Whether torch.compile can build kernels here, and why not (inductor: Triton on GPUs, a C++ compiler on CPUs)."""
+    import shutil
+
+    if caps.device == "cuda":
+        if not _installed("triton"):
+            return False, "Triton is not installed (it comes with CUDA builds of torch on Linux)"
+        return True, "inductor with Triton kernels"
+    if caps.device == "cpu":
+        compiler_ = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+        if compiler_ is None:
+            return False, "no C++ compiler for inductor's CPU kernels (apt-get install g++)"
+        return True, f"inductor with C++ kernels ({compiler_})"
+    return False, f"torch.compile is not supported on {caps.device} by this project"

@@ -21,6 +21,7 @@ per-row weights and scales are the same ones the native path and the saved check
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 
 # Room for activations, the VAE decode and allocator slack on top of the weights when deciding on offload.
 OFFLOAD_HEADROOM_BYTES = 3 * 2**30
-COMPILE_MODE = "max-autotune"
 MODULATION_SUFFIXES = ("norm1.linear", "norm1_context.linear")
 KEPT_16BIT = ("pos_embed", "time_text_embed", "context_embedder", "norm_out", "proj_out")
 
@@ -48,10 +48,11 @@ class PrecisionOptions:
     offload: str = "auto"
     attention: str = "sdpa"
     compile: bool | None = None
+    fp8_matmul: str = "auto"
 
     @classmethod
     def from_config(cls, cfg: config.EngineConfig) -> PrecisionOptions:
-        return cls(cfg.precision, cfg.t5, cfg.modulation, cfg.offload, cfg.attention, cfg.compile)
+        return cls(cfg.precision, cfg.t5, cfg.modulation, cfg.offload, cfg.attention, cfg.compile, cfg.fp8_matmul)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,15 @@ class PrecisionPlan:
     def is_fp8(self) -> bool:
         return self.mode.startswith("fp8")
 
+    @property
+    def matmul(self) -> str:
+        """What multiplies in the transformer blocks, in words."""
+        if self.blocks == "fp8-dynamic":
+            return "torch._scaled_mm: FP8 E4M3 weights x FP8 E4M3 activations, per-row scales"
+        if self.blocks == "fp8-weight-only":
+            return f"{self.compute_dtype} matmul on FP8 E4M3 weights (per-row scales), dequantized per layer"
+        return f"{self.compute_dtype} matmul"
+
     def label(self) -> str:
         """Short human label, e.g. 'FP8 E4M3 (native, compiled) + bf16'."""
         if self.mode == "fp8-native":
@@ -90,6 +100,7 @@ class PrecisionPlan:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["notes"] = list(self.notes)
+        d["matmul"] = self.matmul
         return d
 
 
@@ -105,6 +116,7 @@ def plan_precision(options: PrecisionOptions, caps: Capabilities) -> PrecisionPl
     _choice("modulation mode", options.modulation, config.MODULATION_MODES)
     _choice("offload mode", options.offload, config.OFFLOAD_MODES)
     _choice("attention backend", options.attention, config.ATTENTION_BACKENDS)
+    _choice("FP8 matmul", options.fp8_matmul, config.FP8_MATMUL_MODES)
     notes: list[str] = []
 
     compute = "float16" if options.precision == "fp16" else "bfloat16"
@@ -115,11 +127,20 @@ def plan_precision(options: PrecisionOptions, caps: Capabilities) -> PrecisionPl
     if options.precision == "fp8":
         if not caps.torchao:
             raise SetupError("FP8 needs torchao: pip install torchao (or choose --precision bf16).")
-        if caps.fp8_native:
+        native = options.fp8_matmul == "native" or (options.fp8_matmul == "auto" and caps.fp8_native)
+        if native and not caps.fp8_native:
+            if caps.device != "cpu":
+                raise SetupError(f"--fp8-matmul native: {_why_no_native(caps)} Use --fp8-matmul weight-only.")
+            notes.append(
+                "CPU: native FP8 matmuls run through torch._scaled_mm, about 30x slower than bf16 here; "
+                "this exercises the GPU's code path, it is not a speed path."
+            )
+        if native:
             mode, blocks = "fp8-native", "fp8-dynamic"
         else:
             mode, blocks = "fp8-storage", "fp8-weight-only"
-            notes.append(_why_no_native(caps))
+            if options.fp8_matmul == "auto":
+                notes.append(_why_no_native(caps))
     else:
         mode, blocks = options.precision, "16-bit"
     fp8 = mode.startswith("fp8")
@@ -141,7 +162,7 @@ def plan_precision(options: PrecisionOptions, caps: Capabilities) -> PrecisionPl
         notes.append("CPU: the VAE runs in float32 (bf16 convolutions are ~50x slower on CPUs).")
 
     if options.compile is None:
-        compile_ = mode == "fp8-native"
+        compile_ = mode == "fp8-native" and caps.device == "cuda"
     else:
         compile_ = options.compile
         if compile_ and caps.device != "cuda":
@@ -393,10 +414,41 @@ def quantize_transformer(transformer, plan: PrecisionPlan) -> None:
         block_config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
     else:
         block_config = Float8WeightOnlyConfig()
-    _quantize(transformer, block_config, _linear_filter(_is_block_linear))
+    with _native_fp8_on_cpu(plan):
+        _quantize(transformer, block_config, _linear_filter(_is_block_linear))
     if plan.modulation == "fp8-weight-only":
         # One vector per image goes through these: FP8 activations would cost quality and save nothing.
         _quantize(transformer, Float8WeightOnlyConfig(), _linear_filter(_is_block_modulation))
+
+
+@contextlib.contextmanager
+def _native_fp8_on_cpu(plan: PrecisionPlan):
+    """Let torchao build its dynamic-activation FP8 weights on a CPU, the one hardware check this project bypasses.
+
+    torchao asserts compute capability >= 8.9 when it quantizes (`_check_hardware_support`), but the matmul it then
+    calls, torch._scaled_mm, runs E4M3 x E4M3 with row-wise scales on CPUs too (torch >= 2.13). Lifting only that
+    assertion, and only on a CPU, runs the GPU's exact code path in tests and CI. Nothing else is patched.
+    """
+    if plan.blocks != "fp8-dynamic" or plan.device != "cpu":
+        yield
+        return
+    from torchao.quantization import quant_api
+
+    checked = quant_api._check_hardware_support
+    quant_api._check_hardware_support = lambda granularity: None
+    try:
+        yield
+    finally:
+        quant_api._check_hardware_support = checked
+
+
+def count_fp8_matmuls(run) -> int:
+    """How many torch._scaled_mm calls `run()` makes: proof that FP8 matmuls really ran (as flux-fast checks)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    return sum(e.count for e in prof.key_averages() if e.key == "aten::_scaled_mm")
 
 
 def quantize_t5(text_encoder_3) -> None:
