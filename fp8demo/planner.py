@@ -429,19 +429,26 @@ def card_capabilities(vram_bytes: int, compute_capability: tuple[int, int] = (8,
                         total_memory=vram_bytes, free_memory=vram_bytes)
 
 
+def source_architecture(source) -> tuple[str, int | None] | None:
+    """(architecture, block count) of a models.ModelSource: random:<arch>, or anything whose preset is an SD3.5 one
+    (official repo ids, their local folders and FP8 checkpoints). None for the tiny model and unknown folders."""
+    if source.arch:
+        return source.arch, source.num_layers
+    if source.preset.name in builders.ARCHITECTURES:
+        return source.preset.name, None
+    return None
+
+
 def architecture_of(model: str) -> tuple[str, int | None]:
     """(architecture, block count) for large-turbo | large | medium, random:<arch>[:blocks] or an official repo id."""
     from .models import resolve_model
 
     accepted = ", ".join([*PLAN_MODELS, *(f"random:{a}" for a in builders.ARCHITECTURES), *config.REPO_TO_PRESET])
-    if model in ("auto", "tiny"):
-        raise UserError(f"plan needs a real architecture: use one of {accepted}.")
-    source = resolve_model(model, card_capabilities(GIB))
-    if source.arch:
-        return source.arch, source.num_layers
-    if source.kind == "repo" and source.preset.name in builders.ARCHITECTURES:
-        return source.preset.name, None
-    raise UserError(f"plan knows the SD3.5 architectures only: use one of {accepted}.")
+    source = None if model in ("auto", "tiny") else resolve_model(model, card_capabilities(GIB))
+    found = source_architecture(source) if source is not None else None
+    if found is None:
+        raise UserError(f"plan knows the SD3.5 architectures only: use one of {accepted}.")
+    return found
 
 
 def plan_for_card(model: str, vram_gib: float, options: PrecisionOptions = PrecisionOptions(),
@@ -459,10 +466,16 @@ def plan_for_card(model: str, vram_gib: float, options: PrecisionOptions = Preci
     return plan_card(CardPlanRequest(plan, footprint, vram, max_side, cfg=preset.guidance > 1))
 
 
-def plan_for_engine(arch_name: str, num_layers: int | None, plan: PrecisionPlan, free_bytes: int | None,
-                    guidance: float, max_side: int = config.MAX_SIDE) -> CardPlan | None:
-    """What the engine calls before loading, with `hardware.free_device_memory`: None off CUDA (nothing to plan)."""
-    if free_bytes is None or plan.device != "cuda":
+def plan_for_engine(source, plan: PrecisionPlan, free_bytes: int | None,
+                    max_side: int = config.MAX_SIDE) -> CardPlan | None:
+    """The engine's call, before loading, with `hardware.free_device_memory` and its models.ModelSource.
+
+    None when there is nothing to plan: not CUDA, or an architecture the planner does not know (the engine then
+    keeps `precision.resolve_offload`). CFG follows the source's preset guidance, as the table does.
+    """
+    found = source_architecture(source)
+    if free_bytes is None or plan.device != "cuda" or found is None:
         return None
-    footprint = architecture_footprint(arch_name, plan, max_side, num_layers)
-    return plan_card(CardPlanRequest(plan, footprint, free_bytes, max_side, cfg=guidance > 1))
+    arch, layers = found
+    footprint = architecture_footprint(arch, plan, max_side, layers)
+    return plan_card(CardPlanRequest(plan, footprint, free_bytes, max_side, cfg=source.preset.guidance > 1))

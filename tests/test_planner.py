@@ -180,10 +180,15 @@ def test_per_component_estimate_is_exact_on_tiny():
 
 
 def test_engine_entry_point_matches_the_card_plan():
+    from fp8demo.models import resolve_model
+
     req = _request("medium", 12)
-    engine = planner.plan_for_engine("medium", None, req.plan, 12 * GIB, guidance=4.5)
-    assert engine == planner.plan_card(req)
-    assert planner.plan_for_engine("medium", None, plan_precision(PrecisionOptions(), CPU), None, 4.5) is None
+    for name in ("stabilityai/stable-diffusion-3.5-medium", "random:medium"):
+        source = resolve_model(name, planner.card_capabilities(12 * GIB))
+        assert planner.plan_for_engine(source, req.plan, 12 * GIB) == planner.plan_card(req)
+    # nothing to plan off CUDA, or for the tiny model
+    assert planner.plan_for_engine(source, plan_precision(PrecisionOptions(), CPU), None) is None
+    assert planner.plan_for_engine(resolve_model("tiny", CPU), req.plan, 12 * GIB) is None
 
 
 def test_cli_prints_one_json_line():
@@ -200,7 +205,7 @@ def test_cli_prints_one_json_line():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "tiny", "--vram", "8"], "plan needs a real architecture"),
+    (["--model", "tiny", "--vram", "8"], "plan knows the SD3.5 architectures only"),
     (["--model", "random:nope", "--vram", "8"], "Unknown model"),
     (["--model", "medium", "--vram", "0"], "--vram must be a positive"),
     (["--model", "medium", "--vram", "8", "--max-side", "1000"], "--max-side must be a multiple of 16"),
