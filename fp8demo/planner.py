@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import logging
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -31,8 +30,6 @@ from . import builders, config
 from .errors import UserError
 from .hardware import Capabilities
 from .precision import COMPONENTS, PrecisionOptions, PrecisionPlan, plan_precision
-
-log = logging.getLogger(__name__)
 
 GIB = 2**30
 
