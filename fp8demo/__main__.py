@@ -1,4 +1,4 @@
-"""Command line: `python -m fp8demo generate | info | doctor | quantize | bench`.
+"""Command line: `python -m fp8demo generate | info | doctor | plan | quantize | bench`.
 
 Output is one JSON line on stdout so scripts can read it; logs go to stderr. A user mistake prints `error: ...`
 and exits with status 2, never a traceback.
@@ -36,6 +36,20 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--no-generate", dest="generate", action="store_false",
                         help="skip loading the model and making an image")
     config.add_engine_arguments(doctor)
+    plan = sub.add_parser("plan", help="offline: where each part goes on a card of --vram GiB, and its peak memory")
+    plan.add_argument("--model", default="large-turbo",
+                      help="large-turbo | large | medium, random:<arch>[:blocks] or an official repo id "
+                           "(default: %(default)s)")
+    plan.add_argument("--vram", type=float, required=True, metavar="GIB", help="the card's memory in GiB")
+    plan.add_argument("--precision", choices=config.PRECISIONS, default=config.field_default(config.EngineConfig,
+                                                                                              "precision"))
+    plan.add_argument("--t5", choices=config.T5_MODES, default=config.field_default(config.EngineConfig, "t5"))
+    plan.add_argument("--modulation", choices=config.MODULATION_MODES,
+                      default=config.field_default(config.EngineConfig, "modulation"))
+    plan.add_argument("--max-side", type=int, default=config.MAX_SIDE,
+                      help="largest image side served, in px (default: %(default)s)")
+    plan.add_argument("--compute-capability", default="8.9", metavar="MAJOR.MINOR",
+                      help="the card's CUDA compute capability; FP8 matmuls from 8.9 (default: %(default)s, Ada)")
 
     quant = sub.add_parser("quantize", help="write an FP8 pipeline folder that loads without re-quantizing")
     quant.add_argument("--model", required=True, help="repo id, folder, tiny, random:<arch>[:blocks] or a file")
@@ -148,6 +162,19 @@ def cmd_doctor(args) -> dict | None:
         print(doctor.plain(out))
         return None
     return out
+def cmd_plan(args) -> dict:
+    from . import planner
+    from .precision import PrecisionOptions
+
+    try:
+        cc = tuple(int(x) for x in args.compute_capability.split("."))
+    except ValueError:
+        cc = ()
+    if len(cc) != 2:
+        raise UserError(f"--compute-capability must look like 8.9, got {args.compute_capability!r}.")
+    options = PrecisionOptions(precision=args.precision, t5=args.t5, modulation=args.modulation)
+    card = planner.plan_for_card(args.model, args.vram, options, args.max_side, cc)
+    return {"model": args.model, "vram_gib": args.vram, **card.as_dict()}
 
 
 def cmd_quantize(args) -> dict:
@@ -225,7 +252,8 @@ def cmd_bench(args) -> dict:
     return {"files": paths}
 
 
-COMMANDS = {"generate": cmd_generate, "info": cmd_info, "doctor": cmd_doctor, "quantize": cmd_quantize,
+COMMANDS = {"generate": cmd_generate, "info": cmd_info, "doctor": cmd_doctor, "plan": cmd_plan,
+            "quantize": cmd_quantize,
             "bench": cmd_bench}
 
 

@@ -267,33 +267,62 @@ def module_bytes(module) -> dict[str, int]:
     return out
 
 
+COMPONENTS = ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae")
+
+
 def estimate_resident_bytes(pipe, plan: PrecisionPlan, max_side: int = config.MAX_SIDE) -> int:
     """Bytes the pipeline will hold once the plan is applied, computed before applying it.
 
     Used for the offload decision, and to check the memory policy on full-size models built on the `meta` device
     (no memory, no time). It must match what `apply_precision` really leaves in memory; a test holds it to that.
     """
-    total = 0
-    for name in ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae"):
+    return sum(estimate_component_bytes(pipe, plan, max_side).values())
+
+
+def estimate_component_bytes(pipe, plan: PrecisionPlan, max_side: int = config.MAX_SIDE) -> dict[str, int]:
+    """`estimate_resident_bytes` per component (0 for one not loaded); the card planner places each one."""
+    out = {}
+    for name in COMPONENTS:
         module = getattr(pipe, name, None)
-        if module is None:
-            continue
-        for pname, p in module.named_parameters():
-            fp8 = p.dim() == 2 and (
-                (name == "text_encoder_3" and plan.t5 == "fp8")
-                or (name == "transformer" and pname.startswith("transformer_blocks.") and (
-                    plan.modulation != "16-bit" if _is_modulation(pname) else plan.blocks != "16-bit"))
-            )
+        out[name] = 0 if module is None else estimate_module_bytes(name, module, plan, max_side)
+    return out
+
+
+def estimate_module_bytes(name: str, module, plan: PrecisionPlan, max_side: int = config.MAX_SIDE,
+                          prefix: str = "") -> int:
+    """Bytes of component `name`, or of its submodule at `prefix` (e.g. "transformer_blocks.3."), under the plan."""
+    import torch
+
+    total = 0
+    seen: set[int] = set()  # tied weights (T5's shared embedding) count once
+    for mname, mod in module.named_modules(prefix=prefix.rstrip(".")):
+        mprefix = f"{mname}." if mname else ""
+        # apply_precision quantizes Linear weights only (an Embedding is 2-D too but stays 16-bit)
+        linear = isinstance(mod, torch.nn.Linear)
+        for pname, p in mod.named_parameters(recurse=False):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            fqn = mprefix + pname
+            fp8 = linear and pname == "weight" and _planned_fp8(name, fqn, plan)
             # FP8: one byte a weight plus one float32 scale a row
             total += p.numel() + 4 * p.shape[0] if fp8 else p.numel() * p.element_size()
-        for bname, b in module.named_buffers():
+        for bname, b in mod.named_buffers(recurse=False):
             numel = b.numel()
-            if name == "transformer" and bname == "pos_embed.pos_embed":
-                old = module.pos_embed.pos_embed_max_size
+            if name == "transformer" and mprefix + bname == "pos_embed.pos_embed":
+                old = mod.pos_embed_max_size
                 side = cropped_side(old, module.config.patch_size, max_side) or old
                 numel = numel // (old * old) * side * side
             total += numel * b.element_size()
     return total
+
+
+def _planned_fp8(component: str, fqn: str, plan: PrecisionPlan) -> bool:
+    if component == "text_encoder_3":
+        return plan.t5 == "fp8"
+    if component == "transformer" and fqn.startswith("transformer_blocks."):
+        return plan.modulation != "16-bit" if _is_modulation(fqn) else plan.blocks != "16-bit"
+    return False
 
 
 def _is_modulation(fqn: str) -> bool:

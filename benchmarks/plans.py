@@ -1,0 +1,64 @@
+"""Write README.md's "Plans per card" table from the card planner (offline, no weights, no GPU).
+
+    python -m benchmarks.plans           # rewrite the table between the markers
+    python -m benchmarks.plans --check   # exit 1 when README.md does not match the planner (a test runs this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fp8demo import planner
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+START, END = "<!-- plans:start -->", "<!-- plans:end -->"
+
+
+def _gib(n: int) -> str:
+    return f"{n / planner.GIB:.2f}"
+
+
+def table() -> str:
+    """One row per model and card: the default options (FP8 on an Ada card, T5 auto, 1536 px, preset guidance)."""
+    rows = [
+        "| model | card | placement | resident GiB | peak load GiB | peak run GiB | compile |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for model in planner.PLAN_MODELS:
+        for gib in planner.CARD_SIZES_GIB:
+            plan = planner.plan_for_card(model, gib)
+            where = plan.summary() if plan.fits else "does not fit"
+            rows.append(f"| {model} | {gib} GiB | {where} | {_gib(plan.resident_bytes)} | "
+                        f"{_gib(plan.peak_load_bytes)} | {_gib(plan.peak_run_bytes)} | "
+                        f"{'yes' if plan.compile else 'no'} |")
+    return "\n".join([START, "", *rows, "", END])
+
+
+def render(readme: str) -> str:
+    head, _, rest = readme.partition(START)
+    _, _, tail = rest.partition(END)
+    return head + table() + tail
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--check", action="store_true")
+    args = p.parse_args(argv)
+    current = README.read_text()
+    if START not in current:
+        print(f"README.md has no {START} marker", file=sys.stderr)
+        return 1
+    wanted = render(current)
+    if args.check:
+        if wanted != current:
+            print("README.md's plans table is out of date: run python -m benchmarks.plans", file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(wanted)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
