@@ -172,7 +172,8 @@ def is_compile_error(error: BaseException) -> bool:
 
 
 def is_recompile_refused(error: BaseException) -> bool:
-    return "fail_on_recompile" in str(error) or type(error).__name__ == "RecompileError"
+    """The error the `fail_on_recompile` stance raises (a plain RuntimeError, so recognised by its message)."""
+    return isinstance(error, RuntimeError) and "stance is 'fail_on_recompile'" in str(error)
 
 
 def serve_stance():

@@ -303,7 +303,9 @@ class Engine:
         try:
             return self._run(request, progress, cancel, denoiser.dtype)
         except Exception as error:
-            if not compiler.is_compile_error(error):
+            if hardware.is_out_of_memory(error) or not (
+                compiler.is_recompile_refused(error) or compiler.is_compile_error(error)
+            ):
                 raise
             if compiler.is_recompile_refused(error):
                 self._note_once("recompile", "a %dx%d request (guidance %s) needed a new compiled graph: served "

@@ -47,3 +47,24 @@ def test_quantized_folder_feeds_the_native_path(native_engine, tmp_path):
     b = native_engine.generate(request).image
     diff = sum(abs(p - q) for p, q in zip(a.tobytes(), b.tobytes(), strict=True)) / len(a.tobytes())
     assert diff < 2.0  # the same FP8 weights, loaded instead of quantized
+
+
+def test_compiled_native_engine_serves_every_size_without_compiling(cache_dir):
+    """The fast path as a kiosk runs it: compiled native FP8, every offered size and CFG, no compile after warm-up."""
+    from fp8demo import compiler, config
+    from fp8demo.engine import Engine
+
+    engine = Engine(EngineConfig(model="tiny", cache_dir=cache_dir, compile=True, warmup_runs=0)).start()
+    try:
+        assert engine.plan.mode == "fp8-native" and compiler.is_compiled(engine.pipe.transformer)
+        graphs = compiler.graphs_compiled()
+        sizes = list(config.aspect_sizes(engine.preset).values()) + [(256, 1536), (1008, 592)]
+        for guidance in (0.0, 4.5):
+            for width, height in sizes:
+                result = engine.generate(GenerationRequest("a red fox", seed=1, steps=2, width=width, height=height,
+                                                           guidance=guidance))
+                assert result.image.size == (width, height)
+        assert compiler.graphs_compiled() == graphs
+        assert engine.compile_cache.state()["mega_cache"]
+    finally:
+        torch.compiler.set_stance("default")
