@@ -30,9 +30,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logs.configure(verbose=True)  # a server logs at INFO: start-up, warm-up and refusals are for the operator
     try:
-        from fp8demo.server import launch, parse_auth
-        from fp8demo.service import DemoService
-        from fp8demo.ui import build_ui
+        from fp8demo.web.server import launch, parse_auth
+        from fp8demo.web.service import DemoService
+        from fp8demo.web.ui import build_ui
 
         app_cfg = config.AppConfig(
             engine=config.engine_config_from_args(args),
@@ -47,8 +47,8 @@ def main(argv=None) -> int:
             parse_auth(app_cfg.auth or "")  # fail now, with the message, not at the first visitor
         service = DemoService(app_cfg).start(background=True)  # the page says "warming up" meanwhile
         if app_cfg.kiosk:
-            from fp8demo.kiosk_service import KioskService
-            from fp8demo.kiosk_ui import build_kiosk_ui
+            from fp8demo.kiosk.page import build_kiosk_ui
+            from fp8demo.kiosk.service import KioskService
 
             demo = build_kiosk_ui(KioskService(service, app_cfg.kiosk_settings))
         else:

@@ -13,9 +13,9 @@ from PIL import Image
 
 from fp8demo import config
 from fp8demo.metrics import compare_images
-from fp8demo.server import health_routes, launch
-from fp8demo.service import DemoService
-from fp8demo.ui import build_ui
+from fp8demo.web.server import health_routes, launch
+from fp8demo.web.service import DemoService
+from fp8demo.web.ui import build_ui
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -218,7 +218,7 @@ def test_readme_front_matter_deploys_as_a_hugging_face_space():
 
 def test_auth_needs_user_and_password():
     from fp8demo.errors import SetupError
-    from fp8demo.server import parse_auth
+    from fp8demo.web.server import parse_auth
 
     assert parse_auth("ann:secret") == ("ann", "secret")
     assert parse_auth(None) is None
@@ -242,6 +242,6 @@ def test_a_thread_does_not_start_on_import():
     import importlib
 
     before = threading.active_count()
-    for name in ("fp8demo.ui", "fp8demo.server", "fp8demo.service", "fp8demo.compare", "fp8demo.engine"):
+    for name in ("fp8demo.web.ui", "fp8demo.web.server", "fp8demo.web.service", "fp8demo.compare", "fp8demo.engine"):
         importlib.import_module(name)
     assert threading.active_count() == before

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_app import serve
 
-from fp8demo.service import DemoService
+from fp8demo.web.service import DemoService
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")

@@ -13,10 +13,10 @@ from test_browser import CHROMIUM, CHROMIUM_ARGS, shot
 
 from fp8demo import config
 from fp8demo.imageio import read_parameters
-from fp8demo.kiosk_service import KioskService
-from fp8demo.kiosk_ui import build_kiosk_ui
-from fp8demo.server import launch
-from fp8demo.service import DemoService
+from fp8demo.kiosk.page import build_kiosk_ui
+from fp8demo.kiosk.service import KioskService
+from fp8demo.web.server import launch
+from fp8demo.web.service import DemoService
 
 SETTINGS = config.KioskConfig(idle_after=4, countdown=3, attract_every=1, cooldown=3,
                               public_url="http://kiosk.example:7860")

@@ -15,9 +15,9 @@ import time
 import uuid
 from pathlib import Path
 
-from . import config
-from .errors import InvalidRequest, SetupError
-from .request import GenerationRequest, GenerationResult
+from .. import config
+from ..errors import InvalidRequest, SetupError
+from ..request import GenerationRequest, GenerationResult
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class DemoService:
     @classmethod
     def from_engine(cls, engine, app_cfg: config.AppConfig | None = None) -> DemoService:
         """Wrap an engine that is already warm (tests, benchmarks)."""
-        from .compare import Comparer
+        from ..compare import Comparer
 
         service = cls(app_cfg or config.AppConfig(engine=engine.cfg), engine.caps)
         service.engine, service.comparer = engine, Comparer(engine)
@@ -90,8 +90,8 @@ class DemoService:
         return self.ready
 
     def _start(self) -> None:
-        from .compare import Comparer
-        from .engine import Engine
+        from ..compare import Comparer
+        from ..engine import Engine
 
         try:
             engine = Engine(self.cfg.engine, self.caps)
@@ -136,8 +136,8 @@ class DemoService:
     def preset(self) -> config.Preset:
         if self.engine is not None:
             return self.engine.preset
-        from .hardware import detect
-        from .models import resolve_model
+        from ..hardware import detect
+        from ..models import resolve_model
 
         return resolve_model(self.cfg.engine.model, self.caps or detect()).preset
 
@@ -166,7 +166,7 @@ class DemoService:
             self._cancels.pop(session, None)
 
     def _check_fatal(self, error: Exception) -> None:
-        from .hardware import is_fatal_device_error
+        from ..hardware import is_fatal_device_error
 
         if is_fatal_device_error(error):
             self.state = "failed"
@@ -217,7 +217,7 @@ class DemoService:
         return path
 
     def _write_png(self, result: GenerationResult, path: Path, thumbnail: bool) -> None:
-        from .imageio import png_bytes
+        from ..imageio import png_bytes
 
         try:
             # after the response: the web server's own work on this request comes first

@@ -1,5 +1,5 @@
-"""The kiosk page: full screen, touch first, large type. Layout and wiring only; the rules live in kiosk.py and
-kiosk_service.py. Each screen keeps its own IdleMachine in session state; a one-second timer drives it.
+"""The kiosk page: full screen, touch first, large type. Layout and wiring only; the rules live in rules.py and
+service.py. Each screen keeps its own IdleMachine in session state; a one-second timer drives it.
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import time
 
 import gradio as gr
 
-from .errors import UserError
-from .kiosk import IdleMachine, KioskRefusal
-from .kiosk_service import Creation, KioskService, qr_image
-from .ui import LIGHT, _friendly, _session
+from ..errors import UserError
+from ..web.events import LIGHT, friendly, session_id
+from .rules import IdleMachine, KioskRefusal
+from .service import Creation, KioskService, qr_image
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def build_kiosk_ui(kiosk: KioskService) -> gr.Blocks:
             if state is not None:
                 state.set_busy(True, time.monotonic())
             try:
-                for item in kiosk.create(prompt, _session(request), on_step):
+                for item in kiosk.create(prompt, session_id(request), on_step):
                     if isinstance(item, Creation):
                         qr_value = qr_image(item.take_home_url) if item.take_home_url else None
                         yield "Here it is! Type a new idea to make another.", item.result.image, qr_value
@@ -79,7 +79,7 @@ def build_kiosk_ui(kiosk: KioskService) -> gr.Blocks:
             except UserError as error:
                 yield str(error), gr.skip(), gr.skip()
             except Exception as error:
-                raise _friendly(error) from error
+                raise friendly(error) from error
             finally:
                 if state is not None:
                     state.set_busy(False, time.monotonic())

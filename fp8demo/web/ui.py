@@ -11,16 +11,15 @@ from pathlib import Path
 
 import gradio as gr
 
-from . import config
-from .errors import Cancelled, UserError
-from .request import GenerationRequest, GenerationResult
+from .. import config
+from ..errors import Cancelled
+from ..request import GenerationRequest, GenerationResult
+from .events import GPU, LIGHT, friendly, session_id
 from .service import DemoService, parse_size, thumbnail_path
 
 log = logging.getLogger(__name__)
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-GPU = dict(concurrency_id="gpu", concurrency_limit=1)  # every event that runs the engine shares this one slot
-LIGHT = dict(queue=False, api_visibility="private", show_progress="hidden")  # never waits behind generation
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 EXAMPLES = [
     "a lighthouse on a cliff at dusk, oil painting, warm light",
     "an astronaut riding a horse on the moon, cinematic, highly detailed",
@@ -65,10 +64,6 @@ def _request(prompt, negative, seed, randomize, steps, guidance, aspect) -> Gene
     )
 
 
-def _session(request: gr.Request | None) -> str:
-    return getattr(request, "session_hash", None) or "api"
-
-
 def result_line(r: GenerationResult) -> str:
     t = r.timings
     mem = f"{r.peak_memory_bytes / 2**30:.2f} GiB ({r.peak_memory_kind})"
@@ -83,13 +78,6 @@ def result_line(r: GenerationResult) -> str:
 def download_link(name: str) -> str:
     """A link to /take/<name> (relative, so it works under a proxy prefix such as a Space's)."""
     return f'<a class="download" href="take/{name}" download="{name}">Download PNG (with parameters)</a>'
-
-
-def _friendly(error: Exception) -> gr.Error:
-    if isinstance(error, UserError):
-        return gr.Error(str(error))
-    log.exception("generation failed")
-    return gr.Error("Something went wrong on the server while making this image; please try again.")
 
 
 def status_banner(status: dict) -> str:
@@ -168,12 +156,12 @@ def _generate_tab(service: DemoService, d: Defaults) -> dict:
 
         try:
             req = _request(prompt, negative_prompt, seed, randomize_seed, steps, guidance, aspect_ratio)
-            result = service.generate(req, _session(request), on_step)
+            result = service.generate(req, session_id(request), on_step)
         except Cancelled:
             gr.Info("Stopped.")
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         except Exception as error:
-            raise _friendly(error) from error
+            raise friendly(error) from error
         for warning in result.warnings:
             gr.Warning(warning)
         png = service.save_png(result, thumbnail=True)
@@ -192,7 +180,7 @@ def _generate_tab(service: DemoService, d: Defaults) -> dict:
 
     event.then(show_gallery, history, gallery, **LIGHT)
     def stop_job(request: gr.Request):
-        service.cancel(_session(request))
+        service.cancel(session_id(request))
 
     stop.click(stop_job, None, None, **LIGHT)
     prompt.change(service.token_status, prompt, tokens, trigger_mode="always_last", **LIGHT)
@@ -241,11 +229,11 @@ def _compare_tab(service: DemoService, d: Defaults) -> dict:
 
         try:
             req = _request(prompt, "", seed, False, steps, guidance, aspect_ratio)
-            res = service.compare(req, baseline, _session(request), on_step)
+            res = service.compare(req, baseline, session_id(request), on_step)
         except Cancelled:
             return (gr.skip(),) * 6
         except Exception as error:
-            raise _friendly(error) from error
+            raise friendly(error) from error
         b, f = res.baseline, res.fp8
         return (
             (b.image, f.image),

@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import config
-from .kiosk import KioskRefusal, Line, SessionGate, place_text
+from .. import config
+from ..request import GenerationRequest, GenerationResult
+from ..web.service import DemoService
 from .moderation import Moderator
-from .request import GenerationRequest, GenerationResult
-from .service import DemoService
+from .rules import KioskRefusal, Line, SessionGate, place_text
 
 log = logging.getLogger(__name__)
 

@@ -6,13 +6,13 @@ import logging
 import re
 from pathlib import Path
 
-from . import config
-from .errors import SetupError
+from .. import config
+from ..errors import SetupError
 from .service import DemoService
 
 log = logging.getLogger(__name__)
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 TAKE_NAME = re.compile(r"fp8demo-\d+-[0-9a-f]{8}\.png")
 
 
@@ -65,7 +65,7 @@ def launch(demo, service: DemoService, app_cfg: config.AppConfig, block: bool = 
     demo.queue(max_size=app_cfg.max_queue, default_concurrency_limit=1)
     css_path = ASSETS / "style.css"
     if app_cfg.kiosk:
-        from .kiosk_ui import HEAD
+        from ..kiosk.page import HEAD
 
         # no footer, no API link: nothing on the page leads anywhere else
         extra.setdefault("footer_links", [])
