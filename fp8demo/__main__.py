@@ -1,4 +1,4 @@
-"""Command line: `python -m fp8demo generate | info` (and the subcommands later issues add).
+"""Command line: `python -m fp8demo generate | info | quantize | bench`.
 
 Output is one JSON line on stdout so scripts can read it; logs go to stderr. A user mistake prints `error: ...`
 and exits with status 2, never a traceback.
