@@ -69,13 +69,15 @@ def test_enter_runs_with_a_live_preview_and_an_error_keeps_the_picture(browser, 
     prompt = page.locator("#prompt textarea")
     prompt.fill("a lighthouse on a cliff at dusk, oil painting")
     page.get_by_text("CLIP tokens").wait_for(timeout=10_000)  # the live token count
+    # every picture the result area shows until the timings of the final one arrive
+    page.evaluate("""() => { window.shown = new Set();
+      new MutationObserver(() => {
+        if (document.querySelector('#result-info').innerText.trim()) return;
+        document.querySelectorAll('#result img').forEach(i => window.shown.add(i.src));
+      }).observe(document.querySelector('#result-column'), {subtree: true, childList: true, attributes: true}); }""")
     prompt.press("Enter")  # Enter runs (Shift+Enter would start a new line)
-    previews = set()
-    while not page.locator("#result-info").inner_text().strip():  # until the final result's timings arrive
-        src = page.locator("#result img").first.get_attribute("src") if page.locator("#result img").count() else None
-        if src:
-            previews.add(src)
-        page.wait_for_timeout(30)
+    _wait_done(page)
+    previews = page.evaluate("() => [...window.shown]")
     assert len(previews) >= 2, previews  # the picture forming, step by step, before the result
     final = page.locator("#result img").first.get_attribute("src")
     info = page.locator("#result-info").inner_text()

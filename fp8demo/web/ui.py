@@ -138,7 +138,8 @@ def _generate_tab(service: DemoService, d: Defaults) -> dict:
             download = gr.HTML("", elem_id="download")
             gr.Markdown(f"Every picture is saved with its parameters in `{service.output_dir}`.", elem_id="saved-to")
     gallery = gr.Gallery(label="This session: click a picture to bring back it and its settings", columns=6,
-                         height="auto", allow_preview=False, object_fit="contain", buttons=["download"],
+                         height=240, allow_preview=False, object_fit="contain", buttons=["download"],
+                         fit_columns=False,  # one picture is one column wide, not a stretched strip
                          elem_id="gallery")
     history = gr.State([])
     form = [prompt, negative, seed, randomize, steps, guidance, aspect, num_images]
