@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from fp8demo import config, logs
 from fp8demo.errors import UserError
@@ -21,6 +22,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--share", action="store_true", help="also serve through a public gradio.live share link")
     p.add_argument("--kiosk", action="store_true", help="serve the full-screen kiosk page instead of the tabs")
     p.add_argument("--auth", action="store_true", help="require the login in FP8DEMO_AUTH (user:password)")
+    p.add_argument("--outputs", type=Path, default=config.field_default(d, "outputs"),
+                   help="folder where every picture is saved as a PNG with its parameters (default: %(default)s; "
+                        "or FP8DEMO_OUTPUTS)")
     p.add_argument("--max-queue", type=int, default=config.field_default(d, "max_queue"),
                    help="requests waiting for the GPU before new ones are told it is busy (default: %(default)s)")
     return p.parse_args(argv)
@@ -30,9 +34,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logs.configure(verbose=True)  # a server logs at INFO: start-up, warm-up and refusals are for the operator
     try:
-        from fp8demo.server import launch, parse_auth
-        from fp8demo.service import DemoService
-        from fp8demo.ui import build_ui
+        from fp8demo.web.server import check_port, launch, parse_auth
+        from fp8demo.web.service import DemoService
+        from fp8demo.web.ui import build_ui
 
         app_cfg = config.AppConfig(
             engine=config.engine_config_from_args(args),
@@ -42,13 +46,15 @@ def main(argv=None) -> int:
             kiosk=args.kiosk,
             auth=config.auth_from_env() if args.auth else None,
             max_queue=args.max_queue,
+            outputs=args.outputs,
         )
+        check_port(app_cfg.host, app_cfg.port)
         if args.auth:
             parse_auth(app_cfg.auth or "")  # fail now, with the message, not at the first visitor
         service = DemoService(app_cfg).start(background=True)  # the page says "warming up" meanwhile
         if app_cfg.kiosk:
-            from fp8demo.kiosk_service import KioskService
-            from fp8demo.kiosk_ui import build_kiosk_ui
+            from fp8demo.kiosk.page import build_kiosk_ui
+            from fp8demo.kiosk.service import KioskService
 
             demo = build_kiosk_ui(KioskService(service, app_cfg.kiosk_settings))
         else:

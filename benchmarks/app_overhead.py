@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from fp8demo import bench, config, hardware, logs
-from fp8demo.server import launch
-from fp8demo.service import DemoService
-from fp8demo.ui import build_ui
+from fp8demo.web.server import launch
+from fp8demo.web.service import DemoService
+from fp8demo.web.ui import build_ui
 
 
 def _port() -> int:

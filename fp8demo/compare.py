@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PIL import Image
 
 from . import compiler, hardware, models
 from .engine import Engine, ProgressFn
-from .errors import SetupError
+from .errors import InvalidRequest, SetupError
 from .metrics import ImageMetrics, compare_images, difference_heatmap
 from .precision import OFFLOAD_HEADROOM_BYTES, PrecisionOptions, apply_precision, plan_precision, tensor_bytes
 from .request import GenerationRequest, GenerationResult, resolve, validate
@@ -36,6 +36,15 @@ class CompareResult:
     swap_seconds: float  # moving the off-device transformer in and out; not part of either timing
     load_seconds: float  # first-use load of a transformer the engine did not have; 0 when already there
     baseline_resident: bool
+    # FP8's main benefit: the transformer's own parameters and buffers as held (process RSS only ever rises)
+    baseline_transformer_bytes: int = 0
+    fp8_transformer_bytes: int = 0
+    device: str = "cpu"  # each side's peak_memory_bytes is that device's peak, reset before the side runs
+
+    @property
+    def speed_representative(self) -> bool:
+        """A CPU computes FP8 weights in 16-bit, one core count and cache at a time: no guide to a GPU's ratio."""
+        return self.device == "cuda"
 
     def summary(self) -> dict:
         def side(r: GenerationResult) -> dict:
@@ -44,6 +53,7 @@ class CompareResult:
                 "denoising_s": round(r.timings.denoising, 4),
                 "total_s": round(r.timings.total, 4),
                 "peak_memory_bytes": r.peak_memory_bytes,
+                "peak_memory_kind": r.peak_memory_kind,
             }
 
         return {
@@ -54,6 +64,9 @@ class CompareResult:
             "load_seconds": round(self.load_seconds, 4),
             "baseline_resident": self.baseline_resident,
             "seed": self.fp8.request.seed,
+            "transformer_bytes": {"baseline": self.baseline_transformer_bytes, "fp8": self.fp8_transformer_bytes},
+            "device": self.device,
+            "speed_representative": self.speed_representative,
         }
 
 
@@ -169,7 +182,31 @@ class Comparer:
             swap_seconds=swap,
             load_seconds=load_b + load_f,
             baseline_resident=base_resident,
+            baseline_transformer_bytes=module_bytes(base_module),
+            fp8_transformer_bytes=module_bytes(fp8_module),
+            device=self.engine.caps.device,
         )
+
+    def compare_sheet(
+        self,
+        prompts: list[str],
+        request: GenerationRequest,
+        baseline: str = "bf16",
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[CompareResult]:
+        """The same seed and settings through both transformers for each prompt (a contact sheet of FP8 vs 16-bit).
+        Progress counts over all of them."""
+        prompts = [p for p in prompts if p and p.strip()]
+        if not prompts:
+            raise InvalidRequest("Write at least one prompt for the sheet.")
+        request = resolve(validate(request, self.engine.cfg.max_side), self.engine.preset)  # one seed for all
+        per = 2 * request.steps
+        results = []
+        for k, prompt in enumerate(prompts):
+            step = None if progress is None else (lambda i, n, k=k: progress(k * per + i, len(prompts) * per))
+            results.append(self.compare(replace(request, prompt=prompt), baseline, step, cancel))
+        return results
 
     def _move(self, module, device: str) -> float:
         t0 = time.perf_counter()
@@ -178,6 +215,11 @@ class Comparer:
         if device == "cpu":
             hardware.release_cached_memory(self.engine.caps.device)
         return time.perf_counter() - t0
+
+
+def module_bytes(module) -> int:
+    """Bytes a module's parameters and buffers hold, FP8 tensors and their scales counted as stored."""
+    return sum(tensor_bytes(p) for p in module.parameters()) + sum(tensor_bytes(b) for b in module.buffers())
 
 
 class _Only:

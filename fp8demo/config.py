@@ -156,6 +156,8 @@ class KioskConfig:
     prompts: Path = ASSETS_DIR / "kiosk" / "prompts.txt"
     attract_dir: Path = ASSETS_DIR / "kiosk" / "attract"
     public_url: str | None = field(default_factory=lambda: env_str("FP8DEMO_PUBLIC_URL"))
+    # the prompt under each recent creation in the attract loop: off unless the operator turns it on ("1")
+    attract_captions: bool = field(default_factory=lambda: env_str("FP8DEMO_KIOSK_ATTRACT_CAPTIONS") == "1")
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,8 @@ class AppConfig:
     kiosk: bool = False
     auth: str | None = None  # "user:password", read from FP8DEMO_AUTH when --auth is given
     max_queue: int = 16
+    # where every picture is saved as a PNG with its parameters (--outputs, FP8DEMO_OUTPUTS)
+    outputs: Path = field(default_factory=lambda: Path(env_str("FP8DEMO_OUTPUTS", "outputs")))
 
 
 def env_str(name: str, default: str | None = None) -> str | None:

@@ -28,12 +28,25 @@ from .precision import (
     plan_precision,
     resolve_offload,
 )
-from .request import GenerationRequest, GenerationResult, Timings, resolve, validate
+from .request import GenerationRequest, GenerationResult, Timings, batch_seed, resolve, validate, validate_num_images
 
 log = logging.getLogger(__name__)
 
 WARMUP_PROMPT = "a lighthouse on a cliff at sunset, oil painting"
 ProgressFn = Callable[[int, int], None]
+PreviewFn = Callable[[Any], None]  # receives a small PIL image of the latents after each step
+
+# Latent -> RGB for live previews, one linear map per pixel: ComfyUI's factors for SD3-family latents
+# (comfy/latent_formats.py, class SD3: latent_rgb_factors, latent_rgb_factors_bias), applied as its
+# Latent2RGBPreviewer does, to latents in the transformer's space (diffusers' SD3 latents are already shifted and
+# scaled like ComfyUI's process_in). Costs microseconds; no VAE involved.
+SD3_LATENT_RGB_FACTORS = (
+    (-0.0922, -0.0175, 0.0749), (0.0311, 0.0633, 0.0954), (0.1994, 0.0927, 0.0458), (0.0856, 0.0339, 0.0902),
+    (0.0587, 0.0272, -0.0496), (-0.0006, 0.1104, 0.0309), (0.0978, 0.0306, 0.0427), (-0.0042, 0.1038, 0.1358),
+    (-0.0194, 0.0020, 0.0669), (-0.0488, 0.0130, -0.0268), (0.0922, 0.0988, 0.0951), (-0.0278, 0.0524, -0.0542),
+    (0.0332, 0.0456, 0.0895), (-0.0069, -0.0030, -0.0810), (-0.0596, -0.0465, -0.0293), (-0.1448, -0.1463, -0.1189),
+)
+SD3_LATENT_RGB_BIAS = (0.2394, 0.2135, 0.1925)
 
 
 @dataclass(frozen=True)
@@ -245,11 +258,15 @@ class Engine:
         cancel: threading.Event | None = None,
         transformer=None,
         label: str | None = None,
+        preview: PreviewFn | None = None,
+        num_images: int = 1,
     ) -> GenerationResult:
         """Validate, then generate under the engine lock. Raises InvalidRequest, Cancelled or SetupError.
 
         `transformer` runs another denoiser (the comparison's 16-bit one) with this engine's text encoders, VAE and
-        embedding cache; `label` names its precision in the result.
+        embedding cache; `label` names its precision in the result. `preview` gets a cheap picture of the latents
+        after each step. `num_images` (1-4) makes a batch with seeds seed, seed+1, ... (as Forge does): image i is
+        the image a single run with seed+i makes; all of them are in `result.images`.
         """
         if self.state != "ready":
             raise SetupError(
@@ -257,10 +274,12 @@ class Engine:
                 if self.state in ("created", "loading", "warming")
                 else f"The engine is not available: {self.error}"
             )
-        return self._generate(request, progress, cancel, transformer, label)
+        validate_num_images(num_images)
+        return self._generate(request, progress, cancel, transformer, label, preview, num_images)
 
-    def _generate(self, request, progress, cancel, transformer=None, label=None) -> GenerationResult:
-        request = resolve(validate(request, self.cfg.max_side), self.preset)
+    def _generate(self, request, progress, cancel, transformer=None, label=None, preview=None,
+                  num_images=1) -> GenerationResult:
+        request = self._as_used(resolve(validate(request, self.cfg.max_side), self.preset))
         warnings = []
         token_warning = self.token_info(request.prompt).warning()
         if token_warning:
@@ -272,7 +291,7 @@ class Engine:
             denoiser = own if transformer is None else transformer
             try:
                 self.pipe.transformer = denoiser
-                image, timings, cached = self._denoise(request, progress, cancel, denoiser)
+                images, timings, cached = self._denoise(request, progress, cancel, denoiser, preview, num_images)
             except Exception as error:
                 if not hardware.is_out_of_memory(error):
                     raise
@@ -285,7 +304,8 @@ class Engine:
                 self.pipe.transformer = own
             peak, peak_kind = hardware.peak_memory(device)
         return GenerationResult(
-            image=image,
+            image=images[0],
+            images=tuple(images),
             request=request,
             timings=timings,
             peak_memory_bytes=peak,
@@ -296,12 +316,12 @@ class Engine:
             embeddings_cached=cached,
         )
 
-    def _denoise(self, request, progress, cancel, denoiser):
+    def _denoise(self, request, progress, cancel, denoiser, preview=None, num_images=1):
         """`_run`, made safe against the compiler: a visitor never waits for a compile or sees its error."""
         if not compiler.is_compiled(denoiser):
-            return self._run(request, progress, cancel, denoiser.dtype)
+            return self._run(request, progress, cancel, denoiser.dtype, preview, num_images)
         try:
-            return self._run(request, progress, cancel, denoiser.dtype)
+            return self._run(request, progress, cancel, denoiser.dtype, preview, num_images)
         except Exception as error:
             if hardware.is_out_of_memory(error) or not (
                 compiler.is_recompile_refused(error) or compiler.is_compile_error(error)
@@ -311,20 +331,45 @@ class Engine:
                 self._note_once("recompile", "a %dx%d request (guidance %s) needed a new compiled graph: served "
                                 "without compiling it (%s)", request.width, request.height, request.guidance, error)
                 with compiler.stance("eager_on_recompile"):
-                    return self._run(request, progress, cancel, denoiser.dtype)
+                    return self._run(request, progress, cancel, denoiser.dtype, preview, num_images)
             self._note_once("compile-failed", "torch.compile failed, running eagerly from now on: %s", error)
             compiler.uncompile(denoiser)
             if denoiser is self._transformer:
                 self.plan = replace(self.plan, compile=False,
                                     notes=self.plan.notes + (f"torch.compile failed and is off: {error}"[:300],))
-            return self._run(request, progress, cancel, denoiser.dtype)
+            return self._run(request, progress, cancel, denoiser.dtype, preview, num_images)
 
     def _note_once(self, kind: str, message: str, *args) -> None:
         if kind not in self._noted:
             self._noted.add(kind)
             log.warning(message, *args)
 
-    def _run(self, request, progress, cancel, dtype):
+
+    @staticmethod
+    def _as_used(request: GenerationRequest) -> GenerationRequest:
+        """At guidance <= 1 there is no unconditional pass, so the negative prompt does nothing: record none."""
+        return replace(request, negative_prompt="") if request.guidance <= 1.0 else request
+
+    @staticmethod
+    def latent_preview(latents):
+        """The first image of a latent batch as a small RGB picture (one pixel per latent: 1/8 of the size)."""
+        import torch
+        from PIL import Image
+
+        x = latents[0].float().movedim(0, -1)  # (h, w, 16)
+        factors = torch.tensor(SD3_LATENT_RGB_FACTORS, dtype=x.dtype, device=x.device)
+        rgb = x @ factors + torch.tensor(SD3_LATENT_RGB_BIAS, dtype=x.dtype, device=x.device)
+        rgb = ((rgb + 1.0) / 2.0).clamp(0, 1).mul(255).to(torch.uint8).cpu().numpy()
+        return Image.fromarray(rgb, "RGB")
+
+    @staticmethod
+    def _batch(embeds: tuple, num_images: int) -> tuple:
+        """Repeat the prompt's embeddings once per image (the pipeline gets one prompt per image)."""
+        if num_images == 1:
+            return embeds
+        return tuple(e.repeat(num_images, *([1] * (e.dim() - 1))) if e is not None else None for e in embeds)
+
+    def _run(self, request, progress, cancel, dtype, preview=None, num_images=1):
         import torch
 
         device = self.caps.device
@@ -333,12 +378,15 @@ class Engine:
         clock.mark()
         use_cfg = request.guidance > 1.0
         embeds, cached = self._encode(request.prompt, request.negative_prompt, use_cfg)
-        pe, npe, pooled, npooled = (e.to(dtype) if e is not None else None for e in embeds)
+        pe, npe, pooled, npooled = self._batch(tuple(e.to(dtype) if e is not None else None for e in embeds),
+                                               num_images)
         clock.mark()
 
         def on_step(pipe, step, timestep, tensors):
             if progress is not None:
                 progress(step + 1, request.steps)
+            if preview is not None and step + 1 < request.steps:  # the last step's picture is the real one
+                preview(self.latent_preview(tensors["latents"]))
             if cancel is not None and cancel.is_set():
                 pipe._interrupt = True  # the pipeline skips the remaining steps
             return tensors
@@ -353,7 +401,8 @@ class Engine:
                 guidance_scale=request.guidance,
                 width=request.width,
                 height=request.height,
-                generator=torch.Generator("cpu").manual_seed(request.seed),
+                # one generator per image: image i gets exactly the noise of a single run with seed + i
+                generator=[torch.Generator("cpu").manual_seed(batch_seed(request.seed, i)) for i in range(num_images)],
                 output_type="latent",
                 callback_on_step_end=on_step,
             ).images
@@ -362,9 +411,9 @@ class Engine:
             raise Cancelled("Generation cancelled.")
         decoded = self._decode(latents, max(request.width, request.height))
         clock.mark()
-        image = self.pipe.image_processor.postprocess(decoded, output_type="pil")[0]  # on the CPU, not timed
+        images = self.pipe.image_processor.postprocess(decoded, output_type="pil")  # on the CPU, not timed
         text, denoise, vae = clock.intervals()
-        return image, Timings(text, denoise, vae, text + denoise + vae), cached
+        return images, Timings(text, denoise, vae, text + denoise + vae), cached
 
     def _decode(self, latents, longest_side: int):
         import torch

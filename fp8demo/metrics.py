@@ -1,17 +1,18 @@
-"""Image-difference metrics for the FP16/BF16-vs-FP8 comparison. Pure numpy: no torch, no GPU."""
+"""Image-difference metrics for the FP16/BF16-vs-FP8 comparison: PSNR and SSIM from scikit-image, a heatmap with its
+colour scale from matplotlib. No torch, no GPU.
+"""
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-# Colour stops of a perceptually ordered dark-to-bright map (black, purple, red, orange, pale yellow).
-_STOPS = np.array(
-    [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float64
-)
+HEATMAP_CMAP = "inferno"  # perceptually ordered, dark (no difference) to bright
+_WIDEN = 1.4  # figure width / map width: room for the colour bar and its label
 
 
 @dataclass(frozen=True)
@@ -38,34 +39,21 @@ def _array(image) -> np.ndarray:
 
 
 def psnr(a, b) -> float:
-    a, b = _array(a), _array(b)
-    mse = float(np.mean((a - b) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+    from skimage.metrics import peak_signal_noise_ratio
 
-
-def _gaussian_blur(x: np.ndarray, sigma: float = 1.5, radius: int = 5) -> np.ndarray:
-    t = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-(t**2) / (2 * sigma**2))
-    k /= k.sum()
-    pad = np.pad(x, radius, mode="reflect")
-    rows = np.apply_along_axis(lambda r: np.convolve(r, k, mode="valid"), 1, pad)
-    return np.apply_along_axis(lambda c: np.convolve(c, k, mode="valid"), 0, rows)
+    x, y = _array(a), _array(b)
+    if np.array_equal(x, y):
+        return math.inf  # scikit-image divides by a zero error here (and warns)
+    return float(peak_signal_noise_ratio(x, y, data_range=255))
 
 
 def ssim(a, b) -> float:
-    """SSIM on luma (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03)."""
-    weights = np.array([0.299, 0.587, 0.114])
-    x, y = _array(a) @ weights, _array(b) @ weights
-    if x.shape != y.shape:
-        raise ValueError(f"images differ in size: {x.shape} vs {y.shape}")
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    mx, my = _gaussian_blur(x), _gaussian_blur(y)
-    sxx = _gaussian_blur(x * x) - mx * mx
-    syy = _gaussian_blur(y * y) - my * my
-    sxy = _gaussian_blur(x * y) - mx * my
-    num = (2 * mx * my + c1) * (2 * sxy + c2)
-    den = (mx * mx + my * my + c1) * (sxx + syy + c2)
-    return float(np.mean(num / den))
+    """SSIM over the RGB channels with the settings of Wang et al. 2004 (Gaussian window, sigma 1.5)."""
+    from skimage.metrics import structural_similarity
+
+    x, y = _array(a), _array(b)
+    return float(structural_similarity(x, y, channel_axis=2, data_range=255, gaussian_weights=True, sigma=1.5,
+                                       use_sample_covariance=False))
 
 
 def compare_images(a, b) -> ImageMetrics:
@@ -76,14 +64,27 @@ def compare_images(a, b) -> ImageMetrics:
     return ImageMetrics(psnr(x, y), ssim(x, y), float(diff.mean()), int(diff.max()))
 
 
-def difference_heatmap(a, b, gain: float | None = None) -> Image.Image:
-    """Per-pixel |a - b| (mean over channels) as a colour map. Scaled so the 99th percentile is bright."""
+def difference_heatmap(a, b, vmax: float | None = None) -> Image.Image:
+    """|a - b| per pixel (mean over channels, 0-255) in colour, with a labelled colour bar. The scale tops out at the
+    99th percentile (at least 1), so that a few outliers do not leave the rest of the map black."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a server
+    from matplotlib.figure import Figure
+
     diff = np.abs(_array(a) - _array(b)).mean(axis=2)
-    if gain is None:
-        top = float(np.percentile(diff, 99))
-        gain = 1.0 / top if top > 0 else 0.0
-    t = np.clip(diff * gain, 0.0, 1.0) * (len(_STOPS) - 1)
-    lo = np.floor(t).astype(int).clip(0, len(_STOPS) - 2)
-    frac = (t - lo)[..., None]
-    rgb = _STOPS[lo] * (1 - frac) + _STOPS[lo + 1] * frac
-    return Image.fromarray(rgb.round().astype(np.uint8), "RGB")
+    if vmax is None:
+        vmax = max(1.0, float(np.percentile(diff, 99)))
+    h, w = diff.shape
+    dpi = 100
+    fig = Figure(figsize=(w / dpi * _WIDEN, h / dpi), dpi=dpi)  # the map at its own size, the bar beside it
+    ax = fig.add_axes((0.0, 0.0, 1 / _WIDEN, 1.0))
+    shown = ax.imshow(diff, cmap=HEATMAP_CMAP, vmin=0.0, vmax=vmax, interpolation="nearest")
+    ax.set_axis_off()
+    bar_ax = fig.add_axes((1 / _WIDEN + 0.03, 0.08, 0.03, 0.84))
+    bar = fig.colorbar(shown, cax=bar_ax, extend="max" if float(diff.max()) > vmax else "neither")
+    bar.set_label("|16-bit − FP8| (0-255)", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")

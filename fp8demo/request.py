@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,28 @@ class GenerationResult:
     warnings: tuple[str, ...] = ()
     embeddings_cached: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    images: tuple[Image.Image, ...] = ()  # the whole batch when several images were asked for; images[0] is image
+
+    def each_image(self) -> list[GenerationResult]:
+        """One result per image of the batch, each with the seed that makes it alone (seed, seed+1, ...)."""
+        images = self.images or (self.image,)
+        return [replace(self, image=img, images=(img,),
+                        request=replace(self.request, seed=batch_seed(self.request.seed, i)))
+                for i, img in enumerate(images)]
+
+
+MAX_IMAGES = 4  # images per run on the Generate page and the API
+
+
+def batch_seed(seed: int, index: int) -> int:
+    """Seed of image `index` in a batch: seed + index, as Forge numbers them (wrapping past the largest seed)."""
+    return (seed + index) % (config.MAX_SEED + 1)
+
+
+def validate_num_images(num_images) -> int:
+    if isinstance(num_images, bool) or not isinstance(num_images, int) or not 1 <= num_images <= MAX_IMAGES:
+        raise InvalidRequest(f"Images per run must be a whole number from 1 to {MAX_IMAGES}, got {num_images!r}.")
+    return num_images
 
 
 def resolve(request: GenerationRequest, preset: config.Preset, rng_seed: int | None = None) -> GenerationRequest:
@@ -127,3 +150,33 @@ def _version() -> str:
     from . import __version__
 
     return __version__
+
+
+# A1111's own pattern for the `key: value` pairs of the settings line (values may be quoted and contain commas).
+_PARAM = re.compile(r'\s*([\w ./-]+):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+
+
+def parse_parameters(text: str) -> dict[str, Any]:
+    """The inverse of `parameters_text`, also for PNGs made by A1111, Forge or civitai: prompt, negative prompt and
+    whichever of seed, steps, guidance, width and height the settings line holds."""
+    lines = (text or "").strip().splitlines()
+    settings = ""
+    if lines and _PARAM.match(lines[-1]) and "Steps:" in lines[-1]:
+        settings = lines.pop()
+    prompt, negative, in_negative = [], [], False
+    for line in lines:
+        if line.startswith("Negative prompt:"):
+            in_negative = True
+            line = line[len("Negative prompt:"):].strip()
+        (negative if in_negative else prompt).append(line)
+    out: dict[str, Any] = {"prompt": "\n".join(prompt).strip(), "negative_prompt": "\n".join(negative).strip()}
+    pairs = {k.strip(): v.strip().strip('"') for k, v in _PARAM.findall(settings)}
+    for key, name, kind in (("Seed", "seed", int), ("Steps", "steps", int), ("CFG scale", "guidance", float)):
+        try:
+            out[name] = kind(pairs[key])
+        except (KeyError, ValueError):
+            pass
+    size = re.fullmatch(r"(\d+)x(\d+)", pairs.get("Size", ""))
+    if size:
+        out["width"], out["height"] = int(size.group(1)), int(size.group(2))
+    return out

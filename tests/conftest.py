@@ -37,6 +37,7 @@ def pytest_collection_modifyitems(config, items):
 def cache_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("fp8demo-cache")
     os.environ["FP8DEMO_CACHE"] = str(path)  # for subprocesses (CLI tests)
+    os.environ["FP8DEMO_OUTPUTS"] = str(path / "outputs")  # the apps' PNG store, never the working directory
     return path
 
 

@@ -13,9 +13,9 @@ from PIL import Image
 
 from fp8demo import config
 from fp8demo.metrics import compare_images
-from fp8demo.server import health_routes, launch
-from fp8demo.service import DemoService
-from fp8demo.ui import build_ui
+from fp8demo.web.server import health_routes, launch
+from fp8demo.web.service import DemoService
+from fp8demo.web.ui import build_ui
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,10 +65,10 @@ def png_parameters(data: bytes) -> str:
 
 
 def test_generate_api_returns_image_and_seed(app, client):
-    image, seed, info, link = client.predict(prompt="a cat on a windowsill", seed=123, randomize_seed=False,
-                                             api_name="/generate")
-    assert seed == 123
-    assert Image.open(image).size == (512, 512)
+    images, seed, info, link = client.predict(prompt="a cat on a windowsill", seed=123, randomize_seed=False,
+                                              api_name="/generate")
+    assert seed == 123 and len(images) == 1
+    assert Image.open(images[0]["image"]).size == (512, 512)
     assert "denoising" in info and "seed 123" in info
     params = png_parameters(download(app[1], link))
     assert params.startswith("a cat on a windowsill\n") and "Seed: 123" in params
@@ -81,9 +81,9 @@ def test_generate_api_defaults_and_random_seed(client):
 
 
 def test_generate_api_sizes_and_settings(app, client):
-    image, _, info, link = client.predict(prompt="a wide valley", aspect_ratio="16:9 · 704x384", steps=2,
-                                          guidance=3.0, negative_prompt="fog", api_name="/generate")
-    assert Image.open(image).size == (704, 384)
+    images, _, info, link = client.predict(prompt="a wide valley", aspect_ratio="16:9 · 704x384", steps=2,
+                                           guidance=3.0, negative_prompt="fog", api_name="/generate")
+    assert Image.open(images[0]["image"]).size == (704, 384)
     assert "(2 steps)" in info
     data = download(app[1], link)
     assert Image.open(__import__("io").BytesIO(data)).size == (704, 384)  # the lossless original
@@ -97,23 +97,54 @@ def test_generate_api_sizes_and_settings(app, client):
      (dict(prompt="x", aspect_ratio="huge"), "Unknown size")],
 )
 def test_bad_input_gets_a_message_and_the_server_survives(client, kwargs, message):
-    from gradio_client.exceptions import AppError
+    from gradio_client.exceptions import ValidationError
 
-    with pytest.raises(AppError, match=message):
+    with pytest.raises(ValidationError, match=message):  # the page shows it beside the field at fault
         client.predict(api_name="/generate", **kwargs)
     assert client.predict(prompt="still here", steps=1, api_name="/generate")[1] >= 0
+
+
+def test_four_images_per_run_have_consecutive_seeds_and_their_own_pngs(app, client):
+    images, seed, info, links = client.predict(prompt="a cat", seed=40, randomize_seed=False, steps=1, num_images=4,
+                                               aspect_ratio="256x256", api_name="/generate")
+    assert seed == 40 and len(images) == 4 and "4 images" in info
+    assert [i["caption"] for i in images] == ["seed 40", "seed 41", "seed 42", "seed 43"]
+    pixels = {Image.open(i["image"]).tobytes() for i in images}
+    assert len(pixels) == 4  # four different pictures
+    import re
+
+    hrefs = re.findall(r'href="([^"]+)"', links)
+    assert len(hrefs) == 4
+    assert "Seed: 43" in png_parameters(download(app[1], f'href="{hrefs[3]}"'))
+
+
+def test_negative_prompt_is_recorded_only_where_it_is_used(app, client):
+    _, _, _, link = client.predict(prompt="a cat", negative_prompt="fog", guidance=0.0, steps=1,
+                                   api_name="/generate")
+    assert "Negative prompt" not in png_parameters(download(app[1], link))  # no effect at guidance <= 1
+
+
+def test_pictures_are_kept_in_the_outputs_folder(app, client):
+    service, url = app
+    assert service.output_dir.name == "outputs" and service.keep_files is None  # the web app keeps everything
+    _, seed, _, link = client.predict(prompt="a kept cat", steps=1, api_name="/generate")
+    download(url, link)
+    assert any(p.name.startswith(f"fp8demo-{seed}-") for p in service.output_dir.iterdir())
 
 
 def test_compare_api_shows_both_sides_and_metrics(client):
     slider, left, right, heat, table, details = client.predict(prompt="a red fox", seed=9, api_name="/compare")
     assert len(slider) == 2 and all(Image.open(p).size == (512, 512) for p in slider)
     assert "bf16" in left["label"] and "FP8" in right["label"]
-    assert Image.open(heat).size == (512, 512)
+    assert Image.open(heat).size[1] == 512 and Image.open(heat).size[0] > 512  # the map and its colour scale
     m = details["metrics"]
     assert 20 < m["psnr_db"] < 100 and 0.5 < m["ssim"] < 1.0 and m["mean_abs_diff"] > 0  # close, not identical
     assert details["seed"] == 9 and details["swap_seconds"] == 0.0 and details["baseline_resident"]
     assert details["baseline"]["precision"] == "bf16 (eager)"
     assert "PSNR" in table and "SSIM" in table
+    sizes = details["transformer_bytes"]  # what FP8 is for: the transformer's resident bytes, not process RSS
+    assert 0 < sizes["fp8"] < 0.95 * sizes["baseline"]  # (tiny: 16-bit embedders dominate; ~0.5 on SD3.5)
+    assert not details["speed_representative"] and "not representative of a GPU" in table
 
 
 def test_compare_fp16_baseline_is_labelled(client):
@@ -218,7 +249,7 @@ def test_readme_front_matter_deploys_as_a_hugging_face_space():
 
 def test_auth_needs_user_and_password():
     from fp8demo.errors import SetupError
-    from fp8demo.server import parse_auth
+    from fp8demo.web.server import parse_auth
 
     assert parse_auth("ann:secret") == ("ann", "secret")
     assert parse_auth(None) is None
@@ -242,6 +273,6 @@ def test_a_thread_does_not_start_on_import():
     import importlib
 
     before = threading.active_count()
-    for name in ("fp8demo.ui", "fp8demo.server", "fp8demo.service", "fp8demo.compare", "fp8demo.engine"):
+    for name in ("fp8demo.web.ui", "fp8demo.web.server", "fp8demo.web.service", "fp8demo.compare", "fp8demo.engine"):
         importlib.import_module(name)
     assert threading.active_count() == before

@@ -1,4 +1,4 @@
-"""The page in headless Chromium (Debian's package, driven by Playwright): type, Run, see an image, compare.
+"""The page in headless Chromium (Debian's package, driven by Playwright): Enter, preview, errors, batches, phone.
 
 Set FP8DEMO_SCREENSHOTS=<dir> to save the README's screenshots while it runs.
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_app import serve
 
-from fp8demo.service import DemoService
+from fp8demo.web.service import DemoService
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
@@ -36,39 +36,113 @@ def url(tiny_engine):
     demo.close()
 
 
-def shot(page, name):
+def shot(page, name, full_page=True):
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / name), full_page=True)
+        page.screenshot(path=str(Path(SHOTS) / name), full_page=full_page)
 
 
-def test_type_run_see_image_then_compare(browser, url):
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+def _ready(page, url):
     page.goto(url)
     page.get_by_text("Ready:").wait_for(timeout=30_000)
+
+
+def _settings(page, steps=None, num_images=None, size="256x256"):
+    """Small and quick: the tiny model at 256 px."""
+    page.locator("#advanced").click()
+    page.locator("#aspect input").fill(size)
+    page.keyboard.press("Enter")
+    for elem, value in (("#steps", steps), ("#num-images", num_images)):
+        if value is not None:
+            page.locator(f"{elem} input[type=number]").fill(str(value))
+            page.keyboard.press("Tab")
+
+
+def _wait_done(page):
+    page.locator("#result-info").get_by_text("denoising").wait_for(timeout=60_000)
+
+
+def test_enter_runs_with_a_live_preview_and_an_error_keeps_the_picture(browser, url):
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    _ready(page, url)
+    _settings(page, steps=8)
     prompt = page.locator("#prompt textarea")
     prompt.fill("a lighthouse on a cliff at dusk, oil painting")
     page.get_by_text("CLIP tokens").wait_for(timeout=10_000)  # the live token count
-    page.locator("#run").click()
-    page.locator("#image img").wait_for(timeout=60_000)
-    page.locator("#result-info").get_by_text("denoising").wait_for(timeout=10_000)
-    assert "steps" in page.locator("#result-info").inner_text()
-    href = page.locator("#download a").get_attribute("href")
+    # every picture the result area shows until the timings of the final one arrive
+    page.evaluate("""() => { window.shown = new Set();
+      new MutationObserver(() => {
+        if (document.querySelector('#result-info').innerText.trim()) return;
+        document.querySelectorAll('#result img').forEach(i => window.shown.add(i.src));
+      }).observe(document.querySelector('#result-column'), {subtree: true, childList: true, attributes: true}); }""")
+    prompt.press("Enter")  # Enter runs (Shift+Enter would start a new line)
+    _wait_done(page)
+    previews = page.evaluate("() => [...window.shown]")
+    assert len(previews) >= 2, previews  # the picture forming, step by step, before the result
+    final = page.locator("#result img").first.get_attribute("src")
+    info = page.locator("#result-info").inner_text()
+    assert "(8 steps)" in info
+    href = page.locator("#download a").first.get_attribute("href")
     png = page.request.get(url + href)  # the download link serves the PNG with its parameters
     assert png.ok and png.headers["content-type"] == "image/png" and b"parameters" in png.body()[:4096]
     page.locator("#gallery img").first.wait_for(timeout=10_000)  # this session's gallery
+    page.locator("#advanced").click()  # closed again, for the screenshot
     shot(page, "generate.png")
-    prompt.fill("something else")
-    page.locator("#gallery img").first.click()  # a click reuses that image's settings
+
+    prompt.fill("")
+    prompt.press("Enter")
+    page.get_by_text("The prompt is empty").wait_for(timeout=10_000)  # beside the field at fault
+    page.wait_for_timeout(500)
+    assert page.locator("#result img").first.get_attribute("src") == final  # the last good result stays
+    assert page.locator("#result-info").inner_text() == info
+    assert page.get_by_text("Error", exact=True).count() == 0
+
+    page.locator("#gallery img").first.click()  # a click brings back that picture's settings
     page.wait_for_function("document.querySelector('#prompt textarea').value.startsWith('a lighthouse')",
                            timeout=10_000)
+    page.close()
+
+
+def test_four_images_per_run_then_compare(browser, url):
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    _ready(page, url)
+    _settings(page, steps=1, num_images=4)
+    page.locator("#prompt textarea").fill("a red fox in an autumn forest")
+    page.locator("#run").click()
+    _wait_done(page)
+    assert page.locator("#result .thumbnail-small").count() == 4
+    assert page.locator("#download a").count() == 4
 
     page.get_by_role("tab", name="Compare FP16/BF16 vs FP8").click()
     page.locator("#compare-run").click()
     page.locator("#compare-table").get_by_text("PSNR").wait_for(timeout=60_000)
-    assert "SSIM" in page.locator("#compare-table").inner_text()
-    page.locator("#compare-fp8 img").wait_for(timeout=10_000)
+    assert "not representative of a GPU" in page.locator("#compare-table").inner_text()
+    page.locator("#compare-heat img").wait_for(timeout=10_000)
     shot(page, "compare.png")
+    page.close()
+
+
+def test_phone_one_progress_indicator_result_in_view_no_overflow(browser, url):
+    page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    _ready(page, url)
+    overflow = "document.documentElement.scrollWidth - window.innerWidth"
+    assert page.evaluate(overflow) <= 0
+    _settings(page, steps=4)
+    page.locator("#prompt textarea").fill("a cozy cabin in a snowy forest")
+    page.locator("#run").click()
+    shown = 0
+    for _ in range(30):  # components showing a progress indicator while the job runs
+        shown = max(shown, page.evaluate(
+            "() => new Set([...document.querySelectorAll('.eta-bar, .progress-text, .progress-level')]"
+            ".map(e => e.closest('.block'))).size"))
+        page.wait_for_timeout(50)
+    assert shown == 1
+    _wait_done(page)
+    page.wait_for_timeout(800)  # the smooth scroll
+    box = page.locator("#result img").first.bounding_box()
+    assert box and box["y"] >= 0 and box["y"] + box["height"] <= 844  # the picture is in view, whole
+    assert page.evaluate(overflow) <= 0
+    shot(page, "generate-phone.png", full_page=False)
     page.close()
 
 

@@ -13,10 +13,10 @@ from test_browser import CHROMIUM, CHROMIUM_ARGS, shot
 
 from fp8demo import config
 from fp8demo.imageio import read_parameters
-from fp8demo.kiosk_service import KioskService
-from fp8demo.kiosk_ui import build_kiosk_ui
-from fp8demo.server import launch
-from fp8demo.service import DemoService
+from fp8demo.kiosk.page import build_kiosk_ui
+from fp8demo.kiosk.service import KioskService
+from fp8demo.web.server import launch
+from fp8demo.web.service import DemoService
 
 SETTINGS = config.KioskConfig(idle_after=4, countdown=3, attract_every=1, cooldown=3,
                               public_url="http://kiosk.example:7860")
@@ -55,14 +55,14 @@ def test_api_enforces_moderation_cooldown_and_the_negative_prompt(kiosk_app):
     status, _, _ = client.predict(prompt="a second lighthouse", api_name="/create")
     assert status.startswith("Here it is")
 
-    newest = kiosk.recent[0]
+    newest, _ = kiosk.recent[0]
     assert kiosk.service.wait_for_file(newest)  # written in the background
-    assert "Negative prompt: " + SETTINGS.negative_prompt in read_parameters(newest)
+    assert "Negative prompt" not in read_parameters(newest)  # tiny runs at guidance 0, where it has no effect
     take = httpx.get(url + "take/" + newest.name)
     assert take.status_code == 200 and take.headers["content-type"] == "image/png"
     assert httpx.get(url + "take/..%2Fetc%2Fpasswd").status_code == 404
     assert httpx.get(url + "take/fp8demo-1-deadbeef.png").status_code == 404
-    assert str(newest) in kiosk.attract_images()[0]  # recent approved creations lead the attract loop
+    assert kiosk.attract_images()[0] == (str(newest), "")  # recent creations lead the loop, uncaptioned by default
 
 
 def test_kiosk_exposes_only_create(kiosk_app):
@@ -72,6 +72,12 @@ def test_kiosk_exposes_only_create(kiosk_app):
     assert list(endpoints["named_endpoints"]) == ["/create"]
 
 
+PICTURE_FILL = """() => {  // the height the picture itself is drawn at (object-fit: contain), over the screen's
+  const i = document.querySelector('#kiosk-image img'), r = i.getBoundingClientRect();
+  return Math.min(r.height, r.width * i.naturalHeight / i.naturalWidth) / window.innerHeight;
+}"""
+
+
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 def test_kiosk_page_attract_chip_refusal_and_idle_reset(kiosk_app):
     from playwright.sync_api import sync_playwright
@@ -79,21 +85,28 @@ def test_kiosk_page_attract_chip_refusal_and_idle_reset(kiosk_app):
     _, url = kiosk_app
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page = browser.new_page(viewport={"width": 1920, "height": 1080})
         page.goto(url)
         page.locator("#attract-image img").wait_for(timeout=20_000)  # idle: the attract loop
         assert page.get_by_text("Use via API").count() == 0  # no footer, no way off the page
+        start = page.locator("#start").bounding_box()
+        page.wait_for_timeout(2_200)  # two more attract pictures
+        assert page.locator("#start").bounding_box() == start  # the call to action never moves
         shot(page, "kiosk-attract.png")
-        page.locator("#start").click()
+        page.mouse.click(300, 300)  # a touch anywhere starts
         page.locator("#kiosk-prompt textarea").wait_for(timeout=10_000)
 
         page.locator(".chip").first.click()  # one touch: the chip's prompt is made into a picture
-        page.locator("#kiosk-image img").wait_for(timeout=60_000)
-        page.locator("#kiosk-status").get_by_text("Here it is").wait_for(timeout=10_000)
+        page.locator("#kiosk-status").get_by_text("Here it is").wait_for(timeout=60_000)
         assert page.locator("#kiosk-prompt textarea").input_value()  # the chip filled the prompt
-        shot(page, "kiosk.png")
+        assert page.evaluate(PICTURE_FILL) >= 0.8
+        assert page.get_by_text("Scan to take it home").is_visible()
+        page.locator("#create").get_by_text("Next picture in").wait_for(timeout=5_000)  # the cooldown counts down
+        page.wait_for_timeout(600)
+        shot(page, "kiosk.png", full_page=False)
 
         page.locator("#kiosk-prompt textarea").fill("a nude portrait")
+        page.locator("#create").get_by_text("Create").wait_for(timeout=10_000)
         page.locator("#create").click()
         page.locator("#kiosk-status").get_by_text("different idea").wait_for(timeout=10_000)
 
@@ -102,4 +115,29 @@ def test_kiosk_page_attract_chip_refusal_and_idle_reset(kiosk_app):
         page.locator("#start").click()
         page.locator("#kiosk-prompt textarea").wait_for(timeout=10_000)
         assert page.locator("#kiosk-prompt textarea").input_value() == ""  # the next visitor starts clean
+        browser.close()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_kiosk_portrait_fills_the_height_and_keeps_no_run_history(kiosk_app):
+    from playwright.sync_api import sync_playwright
+
+    _, url = kiosk_app
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1080, "height": 1920})
+        page.goto(url)
+        page.locator("#start").click()
+        page.locator("#kiosk-prompt textarea").fill("a tall tower in the clouds")
+        page.locator("#create").click()
+        page.locator("#kiosk-status").get_by_text("Here it is").wait_for(timeout=60_000)
+        assert page.evaluate(PICTURE_FILL) >= 0.8  # a 9:16 picture on a portrait screen
+        chips = [page.locator(".chip").nth(i).bounding_box() for i in range(page.locator(".chip").count())]
+        for a, b in zip(chips, chips[1:], strict=False):  # side by side in one row, never on top of each other
+            assert a["x"] + a["width"] <= b["x"] + 0.5
+        page.wait_for_timeout(600)
+        shot(page, "kiosk-portrait.png", full_page=False)
+        # Nothing of this visitor is kept in the shared browser: run history is off and its page is gone
+        assert page.request.get(url + "gradio_api/runs").status == 404
+        assert page.request.get(url + "config").json()["run_history"] is False
         browser.close()

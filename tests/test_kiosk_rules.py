@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from fp8demo.kiosk import IdleMachine, KioskRefusal, Line, SessionGate, place_text
+from fp8demo.kiosk.rules import IdleMachine, KioskRefusal, Line, SessionGate, place_text
 
 
 def test_idle_machine_full_cycle():
@@ -67,3 +67,11 @@ def test_line_is_first_come_first_served_with_places():
     for t in threads:
         t.join(5)
     assert order == ["b", "c"]
+
+
+def test_cooldown_counts_down_to_zero():
+    gate = SessionGate(cooldown=10)
+    assert gate.wait_left("a", now=0) == 0  # a new visitor never waits
+    gate.begin("a", now=0)
+    gate.end("a", now=2)
+    assert [gate.wait_left("a", now=t) for t in (2, 2.5, 11, 12)] == [10, 10, 1, 0]

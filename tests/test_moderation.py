@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from fp8demo import config, moderation
-from fp8demo.moderation import REFUSAL, Moderator, fold, read_list
+from fp8demo import config
+from fp8demo.kiosk import moderation
+from fp8demo.kiosk.moderation import REFUSAL, Moderator, fold, read_list
 
 DATA = Path(__file__).parent / "data"
 EVASIONS = read_list(DATA / "moderation_evasions.txt")

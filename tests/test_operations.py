@@ -12,7 +12,7 @@ import torch
 from fp8demo import hardware
 from fp8demo.errors import OutOfMemory, SetupError
 from fp8demo.request import GenerationRequest
-from fp8demo.service import DemoService
+from fp8demo.web.service import DemoService
 
 ROOT = Path(__file__).resolve().parent.parent
 KIOSK = ROOT / "assets" / "kiosk"

@@ -54,3 +54,21 @@ def test_resolve_uses_is_none_not_truthiness():
     assert (r.seed, r.steps, r.guidance, r.width, r.height) == (0, 40, 0.0, 1024, 768)
     r = resolve(GenerationRequest("x"), config.PRESETS["large-turbo"], rng_seed=99)
     assert (r.seed, r.steps, r.guidance) == (99, 4, 0.0)
+
+
+def test_png_parameters_read_back_ours_and_a1111s():
+    from PIL import Image
+
+    from fp8demo.request import GenerationResult, Timings, parameters_text, parse_parameters
+
+    req = GenerationRequest("a cat,\non a mat", negative_prompt="dog", seed=7, steps=12, guidance=3.5, width=832,
+                            height=1216)
+    ours = GenerationResult(Image.new("RGB", (8, 8)), req, Timings(0, 0, 0, 0), 0, "", "tiny", "fp8")
+    assert parse_parameters(parameters_text(ours)) == {"prompt": "a cat,\non a mat", "negative_prompt": "dog",
+                                                       "seed": 7, "steps": 12, "guidance": 3.5, "width": 832,
+                                                       "height": 1216}
+    forge = ('a fox\nNegative prompt: blurry\nSteps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, '
+             'Seed: 1234, Size: 512x768, Model hash: abc, Model: "sd, xl", Version: f2.0.1')
+    assert parse_parameters(forge) == {"prompt": "a fox", "negative_prompt": "blurry", "seed": 1234, "steps": 20,
+                                       "guidance": 7.0, "width": 512, "height": 768}
+    assert parse_parameters("just a prompt") == {"prompt": "just a prompt", "negative_prompt": ""}

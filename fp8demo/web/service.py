@@ -1,4 +1,4 @@
-"""The demo's server-side state: the engine warming up in the background, per-session cancel, saved PNGs.
+"""The demo's server-side state: the engine warming up in the background, per-session cancel, the PNG store.
 
 The UI modules call this and nothing below it, so every web face (Generate, Compare, kiosk, API) shares one engine
 and one set of rules, and none of them imports torch.
@@ -9,20 +9,19 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
 
-from . import config
-from .errors import InvalidRequest, SetupError
-from .request import GenerationRequest, GenerationResult
+from .. import config
+from ..errors import InvalidRequest, SetupError
+from ..request import GenerationRequest, GenerationResult
 
 log = logging.getLogger(__name__)
 
 _SIZE = re.compile(r"(\d+)\s*[x×]\s*(\d+)\s*$")
-KEEP_FILES = 200  # PNGs kept for download; older ones are deleted
+KEEP_FILES = 200  # in kiosk mode, PNGs kept for the take-home codes; older ones are deleted (visitors' pictures)
 
 
 def gpu_task(fn, duration: int = 120):
@@ -32,10 +31,6 @@ def gpu_task(fn, duration: int = 120):
     except ImportError:
         return fn
     return spaces.GPU(duration=duration)(fn)
-
-
-def thumbnail_path(png: Path) -> Path:
-    return png.with_name(png.stem + ".thumb.jpg")
 
 
 def parse_size(label: str) -> tuple[int, int]:
@@ -57,19 +52,22 @@ class DemoService:
         self.state = "starting"  # starting -> ready | failed
         self.error: str | None = None
         self.started_at = time.time()
-        self.output_dir = Path(tempfile.mkdtemp(prefix="fp8demo-out-"))
+        # the PNG store: persistent for the web app (the visitor's own outputs folder), a rolling window in a kiosk
+        self.output_dir = Path(app_cfg.outputs).resolve()
+        self.keep_files = KEEP_FILES if app_cfg.kiosk else None
         self._cancels: dict[str, threading.Event] = {}
         self._pending: set[Path] = set()  # PNGs the background writer has not finished
         self._thread: threading.Thread | None = None
         self._generate = gpu_task(self._generate_now)
         self._compare = gpu_task(self._compare_now)
+        self._compare_sheet = gpu_task(self._compare_sheet_now, duration=300)
 
     # ---- start-up ---------------------------------------------------------------------------------------------
 
     @classmethod
     def from_engine(cls, engine, app_cfg: config.AppConfig | None = None) -> DemoService:
         """Wrap an engine that is already warm (tests, benchmarks)."""
-        from .compare import Comparer
+        from ..compare import Comparer
 
         service = cls(app_cfg or config.AppConfig(engine=engine.cfg), engine.caps)
         service.engine, service.comparer = engine, Comparer(engine)
@@ -90,8 +88,8 @@ class DemoService:
         return self.ready
 
     def _start(self) -> None:
-        from .compare import Comparer
-        from .engine import Engine
+        from ..compare import Comparer
+        from ..engine import Engine
 
         try:
             engine = Engine(self.cfg.engine, self.caps)
@@ -136,8 +134,8 @@ class DemoService:
     def preset(self) -> config.Preset:
         if self.engine is not None:
             return self.engine.preset
-        from .hardware import detect
-        from .models import resolve_model
+        from ..hardware import detect
+        from ..models import resolve_model
 
         return resolve_model(self.cfg.engine.model, self.caps or detect()).preset
 
@@ -151,14 +149,16 @@ class DemoService:
         warning = info.warning()
         return f"⚠️ {count}. {warning}" if warning else count
 
-    def generate(self, request: GenerationRequest, session: str = "", progress=None) -> GenerationResult:
+    def generate(self, request: GenerationRequest, session: str = "", progress=None, preview=None,
+                 num_images: int = 1) -> GenerationResult:
         self.require_ready()
-        return self._generate(request, session, progress)
+        return self._generate(request, session, progress, preview, num_images)
 
-    def _generate_now(self, request, session, progress):
+    def _generate_now(self, request, session, progress, preview=None, num_images=1):
         cancel = self._cancel_event(session)
         try:
-            return self.engine.generate(request, progress=progress, cancel=cancel)
+            return self.engine.generate(request, progress=progress, cancel=cancel, preview=preview,
+                                        num_images=num_images)
         except Exception as error:
             self._check_fatal(error)
             raise
@@ -166,7 +166,7 @@ class DemoService:
             self._cancels.pop(session, None)
 
     def _check_fatal(self, error: Exception) -> None:
-        from .hardware import is_fatal_device_error
+        from ..hardware import is_fatal_device_error
 
         if is_fatal_device_error(error):
             self.state = "failed"
@@ -178,6 +178,21 @@ class DemoService:
     def compare(self, request: GenerationRequest, baseline: str = "bf16", session: str = "", progress=None):
         self.require_ready()
         return self._compare(request, baseline, session, progress)
+
+    def compare_sheet(self, prompts: list[str], request: GenerationRequest, baseline: str = "bf16",
+                      session: str = "", progress=None):
+        self.require_ready()
+        return self._compare_sheet(prompts, request, baseline, session, progress)
+
+    def _compare_sheet_now(self, prompts, request, baseline, session, progress):
+        cancel = self._cancel_event(session)
+        try:
+            return self.comparer.compare_sheet(prompts, request, baseline, progress=progress, cancel=cancel)
+        except Exception as error:
+            self._check_fatal(error)
+            raise
+        finally:
+            self._cancels.pop(session, None)
 
     def _compare_now(self, request, baseline, session, progress):
         cancel = self._cancel_event(session)
@@ -202,22 +217,18 @@ class DemoService:
         event.set()
         return True
 
-    def save_png(self, result: GenerationResult, thumbnail: bool = False) -> Path:
+    def save_png(self, result: GenerationResult) -> Path:
         """The PNG (with its parameters) for download, written in the background: PNG encoding of a megapixel
         image takes ~0.3 s on a small CPU and the visitor should not wait for it. Returns the final path at once;
-        `wait_for_file` (used by /take/<name>) waits for the write to finish. With `thumbnail`, a small JPEG
-        (`thumbnail_path(png)`) is written first, for the session gallery."""
+        `wait_for_file` (used by /take/<name> and the gallery) waits for the write to finish."""
         r = result.request
         path = self.output_dir / f"fp8demo-{r.seed}-{uuid.uuid4().hex[:8]}.png"
         self._pending.add(path)
-        if thumbnail:
-            self._pending.add(thumbnail_path(path))
-        threading.Thread(target=self._write_png, args=(result, path, thumbnail), name="png-writer",
-                         daemon=True).start()
+        threading.Thread(target=self._write_png, args=(result, path), name="png-writer", daemon=True).start()
         return path
 
-    def _write_png(self, result: GenerationResult, path: Path, thumbnail: bool) -> None:
-        from .imageio import png_bytes
+    def _write_png(self, result: GenerationResult, path: Path) -> None:
+        from ..imageio import png_bytes
 
         try:
             # after the response: the web server's own work on this request comes first
@@ -225,23 +236,19 @@ class DemoService:
         except (AttributeError, OSError):
             pass
         try:
-            if thumbnail:
-                thumb = result.image.copy()
-                thumb.thumbnail((256, 256))
-                thumb.save(thumbnail_path(path), format="JPEG", quality=85)
-                self._pending.discard(thumbnail_path(path))
+            self.output_dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(png_bytes(result))
             os.replace(tmp, path)  # appears whole or not at all
             self._pending.discard(path)
-            files = sorted(self.output_dir.glob("*.png"), key=lambda p: p.stat().st_mtime)
-            for old in files[:-KEEP_FILES]:
-                old.unlink(missing_ok=True)
+            if self.keep_files is not None:
+                files = sorted(self.output_dir.glob("fp8demo-*.png"), key=lambda p: p.stat().st_mtime)
+                for old in files[: -self.keep_files]:
+                    old.unlink(missing_ok=True)
         except OSError:
             log.exception("could not write %s", path)
         finally:
             self._pending.discard(path)
-            self._pending.discard(thumbnail_path(path))
 
     def wait_for_file(self, path: Path, timeout: float = 10.0) -> bool:
         """True once `path` exists; waits only while the background writer is still on it."""

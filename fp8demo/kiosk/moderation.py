@@ -452,9 +452,9 @@ class Moderator:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Report: python -m fp8demo.moderation --report
+# Report: python -m fp8demo.kiosk.moderation --report
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
 
 
@@ -476,7 +476,7 @@ def report(moderator: Moderator, evasions: list[str], innocent: list[str]) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fp8demo.moderation", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fp8demo.kiosk.moderation", description=__doc__.split("\n")[0])
     parser.add_argument("--report", action="store_true", help="print the shares blocked and wrongly refused")
     parser.add_argument("--blocklist", type=Path, default=ROOT / "assets" / "kiosk" / "blocklist.txt")
     parser.add_argument("--evasions", type=Path, default=DATA / "moderation_evasions.txt")

@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import config
-from .kiosk import KioskRefusal, Line, SessionGate, place_text
+from .. import config
+from ..request import GenerationRequest, GenerationResult
+from ..web.service import DemoService
 from .moderation import Moderator
-from .request import GenerationRequest, GenerationResult
-from .service import DemoService
+from .rules import KioskRefusal, Line, SessionGate, place_text
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class KioskService:
         self.moderator = Moderator.from_file(cfg.blocklist)
         self.gate = SessionGate(cfg.cooldown)
         self.line = Line()
-        self.recent: deque[Path] = deque(maxlen=cfg.recent_creations)
+        self.recent: deque[tuple[Path, str]] = deque(maxlen=cfg.recent_creations)  # (PNG, its prompt)
 
     def chips(self) -> list[str]:
         try:
@@ -48,15 +48,27 @@ class KioskService:
             return []
         return [line.strip() for line in lines if line.strip() and not line.startswith("#")][:8]
 
-    def attract_images(self) -> list[str]:
-        """Recent approved creations first, then the pictures in assets/kiosk/attract/."""
-        recent = [str(p) for p in self.recent if p.exists()]
+    def attract_images(self) -> list[tuple[str, str]]:
+        """(picture, caption): recent approved creations first, then the pictures in assets/kiosk/attract/. The
+        caption is the creation's prompt only when the operator turned captions on (visitors' words stay private
+        otherwise)."""
+        captions = self.cfg.attract_captions
+        recent = [(str(p), prompt if captions else "") for p, prompt in self.recent if p.exists()]
         folder = self.cfg.attract_dir
         own = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
-        return recent + own
+        return recent + [(p, "") for p in own]
 
-    def request_for(self, prompt: str) -> GenerationRequest:
-        """The kiosk preset: model, steps and size from configuration; the fixed negative prompt always appended."""
+    def size_for(self, portrait: bool) -> tuple[int | None, int | None]:
+        """The configured size; else the preset's own (square) on a landscape screen and its 9:16 size on a
+        portrait one, so that the picture fills most of the screen's height either way."""
+        if self.cfg.width is not None or self.cfg.height is not None or not portrait:
+            return self.cfg.width, self.cfg.height
+        sizes = config.aspect_sizes(self.service.preset)
+        return next(size for label, size in sizes.items() if label.startswith("9:16 "))
+
+    def request_for(self, prompt: str, portrait: bool = False) -> GenerationRequest:
+        """The kiosk preset: model, steps and size from configuration; the fixed negative prompt always appended
+        (the engine drops it, and the PNG does not record it, where guidance <= 1 gives it no effect)."""
         prompt = (prompt or "").strip()
         if len(prompt) > self.cfg.max_prompt_chars:
             raise KioskRefusal(f"That's a long one! Please keep it under {self.cfg.max_prompt_chars} characters.")
@@ -65,17 +77,20 @@ class KioskService:
         verdict = self.moderator.check(prompt)
         if not verdict.allowed:
             raise KioskRefusal(verdict.message)
+        width, height = self.size_for(portrait)
         return GenerationRequest(
             prompt=prompt,
             negative_prompt=self.cfg.negative_prompt,
             steps=self.cfg.steps,
-            width=self.cfg.width,
-            height=self.cfg.height,
+            width=width,
+            height=height,
         )
 
-    def create(self, prompt: str, session: str, progress=None) -> Iterator[str | Creation]:
-        """Yield status lines while the visitor waits, then the Creation. Raises KioskRefusal or UserError."""
-        request = self.request_for(prompt)
+    def create(self, prompt: str, session: str, progress=None, preview=None,
+               portrait: bool = False) -> Iterator[str | Creation]:
+        """Yield status lines while the visitor waits, then the Creation. Raises KioskRefusal or UserError.
+        `preview` gets the forming picture after each step."""
+        request = self.request_for(prompt, portrait)
         self.service.require_ready()
         self.gate.begin(session, self.clock())
         ticket = self.line.join()
@@ -85,12 +100,12 @@ class KioskService:
                 yield place_text(ahead)
                 ahead = self.line.wait_turn(ticket, timeout=0.5)
             yield place_text(0)
-            result = self.service.generate(request, session, progress)
+            result = self.service.generate(request, session, progress, preview)
         finally:
             self.line.leave(ticket)
             self.gate.end(session, self.clock())
         png = self.service.save_png(result)
-        self.recent.appendleft(png)
+        self.recent.appendleft((png, result.request.prompt))
         url = f"{self.cfg.public_url.rstrip('/')}/take/{png.name}" if self.cfg.public_url else None
         yield Creation(result, png, url)
 
@@ -98,7 +113,7 @@ class KioskService:
 def qr_image(url: str):
     import qrcode
 
-    code = qrcode.QRCode(border=2, box_size=8)
+    code = qrcode.QRCode(border=2, box_size=10)  # crisp when the page shows it at 260 px
     code.add_data(url)
     code.make(fit=True)
     return code.make_image(fill_color="black", back_color="white").get_image().convert("RGB")

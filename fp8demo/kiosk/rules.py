@@ -92,6 +92,11 @@ class SessionGate:
                 raise KioskRefusal(f"Nice one! Please wait {int(wait + 0.999)} s before the next picture.")
             self._running.add(session)
 
+    def wait_left(self, session: str, now: float) -> int:
+        """Whole seconds before `session` may start its next picture (0: now), for a countdown on the page."""
+        with self._lock:
+            return max(0, int(self._last_end.get(session, -1e18) + self.cooldown - now + 0.999))
+
     def end(self, session: str, now: float) -> None:
         with self._lock:
             self._running.discard(session)

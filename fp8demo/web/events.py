@@ -1,0 +1,69 @@
+"""Gradio helpers every face shares: the one GPU slot, light events, friendly errors, the visitor's session id."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import gradio as gr
+
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Every event that runs the engine shares this one slot, so two faces never race for the GPU.
+GPU = dict(concurrency_id="gpu", concurrency_limit=1)
+# Timers, resets, token counts: outside the queue, so they never wait behind a generation.
+LIGHT = dict(queue=False, api_visibility="private", show_progress="hidden")
+
+
+def session_id(request: gr.Request | None) -> str:
+    """Gradio's per-tab session hash; API calls without one share the key "api"."""
+    return getattr(request, "session_hash", None) or "api"
+
+
+def friendly(error: Exception) -> gr.Error:
+    """A UserError's own message; anything else is logged with its traceback and shown as a short apology."""
+    if isinstance(error, UserError):
+        return gr.Error(str(error))
+    log.exception("request failed")
+    return gr.Error("Something went wrong on the server while making this image; please try again.")
+
+
+def stream(work: Callable[[Callable], Iterable]) -> Iterator[tuple[str, Any]]:
+    """Run `work(preview)` in a thread and relay what it produces to the event's generator, in order:
+    ("preview", image) for the newest preview frame (older ones queued behind it are dropped, so a slow browser
+    never falls behind), ("item", x) for each item `work` yields. Its error is raised here, in the event's thread.
+    """
+    q: queue.Queue = queue.Queue()
+
+    def run():
+        try:
+            for item in work(lambda image: q.put(("preview", image))):
+                q.put(("item", item))
+        except BaseException as error:  # handed over, raised below
+            q.put(("error", error))
+        finally:
+            q.put(("done", None))
+
+    threading.Thread(target=run, name="event-work", daemon=True).start()
+    while True:
+        batch = [q.get()]
+        while True:
+            try:
+                batch.append(q.get_nowait())
+            except queue.Empty:
+                break
+        previews = [value for kind, value in batch if kind == "preview"]
+        if previews:
+            yield "preview", previews[-1]
+        for kind, value in batch:
+            if kind == "item":
+                yield kind, value
+            elif kind == "error":
+                raise value
+            elif kind == "done":
+                return

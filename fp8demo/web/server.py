@@ -1,0 +1,117 @@
+"""Serving: health routes on the Gradio app's own port, the bounded queue, auth, share links."""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+from pathlib import Path
+
+from .. import config
+from ..errors import SetupError
+from .service import DemoService
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+TAKE_NAME = re.compile(r"fp8demo-\d+-[0-9a-f]{8}\.png")
+
+
+def health_routes(service: DemoService) -> list:
+    """GET /health/live (the process serves) and /health/ready (the engine is warm and working).
+
+    Passed to the FastAPI constructor, so they come before Gradio's routes and outside its login.
+    """
+    from fastapi.responses import JSONResponse
+    from fastapi.routing import APIRoute
+
+    def live():
+        return JSONResponse({"status": "live"})
+
+    def ready():
+        s = service.status()
+        if s["ready"]:
+            return JSONResponse({"status": "ready", "model": s["model"], "precision": s["precision"],
+                                 "device": s["device"]})
+        reason = s["error"] if s["state"] == "failed" else f"warming up ({s['state']})"
+        return JSONResponse({"status": s["state"], "reason": reason}, status_code=503)
+
+    def take(name: str):  # sync: FastAPI runs it in a worker thread while it waits for the PNG writer
+        """A visitor's PNG by its file name (the take-home QR code points here)."""
+        from fastapi.responses import FileResponse
+
+        path = service.output_dir / name
+        if not TAKE_NAME.fullmatch(name) or not service.wait_for_file(path, timeout=10.0):
+            return JSONResponse({"error": "This picture is no longer here."}, status_code=404)
+        return FileResponse(path, media_type="image/png", filename=name)
+
+    return [
+        APIRoute("/health/live", live, methods=["GET"]),
+        APIRoute("/health/ready", ready, methods=["GET"]),
+        APIRoute("/take/{name}", take, methods=["GET"]),
+    ]
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise SetupError("--auth needs FP8DEMO_AUTH set to user:password in the environment.")
+    return user, password
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail at once, in one line, when the port is taken (before minutes of model loading, not after)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closing socket is no conflict
+        try:
+            s.bind((host, port))
+        except OSError as error:
+            raise SetupError(
+                f"Port {port} on {host} is already in use (another fp8demo?). Stop that program, or choose another "
+                f"port with --port, e.g. python app.py --port {port + 1}"
+            ) from error
+
+
+def launch(demo, service: DemoService, app_cfg: config.AppConfig, block: bool = True, **extra):
+    """Queue, then serve on host:port. Returns (app, local_url, share_url); with `block`, serves until stopped."""
+    demo.queue(max_size=app_cfg.max_queue, default_concurrency_limit=1)
+    service.output_dir.mkdir(parents=True, exist_ok=True)
+    css_paths = [ASSETS / "style.css"]
+    if app_cfg.kiosk:
+        from ..kiosk.page import HEAD
+
+        css_paths = [ASSETS / "kiosk" / "kiosk.css"]
+        # no footer, no API link: nothing on the page leads anywhere else; and no run history, which would keep
+        # every visitor's prompts and pictures in the shared browser for the next visitor to read
+        extra.setdefault("footer_links", [])
+        extra.setdefault("head", HEAD)
+        extra.setdefault("run_history", False)
+    try:
+        served = demo.launch(
+            server_name=app_cfg.host,
+            server_port=app_cfg.port,
+            share=app_cfg.share,
+            auth=parse_auth(app_cfg.auth),
+            auth_message="fp8demo: sign in",
+            prevent_thread_lock=True,
+            show_error=True,
+            quiet=True,  # Gradio's own hint names launch(share=True); ours names the flag
+            app_kwargs={"routes": health_routes(service)},
+            allowed_paths=[str(service.output_dir)],
+            css_paths=[p for p in css_paths if p.exists()] or None,
+            footer_links=extra.pop("footer_links", ["api"]),
+            **extra,
+        )
+    except OSError as error:  # lost a race for the port since check_port
+        raise SetupError(f"Could not serve on {app_cfg.host}:{app_cfg.port} ({error}); choose another with --port.") \
+            from error
+    _, local_url, share_url = served
+    log.info("Serving on %s", local_url)
+    log.info("Public link: %s" if share_url else "For a public link, start again with --share%s",
+             share_url or " (add --auth when it leaves your hands)")
+    log.info("Pictures are saved in %s", service.output_dir)
+    if block:
+        demo.block_thread()
+    return served

@@ -1,0 +1,372 @@
+"""The Gradio Blocks app: Generate and Compare tabs. Layout and wiring only; every handler is a short adapter from
+widget values to a DemoService call, and nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import gradio as gr
+
+from .. import config
+from ..errors import Cancelled
+from ..imageio import read_parameters
+from ..request import MAX_IMAGES, GenerationResult, parse_parameters
+from .events import GPU, LIGHT, friendly, session_id, stream
+from .form import Defaults, field_errors, to_request
+from .service import DemoService
+from .sheet import contact_sheet
+
+log = logging.getLogger(__name__)
+
+EXAMPLES = [
+    "a lighthouse on a cliff at dusk, oil painting, warm light",
+    "an astronaut riding a horse on the moon, cinematic, highly detailed",
+    "a cozy cabin in a snowy forest at night, glowing windows, northern lights",
+    "a red fox in an autumn forest, golden leaves, wildlife photography",
+    "isometric illustration of a tiny island with a castle and a waterfall",
+]
+SHEET_PROMPTS = EXAMPLES[:4]
+HISTORY_LIMIT = 24
+NEGATIVE_NOTE = "ℹ️ Guidance is at most 1, so the negative prompt has no effect (and is not written into the PNG)."
+# On a phone the result column sits below the form: bring it into view when Run is pressed (wide screens see both).
+SCROLL_TO_RESULT = """(...args) => {
+  if (window.innerWidth < 768) document.querySelector('#result')?.scrollIntoView({behavior: 'smooth'});
+  return args;
+}"""
+
+
+def result_line(r: GenerationResult) -> str:
+    t = r.timings
+    mem = f"{r.peak_memory_bytes / 2**30:.2f} GiB ({r.peak_memory_kind})"
+    count = f"{len(r.images)} images · " if len(r.images) > 1 else ""
+    return (
+        f"**{t.total:.2f} s** · {count}text {t.text_encoding * 1000:.0f} ms"
+        f"{' (cached)' if r.embeddings_cached else ''} · denoising {t.denoising:.2f} s "
+        f"({r.request.steps} steps) · VAE {t.vae_decode:.2f} s · peak {mem} · {r.precision} · {r.model} · "
+        f"seed {r.request.seed}"
+    )
+
+
+def download_links(names: list[str]) -> str:
+    """Links to /take/<name> (relative, so they work under a proxy prefix such as a Space's)."""
+    label = "Download PNG" if len(names) == 1 else "PNG {i}"
+    links = [f'<a class="download" href="take/{n}" download="{n}">{label.format(i=i + 1)}</a>'
+             for i, n in enumerate(names)]
+    return f'<div class="downloads">{"".join(links)}<span>with its parameters</span></div>'
+
+
+def status_banner(status: dict) -> str:
+    if status["state"] == "failed":
+        return f"**The model could not be started.** {status['error']}"
+    if not status["ready"]:
+        return f"**Warming up** ({status['state']}): loading the model and making a first image…"
+    text = f"Ready: **{status['model']}** · {status['precision']} · {status['device']}"
+    if status.get("random_weights"):
+        text += "  \n⚠️ This model has random weights: its images are noise. " + (status.get("notice") or "")
+    return text
+
+
+def build_ui(service: DemoService) -> gr.Blocks:
+    defaults = Defaults.of(service.preset)
+    with gr.Blocks(title="fp8demo: SD3.5 in FP8", fill_width=False) as demo:
+        gr.Markdown("# fp8demo · Stable Diffusion 3.5 with an FP8 transformer", elem_id="title")
+        status = gr.Markdown(status_banner(service.status()), elem_id="status")
+        timer = gr.Timer(1.0, active=not service.ready)
+
+        with gr.Tabs():
+            with gr.Tab("Generate", id="generate"):
+                g = _generate_tab(service, defaults)
+            with gr.Tab("Compare FP16/BF16 vs FP8", id="compare"):
+                c = _compare_tab(service, defaults)
+
+        def refresh():
+            s = service.status()
+            ready = s["ready"]
+            return (status_banner(s), gr.Timer(active=not ready and s["state"] != "failed"),
+                    *(gr.Button(interactive=ready) for _ in range(3)))
+
+        buttons = [g["run"], c["run"], c["sheet_run"]]
+        timer.tick(refresh, None, [status, timer, *buttons], **LIGHT)
+        demo.load(refresh, None, [status, timer, *buttons], **LIGHT)
+    return demo
+
+
+def _generate_tab(service: DemoService, d: Defaults) -> dict:
+    max_side = service.cfg.engine.max_side
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, elem_id="controls"):
+            # lines=1 grows to 6: Enter runs, Shift+Enter starts a new line (Gradio's rule for one-line boxes)
+            prompt = gr.Textbox(label="Prompt", placeholder="Describe the picture, then press Enter (Shift+Enter: "
+                                "new line)", lines=1, max_lines=6, autofocus=True, elem_id="prompt")
+            tokens = gr.Markdown("", elem_id="token-count")
+            with gr.Row():
+                run = gr.Button("Run", variant="primary", interactive=service.ready, elem_id="run", scale=3)
+                stop = gr.Button("Stop", variant="secondary", elem_id="stop", scale=1)
+            with gr.Accordion("Advanced", open=False, elem_id="advanced"):
+                num_images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images per run",
+                                       info="seeds seed, seed+1, …", elem_id="num-images")
+                negative = gr.Textbox(label="Negative prompt", placeholder="what to avoid", lines=1,
+                                      elem_id="negative")
+                negative_note = gr.Markdown(NEGATIVE_NOTE, visible=d.guidance <= 1.0, elem_id="negative-note")
+                with gr.Row():
+                    seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=config.MAX_SEED,
+                                     elem_id="seed")
+                    randomize = gr.Checkbox(label="Randomize seed", value=True, elem_id="randomize")
+                with gr.Row():
+                    steps = gr.Slider(config.MIN_STEPS, min(50, config.MAX_STEPS), value=d.steps, step=1,
+                                      label="Steps", elem_id="steps")
+                    guidance = gr.Slider(config.MIN_GUIDANCE, 10.0, value=d.guidance, step=0.1,
+                                         label="Guidance (CFG; 0 for Turbo)", elem_id="guidance")
+                aspect = gr.Dropdown(list(d.aspects), value=d.aspect, label="Aspect ratio", allow_custom_value=True,
+                                     info="or type WIDTHxHEIGHT, multiples of 16", elem_id="aspect")
+            with gr.Accordion("Load settings from a PNG", open=False, elem_id="load-png"):
+                png_in = gr.File(label="Drop a PNG made here, in A1111 or in Forge", file_types=[".png"],
+                                 type="filepath", elem_id="png-in", height=120)
+                png_note = gr.Markdown("", elem_id="png-note")
+            gr.Examples(EXAMPLES, inputs=[prompt], label="Examples")
+        with gr.Column(scale=3, elem_id="result-column"):
+            # One component shows the picture forming (a latent preview each step) and then the run's images.
+            # JPEG for display: ~10 ms to encode a megapixel against ~290 ms for PNG on a small CPU; the PNGs with
+            # their parameters are the downloads.
+            result = gr.Gallery(label="Result", format="jpeg", preview=True, selected_index=0, columns=4,
+                                object_fit="contain", height="min(70vh, 720px)", buttons=["fullscreen"],
+                                interactive=False, elem_id="result")
+            info = gr.Markdown("", elem_id="result-info")
+            download = gr.HTML("", elem_id="download")
+            gr.Markdown(f"Every picture is saved with its parameters in `{service.output_dir}`.", elem_id="saved-to")
+    gallery = gr.Gallery(label="This session: click a picture to bring back it and its settings", columns=6,
+                         height=240, allow_preview=False, object_fit="contain", buttons=["download"],
+                         fit_columns=False,  # one picture is one column wide, not a stretched strip
+                         elem_id="gallery")
+    history = gr.State([])
+    form = [prompt, negative, seed, randomize, steps, guidance, aspect, num_images]
+
+    def check(prompt: str, negative_prompt=None, seed=0, randomize_seed=True, steps=d.steps, guidance=d.guidance,
+              aspect_ratio=d.aspect, num_images=1, *_):
+        """Runs before the queue: each message appears under its own field and nothing else on the page changes."""
+        errors = field_errors(prompt, negative_prompt, seed, randomize_seed, steps, guidance, aspect_ratio,
+                              num_images, max_side)
+        names = ["prompt", "negative", "seed", "randomize", "steps", "guidance", "aspect", "num_images"]
+        return [gr.validate(name not in errors, errors.get(name, "")) for name in names] + [None]
+
+    def generate(prompt: str, negative_prompt: str | None = None, seed: float = 0, randomize_seed: bool = True,
+                 steps: float = d.steps, guidance: float = d.guidance, aspect_ratio: str = d.aspect,
+                 num_images: float = 1, history_: list | None = None, request: gr.Request = None,
+                 progress=gr.Progress()):
+        """A generator: the forming picture after each step, then the images, seed, timings and PNG links."""
+        def on_step(i, n):
+            progress((i, n), desc=f"Denoising, step {i}/{n}", unit="steps")
+
+        try:
+            req = to_request(prompt, negative_prompt, seed, randomize_seed, steps, guidance, aspect_ratio)
+        except Exception as error:
+            raise friendly(error) from error
+        sid = session_id(request)
+        result = None
+        try:
+            for kind, value in stream(lambda preview: [service.generate(req, sid, on_step, preview, int(num_images))]):
+                if kind == "preview":
+                    yield (gr.Gallery(value=[(value, "forming…")], selected_index=0), *(gr.skip(),) * 4)
+                else:
+                    result = value
+        except Cancelled:
+            gr.Info("Stopped.")
+            yield (gr.skip(),) * 5
+            return
+        except Exception as error:
+            raise friendly(error) from error
+        for warning in result.warnings:
+            gr.Warning(warning)
+        each = result.each_image()
+        pngs = [service.save_png(r) for r in each]
+        r = result.request
+        entries = [{"png": str(png), "prompt": one.request.prompt, "negative": r.negative_prompt,
+                    "seed": one.request.seed, "steps": r.steps, "guidance": r.guidance,
+                    "size": f"{r.width}x{r.height}"} for one, png in zip(each, pngs, strict=True)]
+        new_history = (entries + list(history_ or []))[:HISTORY_LIMIT]
+        images = [(one.image, f"seed {one.request.seed}") for one in each]
+        # a plain list (not an update), so that API callers get [{"image": path, "caption": ...}, ...]
+        yield (images, r.seed, result_line(result),
+               download_links([p.name for p in pngs]), new_history)
+
+    outputs = [result, seed, info, download, history]
+    event = gr.on([run.click, prompt.submit], generate, [*form, history], outputs, api_name="generate",
+                  validator=check, show_progress_on=[result], js=SCROLL_TO_RESULT, **GPU)
+
+    def show_gallery(history_: list):
+        """Full pictures (the PNGs themselves, so a download is the PNG with its parameters)."""
+        return [(e["png"], e["prompt"][:60]) for e in history_ if service.wait_for_file(Path(e["png"]), timeout=10)]
+
+    event.then(show_gallery, history, gallery, **LIGHT)
+
+    def stop_job(request: gr.Request):
+        service.cancel(session_id(request))
+
+    stop.click(stop_job, None, None, **LIGHT)
+    prompt.change(service.token_status, prompt, tokens, trigger_mode="always_last", **LIGHT)
+    guidance.change(lambda g: gr.Markdown(visible=g is not None and g <= 1.0), guidance, negative_note, **LIGHT)
+
+    def reuse(history_: list, evt: gr.SelectData):
+        """The picture and its settings together: the result shows it, the form is set to make it again."""
+        e = history_[evt.index]
+        width, height = (int(v) for v in e["size"].split("x"))
+        return (e["prompt"], e["negative"], e["seed"], False, e["steps"], e["guidance"], d.aspect_label(width, height),
+                1, gr.Gallery(value=[(e["png"], f"seed {e['seed']}")], selected_index=0), download_links(
+                    [Path(e["png"]).name]))
+
+    gallery.select(reuse, history, [*form, result, download], **LIGHT)
+
+    def load_png(path: str | None):
+        """Fill the form from a PNG's `parameters` text (ours, A1111's or Forge's)."""
+        if not path:
+            return (gr.skip(),) * 8 + ("",)
+        try:
+            text = read_parameters(path)
+        except Exception:  # not an image, or a broken one
+            text = None
+        if not text:
+            return (gr.skip(),) * 8 + ("⚠️ This file carries no generation parameters.",)
+        p = parse_parameters(text)
+        size = d.aspect_label(p["width"], p["height"]) if "width" in p else gr.skip()
+        has_seed = "seed" in p
+        return (p["prompt"], p["negative_prompt"], p.get("seed", gr.skip()), not has_seed if has_seed else gr.skip(),
+                p.get("steps", gr.skip()), p.get("guidance", gr.skip()), size, gr.skip(),
+                "✅ Settings loaded from the PNG.")
+
+    png_in.change(load_png, png_in, [*form, png_note], **LIGHT)
+    return {"run": run}
+
+
+def _compare_tab(service: DemoService, d: Defaults) -> dict:
+    gr.Markdown(
+        "One prompt and one seed through the 16-bit transformer and the FP8 transformer, sharing the text encoders "
+        "and the VAE. Memory is what each transformer holds, and the device's own peak, reset before each side."
+    )
+    with gr.Row():
+        with gr.Column(scale=2):
+            prompt = gr.Textbox(label="Prompt", lines=1, max_lines=4, elem_id="compare-prompt",
+                                value="a lighthouse on a cliff at dusk, oil painting")
+            with gr.Row():
+                seed = gr.Number(label="Seed", value=42, precision=0, minimum=0, maximum=config.MAX_SEED)
+                baseline = gr.Radio(["bf16", "fp16"], value="bf16", label="16-bit baseline")
+            with gr.Accordion("Settings", open=False):
+                steps = gr.Slider(config.MIN_STEPS, min(50, config.MAX_STEPS), value=d.steps, step=1, label="Steps")
+                guidance = gr.Slider(config.MIN_GUIDANCE, 10.0, value=d.guidance, step=0.1, label="Guidance")
+                aspect = gr.Dropdown(list(d.aspects), value=d.aspect, label="Aspect ratio", allow_custom_value=True)
+            run = gr.Button("Compare", variant="primary", interactive=service.ready, elem_id="compare-run")
+        with gr.Column(scale=3):
+            slider = gr.ImageSlider(label="16-bit ◀ ▶ FP8 (drag)", type="pil", elem_id="slider")
+    with gr.Row():
+        left = gr.Image(label="16-bit", type="pil", format="webp", interactive=False, elem_id="compare-base")
+        right = gr.Image(label="FP8", type="pil", format="webp", interactive=False, elem_id="compare-fp8")
+        heat = gr.Image(label="Difference |16-bit − FP8|, with its scale", type="pil", format="webp",
+                        interactive=False, elem_id="compare-heat")
+    table = gr.Markdown("", label="Metrics", elem_id="compare-table")
+    details = gr.JSON(label="Details", visible=False)
+
+    with gr.Accordion("Sheet: the same seed, several prompts, FP8 beside 16-bit", open=False, elem_id="sheet"):
+        sheet_prompts = gr.Textbox(label="Prompts, one per line (up to 4)", value="\n".join(SHEET_PROMPTS),
+                                   lines=4, max_lines=4, elem_id="sheet-prompts")
+        sheet_run = gr.Button("Compare all", variant="primary", interactive=service.ready, elem_id="sheet-run")
+        sheet_image = gr.Image(label="Rows: prompts · columns: 16-bit, FP8", type="pil", format="jpeg",
+                               interactive=False, elem_id="sheet-image")
+        sheet_table = gr.Markdown("", elem_id="sheet-table")
+
+    def settings(seed_, steps_, guidance_, aspect_ratio, prompt_="x"):
+        return to_request(prompt_, "", seed_, False, steps_, guidance_, aspect_ratio)
+
+    def compare(prompt: str, seed: float = 42, baseline: str = "bf16", steps: float = d.steps,
+                guidance: float = d.guidance, aspect_ratio: str = d.aspect, request: gr.Request = None,
+                progress=gr.Progress()):
+        def on_step(i, n):
+            progress((i, n), desc=f"step {i}/{n} ({'16-bit' if i <= n // 2 else 'FP8'})", unit="steps")
+
+        try:
+            res = service.compare(settings(seed, steps, guidance, aspect_ratio, prompt), baseline,
+                                  session_id(request), on_step)
+        except Cancelled:
+            return (gr.skip(),) * 6
+        except Exception as error:
+            raise friendly(error) from error
+        b, f = res.baseline, res.fp8
+        return (
+            (b.image, f.image),
+            gr.Image(value=b.image, label=f"16-bit: {b.precision}"),
+            gr.Image(value=f.image, label=f"FP8: {f.precision}"),
+            res.heatmap,
+            compare_table(res),
+            res.summary(),
+        )
+
+    def compare_sheet(prompts: str, seed: float = 42, baseline: str = "bf16", steps: float = d.steps,
+                      guidance: float = d.guidance, aspect_ratio: str = d.aspect, request: gr.Request = None,
+                      progress=gr.Progress()):
+        lines = [p.strip() for p in (prompts or "").splitlines() if p.strip()][:4]
+
+        def on_step(i, n):
+            progress((i, n), desc=f"step {i}/{n}", unit="steps")
+
+        try:
+            results = service.compare_sheet(lines, settings(seed, steps, guidance, aspect_ratio), baseline,
+                                            session_id(request), on_step)
+        except Cancelled:
+            return gr.skip(), gr.skip()
+        except Exception as error:
+            raise friendly(error) from error
+        return contact_sheet(results), sheet_table_text(results)
+
+    run.click(compare, [prompt, seed, baseline, steps, guidance, aspect],
+              [slider, left, right, heat, table, details], api_name="compare", show_progress_on=[slider], **GPU)
+    sheet_run.click(compare_sheet, [sheet_prompts, seed, baseline, steps, guidance, aspect],
+                    [sheet_image, sheet_table], api_name="compare_sheet", **GPU)
+    return {"run": run, "sheet_run": sheet_run}
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 / 10 else f"{n / 2**20:.1f} MiB"
+
+
+def compare_table(res) -> str:
+    b, f, m = res.baseline, res.fp8, res.metrics
+    psnr = "∞ (identical)" if math.isinf(m.psnr_db) else f"{m.psnr_db:.2f} dB"
+    speed = b.timings.denoising / f.timings.denoising if f.timings.denoising > 0 else float("nan")
+    ratio = res.fp8_transformer_bytes / res.baseline_transformer_bytes if res.baseline_transformer_bytes else 0
+    if res.device == "cpu":
+        peak = "n/a on a CPU (the process's peak RSS only rises)"
+        peak_row = f"| device peak (reset per side) | {peak} | |"
+    else:
+        peak_row = f"| device peak (reset per side) | {_gib(b.peak_memory_bytes)} | {_gib(f.peak_memory_bytes)} |"
+    speed_note = "" if res.speed_representative else " ⚠️ on a CPU: not representative of a GPU"
+    rows = [
+        "| | 16-bit | FP8 |",
+        "|---|---|---|",
+        f"| precision (storage / compute) | {b.precision} | {f.precision} |",
+        f"| transformer, resident | {_gib(res.baseline_transformer_bytes)} | "
+        f"{_gib(res.fp8_transformer_bytes)} (**{ratio:.2f}x**) |",
+        peak_row,
+        f"| denoising | {b.timings.denoising:.3f} s | {f.timings.denoising:.3f} s ({speed:.2f}x){speed_note} |",
+        f"| total | {b.timings.total:.3f} s | {f.timings.total:.3f} s |",
+        "",
+        f"**PSNR** {psnr} · **SSIM** {m.ssim:.4f} (scikit-image) · **mean |Δ|** {m.mean_abs_diff:.2f} / 255 · "
+        f"**max |Δ|** {m.max_abs_diff} · seed {f.request.seed}",
+    ]
+    if res.swap_seconds:
+        rows.append(f"\nThe 16-bit transformer waits on the CPU: moving it in and out took {res.swap_seconds:.2f} s "
+                    "(not counted above).")
+    if res.load_seconds >= 0.1:
+        rows.append(f"\nFirst comparison: loading the second transformer took {res.load_seconds:.1f} s.")
+    return "\n".join(rows)
+
+
+def sheet_table_text(results) -> str:
+    rows = ["| prompt | PSNR | SSIM | mean abs diff |", "|---|---|---|---|"]
+    for res in results:
+        m = res.metrics
+        psnr = "∞" if math.isinf(m.psnr_db) else f"{m.psnr_db:.2f} dB"
+        rows.append(f"| {res.fp8.request.prompt[:60]} | {psnr} | {m.ssim:.4f} | {m.mean_abs_diff:.2f} |")
+    if results:
+        rows.append(f"\nseed {results[0].fp8.request.seed} for every row")
+    return "\n".join(rows)

@@ -1,0 +1,95 @@
+"""A new user's first minutes: the README's examples as written, a busy port, the share hint, the CLI's help."""
+
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from PIL import Image
+from test_app import app, client, free_port  # noqa: F401  (fixtures: the app on a free port)
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def readme_block(after: str, language: str) -> str:
+    """The first ```language block that follows the text `after` in the README."""
+    start = README.index(after)
+    match = re.compile(rf"```{language}\n(.*?)```", re.S).search(README, start)
+    return match.group(1)
+
+
+def test_readme_api_example_runs_as_written(app, capsys):  # noqa: F811
+    _, url = app
+    code = readme_block("**API.**", "python")
+    assert 'url = "http://127.0.0.1:7860/"' in code
+    scope: dict = {}
+    exec(code.replace("http://127.0.0.1:7860/", url), scope)  # noqa: S102  (the documented example itself)
+    assert len(scope["images"]) == 2 and Image.open(scope["first_jpeg"]).size == (512, 512)
+    assert [i["caption"] for i in scope["images"]] == [f"seed {scope['seed']}", f"seed {scope['seed'] + 1}"]
+    pngs = scope["pngs"]
+    assert len(pngs) == 2 and all(png.startswith(b"\x89PNG") and b"parameters" in png for png in pngs)
+    assert scope["details"]["seed"] == 7
+    assert f"\n{scope['seed']} " in capsys.readouterr().out  # the printed line
+
+
+def test_quick_start_order_and_commands():
+    torch_cpu = readme_block("## Quick start", "bash")
+    start = readme_block("Install and start the web app", "bash")
+    assert "download.pytorch.org/whl/cpu" in torch_cpu  # CPU torch comes first, as written
+    assert README.index(torch_cpu) < README.index(start)
+    assert start.strip() == "pip install -r requirements.txt && python app.py"
+
+
+def _app(*args, timeout=90, **kwargs):
+    return subprocess.Popen([sys.executable, "app.py", "--model", "tiny", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+
+
+def test_python_app_py_serves_says_where_pictures_go_and_names_share(cache_dir, tmp_path):
+    port = free_port()
+    proc = _app("--port", str(port), "--outputs", str(tmp_path / "pictures"))
+    lines = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any("Pictures are saved in" in line for line in lines):
+            lines.append(proc.stdout.readline())
+        text = "".join(lines)
+        assert f"Serving on http://127.0.0.1:{port}/" in text
+        assert "--share" in text and "share=True" not in text  # the flag, not Gradio's launch() advice
+        assert str(tmp_path / "pictures") in text
+        for _ in range(120):
+            if httpx.get(f"http://127.0.0.1:{port}/health/ready").status_code == 200:
+                break
+            time.sleep(1)
+        assert httpx.get(f"http://127.0.0.1:{port}/health/ready").status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_a_busy_port_is_one_line_naming_the_port_and_the_flag(cache_dir):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = _app("--port", str(port))
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    errors = [line for line in out.splitlines() if line.strip()]
+    assert len(errors) == 1, out
+    assert errors[0].startswith("error: Port ") and str(port) in errors[0] and "--port" in errors[0]
+
+
+def test_cli_help_speaks_to_users(capsys):
+    from fp8demo.__main__ import main
+
+    try:
+        main(["--help"])
+    except SystemExit:
+        pass
+    text = capsys.readouterr().out
+    assert "generate" in text and "issue" not in text.lower() and "later" not in text.lower()
