@@ -1,17 +1,18 @@
 """torch.compile for the transformer: compiled once for every size, kept across restarts, never a visitor's error.
 
-Mechanism, chosen by measurement (tiny model, 2-core CPU, torch 2.13, `benchmarks/compile_shapes.py`; figures in
-benchmarks/results/compile-shapes-*.json and the README):
-- The whole transformer with `dynamic=False` (the old way) compiles once per (height, width, batch): every new
-  aspect ratio stalled its visitor for the compile, CFG counted as a new shape, and the 9th shape raised
-  FailOnRecompileLimitHit.
-- The whole transformer with `dynamic=True` has to trace the positional-embedding crop, which slices with Python
-  ints derived from the image size; those become guards, so new sizes still recompile.
-- Each block of `transformer_blocks` compiled with `dynamic=True` (what this module does): embeddings and the
-  final layer stay eager, the blocks see only (batch, tokens, width) tensors, and the token count is symbolic.
-  All blocks share one code object, so a model has at most one graph per block kind (plain, dual-attention, last)
-  and batch class (1, or >= 2 under CFG or several images): warm-up compiles them all, then every size is served
-  without compiling again. Cold compiles are short (a block, not 24-38 of them, per graph).
+Mechanism, chosen by measurement (`python -m benchmarks.compile_shapes --mode M`, tiny model, 2-step requests on a
+loaded 2-core CPU; benchmarks/results/compile-shapes-*.json): 14 requests, every aspect ratio plus CFG ones.
+- whole transformer, `dynamic=False` (the old way): a compile per (height, width, batch), 50-173 s each; the 9th
+  shape and everything after it raised FailOnRecompileLimitHit (4 of 14 requests failed).
+- whole transformer, `dynamic=True`: every size served, but after 4 compiles of the whole model (262, 330, 334 and
+  245 s): batch 1 and 2 specialise, and square and non-square sizes are separate graphs (the positional-embedding
+  crop slices with Python ints, which become guards on height == width), so two visitors paid ~5 minutes.
+- each block of `transformer_blocks` compiled with `dynamic=True` (this module): embeddings and the final layer stay
+  eager, the blocks see only (batch, tokens, width) tensors with a symbolic token count. 2 compiles (242 s for
+  batch 1, 145 s for batch 2), both done in warm-up, then every size and guidance served without compiling
+  (request median 5.6 s, against 6.9 s through the whole dynamic graph). All blocks share one code object, so a
+  model has at most one graph per block kind (plain, dual-attention, last) and batch class (1, or >= 2: CFG or
+  several images).
 After warm-up the stance is `fail_on_recompile`: a shape that would still need a compile raises at once, and
 `Engine` runs that request with `eager_on_recompile` (compiled where possible, eager elsewhere), logging it once,
 instead of making a visitor wait minutes for the compiler. Any other compiler failure turns compilation off.
