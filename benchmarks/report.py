@@ -46,9 +46,13 @@ def _memory(path: Path, data: dict) -> list[str]:
 def _bench(path: Path, data: dict) -> list[str]:
     dev = data["device"]["name"]
     cfg = data["config"]
+    # Older files ran every variant in one process, where a peak is the highest so far, not the variant's own.
+    scope = ("peak memory per variant, each in its own process" if "peak_memory_scope" in cfg
+             else "older single-process run: each peak is the process's highest so far")
     out = [
         f"**Latency, `{cfg['model']}`, T5 `{cfg['t5']}`** ({dev}, {data['device']['kind']}; {cfg['runs']} timed "
-        f"runs after {cfg['warmup']} warm-up, {cfg['timing']}; [{path.name}](benchmarks/results/{path.name})):",
+        f"runs after {cfg['warmup']} warm-up, {cfg['timing']}; {scope}; "
+        f"[{path.name}](benchmarks/results/{path.name})):",
         "",
         "| variant | size | steps | guidance | per step (median) | text encoding | VAE decode | end to end (median) "
         "| peak |",

@@ -3,16 +3,28 @@ Performance section matches the committed results."""
 
 from argparse import Namespace
 
-from conftest import CPU, H100
+import pytest
+from conftest import A100, CPU, H100
 from PIL import Image
 
 from fp8demo import bench
+from fp8demo.__main__ import _parser
+from fp8demo.errors import UserError
 
 
 def test_variants_follow_the_device():
     assert [v.name for v in bench.variants_for(CPU)] == ["bf16", "fp16", "fp8-storage"]
     gpu = [v.name for v in bench.variants_for(H100)]
     assert gpu == ["bf16", "fp16", "fp8-native", "bf16+compile", "fp8-native+compile"]
+
+
+def test_variant_names_resolve_per_device():
+    pick = [v.name for v in bench.select_variants(H100, None, "fp8+compile,bf16+compile")]
+    assert pick == ["bf16+compile", "fp8-native+compile"]  # the device's order, whatever the list's
+    assert [v.name for v in bench.select_variants(A100, None, "fp8+compile")] == ["fp8-storage+compile"]
+    assert [v.name for v in bench.select_variants(CPU, None, None)] == ["bf16", "fp16", "fp8-storage"]
+    with pytest.raises(UserError, match="fp8-native"):
+        bench.select_variants(CPU, None, "bf16,fp8-native")  # a typo or a wrong device is said, not skipped
 
 
 def test_bench_writes_json_markdown_and_chart(tmp_path, cache_dir):
@@ -23,6 +35,9 @@ def test_bench_writes_json_markdown_and_chart(tmp_path, cache_dir):
     assert result["device"]["kind"] == "cpu" and result["versions"]["torch"]
     names = [v["variant"]["name"] for v in result["variants"]]
     assert names == ["bf16", "fp8-storage"]
+    assert "own process" in result["config"]["peak_memory_scope"]
+    again = _parser().parse_args(["bench", *result["config"]["argv"]])  # the recorded command line reproduces it
+    assert (again.model, again.variants, again.runs, again.fidelity) == ("tiny", "bf16,fp8-storage", 2, True)
     for v in result["variants"]:
         case = v["cases"][0]
         assert (case["width"], case["height"], case["steps"]) == (256, 384, 2)
@@ -43,3 +58,4 @@ def test_readme_performance_section_matches_committed_results():
     from benchmarks import report
 
     assert report.main(["--check"]) == 0, "run: python -m benchmarks.report"
+
