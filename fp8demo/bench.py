@@ -252,6 +252,8 @@ def _run_in_child(args, variant: Variant) -> dict:
         log.info("%s: running in its own process: %s", variant.name, shlex.join(cmd[1:]))
         # stdout is the child's one-line CLI answer, not ours to print; its log goes to stderr as it runs
         done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL)
+        if done.returncode == 2:  # the CLI's user-error status: the child has printed the reason
+            raise UserError(f"bench variant {variant.name} stopped on the error above.")
         if done.returncode != 0 or not result_path.exists():
             raise RuntimeError(f"bench variant {variant.name} failed in its own process (exit {done.returncode}); "
                                "its log is above")
