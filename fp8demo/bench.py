@@ -260,6 +260,10 @@ def _run_in_child(args, variant: Variant) -> dict:
         return json.loads(result_path.read_text())
 
 
+def _load_average() -> float | None:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
 def run_child(args) -> dict:
     """The child's side of `_run_in_child`: exactly one variant, result written to `args.child_result`."""
     caps = hardware.detect()
@@ -296,7 +300,11 @@ def run(args, on_progress=None) -> dict:
         "variants": results,
     }
     for v in variants:
-        results.append(_run_in_child(args, v))
+        load_before = _load_average()
+        result = _run_in_child(args, v)
+        # other work on the machine slows a CPU benchmark several-fold: record it beside the timings
+        result["load_average_1min"] = [load_before, _load_average()]
+        results.append(result)
         if on_progress is not None:
             on_progress(out)
     if args.fidelity:

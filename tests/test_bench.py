@@ -44,6 +44,7 @@ def test_bench_writes_json_markdown_and_chart(tmp_path, cache_dir):
     names = [v["variant"]["name"] for v in result["variants"]]
     assert names == ["bf16", "fp8-storage"]
     assert "own process" in result["config"]["peak_memory_scope"]
+    assert all(len(v["load_average_1min"]) == 2 for v in result["variants"])
     again = _parser().parse_args(["bench", *result["config"]["argv"]])  # the recorded command line reproduces it
     assert (again.model, again.variants, again.runs, again.fidelity) == ("tiny", "bf16,fp8-storage", 2, True)
     for v in result["variants"]:
