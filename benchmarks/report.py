@@ -46,9 +46,13 @@ def _memory(path: Path, data: dict) -> list[str]:
 def _bench(path: Path, data: dict) -> list[str]:
     dev = data["device"]["name"]
     cfg = data["config"]
+    # Older files ran every variant in one process, where a peak is the highest so far, not the variant's own.
+    scope = ("peak memory per variant, each in its own process" if "peak_memory_scope" in cfg
+             else "older single-process run: each peak is the process's highest so far")
     out = [
         f"**Latency, `{cfg['model']}`, T5 `{cfg['t5']}`** ({dev}, {data['device']['kind']}; {cfg['runs']} timed "
-        f"runs after {cfg['warmup']} warm-up, {cfg['timing']}; [{path.name}](benchmarks/results/{path.name})):",
+        f"runs after {cfg['warmup']} warm-up, {cfg['timing']}; {scope}; "
+        f"[{path.name}](benchmarks/results/{path.name})):",
         "",
         "| variant | size | steps | guidance | per step (median) | text encoding | VAE decode | end to end (median) "
         "| peak |",
@@ -62,6 +66,12 @@ def _bench(path: Path, data: dict) -> list[str]:
                 f"| {c['vae_decode_s']['median']:.2f} s | {c['end_to_end_s']['median']:.2f} s "
                 f"| {_gib(c['peak_memory_bytes'])} ({c['peak_memory_kind']}) |"
             )
+    loads = [x for v in data["variants"] for x in v.get("load_average_1min") or [] if x is not None]
+    if loads:
+        out += ["", f"Load average (1 min) before and after each variant: {min(loads):.1f} to {max(loads):.1f} on "
+                    f"{data['device']['cpu_count']} cores (other work on the machine slows every timing)."]
+    if data.get("note"):
+        out += ["", data["note"]]
     if "fidelity" in data:
         f = data["fidelity"]
         cos = ", ".join(f"{s['cosine_mean']:.5f}" for s in f["per_step"])

@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--modulation", choices=config.MODULATION_MODES, default="fp8")
     bench.add_argument("--offload", choices=config.OFFLOAD_MODES, default="auto")
     bench.add_argument("--variants", default=None,
-                       help="comma list of bf16,fp16,fp8-storage,fp8-native and their +compile twins (default: all)")
+                       help="comma list of bf16,fp16,fp8-storage,fp8-native and their +compile twins; fp8 means "
+                            "this device's FP8 variant (default: all)")
     bench.add_argument("--compile-variants", dest="compile_variants", action="store_true", default=None,
                        help="also time compiled variants (default: only on CUDA)")
     bench.add_argument("--no-compile-variants", dest="compile_variants", action="store_false")
@@ -81,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--fidelity", action="store_true", help="also FP8 vs bf16 cosine per step and image metrics")
     bench.add_argument("--out", default="benchmarks/results", help="folder for the results (default: %(default)s)")
     bench.add_argument("--name", default=None, help="file stem (default: bench-<model>-<device>)")
+    # internal: each variant is measured in a child process started with this (see fp8demo.bench)
+    bench.add_argument("--child-result", default=None, help=argparse.SUPPRESS)
     return parser
 
 
@@ -241,6 +244,9 @@ def cmd_bench(args) -> dict:
     from pathlib import Path
 
     from . import bench
+
+    if args.child_result:
+        return bench.run_child(args)
 
     def save(result):
         stem = args.name or f"bench-{args.model.replace(':', '-')}-{bench.device_slug(result)}"

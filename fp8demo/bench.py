@@ -5,6 +5,11 @@ Protocol (after flux-fast): for each precision variant, load once, then for each
 (CUDA events on a GPU, wall time with a device sync elsewhere); the prompt-embedding cache is off so every run
 pays for text encoding. "End to end" adds encoding the image to WebP for display (an upper bound: the page now
 gets JPEG, which encodes a megapixel in ~10 ms against WebP's ~230 ms on a small CPU).
+
+Each variant runs in its own child process (`python -m fp8demo bench --variants <one> --child-result FILE`), so its
+peak memory is its own: a CPU process's peak RSS never goes down, and allocator caches outlive `del engine`, so
+variants sharing one process would each report the largest peak so far. The fidelity comparison loads two variants
+by design and runs in the parent, after the children, where it cannot touch their figures.
 """
 
 from __future__ import annotations
@@ -13,13 +18,19 @@ import contextlib
 import io
 import json
 import logging
+import os
 import platform
+import shlex
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from . import config, hardware
+from .errors import UserError
 from .hardware import Capabilities
 
 log = logging.getLogger(__name__)
@@ -44,6 +55,21 @@ def variants_for(caps: Capabilities, compile_variants: bool | None = None) -> li
     if compile_variants if compile_variants is not None else caps.device == "cuda":
         out += [Variant("bf16+compile", "bf16", True), Variant(f"{fp8}+compile", "fp8", True)]
     return out
+
+
+def select_variants(caps: Capabilities, compile_variants: bool | None, names: str | None) -> list[Variant]:
+    """The variants a `--variants` list names, in the device's order. `fp8` stands for this device's FP8 variant
+    (native or storage), so one command line serves any GPU; an unknown name is an error, not silently skipped."""
+    available = variants_for(caps, compile_variants)
+    if not names:
+        return available
+    fp8 = "fp8-native" if caps.fp8_native else "fp8-storage"
+    wanted = {fp8 + n[3:] if n in ("fp8", "fp8+compile") else n for n in names.split(",")}
+    unknown = wanted - {v.name for v in available}
+    if unknown:
+        raise UserError(f"No variant {', '.join(sorted(unknown))} on {caps.name}: choose from "
+                        f"{', '.join(v.name for v in available)}.")
+    return [v for v in available if v.name in wanted]
 
 
 def _stats(values: list[float]) -> dict:
@@ -204,12 +230,57 @@ def fidelity(base: config.EngineConfig, caps: Capabilities, size: tuple[int, int
     }
 
 
+def bench_argv(args, variants: list[Variant]) -> list[str]:
+    """The `bench` options that reproduce this measurement (recorded in the JSON, and how the children are called)."""
+    argv = ["--model", args.model, "--t5", args.t5, "--modulation", args.modulation, "--offload", args.offload,
+            "--sizes", args.sizes, "--steps", args.steps, "--warmup", str(args.warmup), "--runs", str(args.runs),
+            "--variants", ",".join(v.name for v in variants)]
+    if args.guidance is not None:
+        argv += ["--guidance", repr(args.guidance)]
+    return argv
+
+
+def _run_in_child(args, variant: Variant) -> dict:
+    """One variant in a fresh `python -m fp8demo bench` process; its result comes back through a JSON file."""
+    with tempfile.TemporaryDirectory(prefix="fp8demo-bench-") as tmp:
+        result_path = Path(tmp) / "variant.json"
+        cmd = [sys.executable, "-m", "fp8demo", *(["-v"] if getattr(args, "verbose", False) else []), "bench",
+               *bench_argv(args, [variant]), "--child-result", str(result_path)]
+        # The child must import this very package, whatever the working directory or what else is installed.
+        root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        log.info("%s: running in its own process: %s", variant.name, shlex.join(cmd[1:]))
+        # stdout is the child's one-line CLI answer, not ours to print; its log goes to stderr as it runs
+        done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL)
+        if done.returncode == 2:  # the CLI's user-error status: the child has printed the reason
+            raise UserError(f"bench variant {variant.name} stopped on the error above.")
+        if done.returncode != 0 or not result_path.exists():
+            raise RuntimeError(f"bench variant {variant.name} failed in its own process (exit {done.returncode}); "
+                               "its log is above")
+        return json.loads(result_path.read_text())
+
+
+def _load_average() -> float | None:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def run_child(args) -> dict:
+    """The child's side of `_run_in_child`: exactly one variant, result written to `args.child_result`."""
+    caps = hardware.detect()
+    base = config.EngineConfig(model=args.model, t5=args.t5, modulation=args.modulation, offload=args.offload)
+    (variant,) = select_variants(caps, True, args.variants)
+    sizes = [config_size(s) for s in args.sizes.split(",")]
+    steps_list = [int(s) for s in args.steps.split(",")]
+    result = bench_variant(variant, base, caps, sizes, steps_list, args.guidance, args.warmup, args.runs)
+    Path(args.child_result).write_text(json.dumps(result))
+    return {"variant": variant.name, "result": args.child_result}
+
+
 def run(args, on_progress=None) -> dict:
     """The whole benchmark; `on_progress(result_so_far)` after each variant, so a long CPU run keeps its work."""
     caps = hardware.detect()
     base = config.EngineConfig(model=args.model, t5=args.t5, modulation=args.modulation, offload=args.offload)
-    wanted = set(args.variants.split(",")) if args.variants else None
-    variants = [v for v in variants_for(caps, args.compile_variants) if wanted is None or v.name in wanted]
+    variants = select_variants(caps, args.compile_variants, args.variants)
     sizes = [config_size(s) for s in args.sizes.split(",")]
     steps_list = [int(s) for s in args.steps.split(",")]
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -223,11 +294,17 @@ def run(args, on_progress=None) -> dict:
         "config": {"model": args.model, "t5": args.t5, "modulation": args.modulation, "offload": args.offload,
                    "sizes": [list(s) for s in sizes], "steps": steps_list, "guidance": args.guidance,
                    "warmup": args.warmup, "runs": args.runs, "prompt": PROMPT,
-                   "timing": "CUDA events" if caps.device == "cuda" else "wall clock with device sync"},
+                   "timing": "CUDA events" if caps.device == "cuda" else "wall clock with device sync",
+                   "peak_memory_scope": "per variant: each variant ran in its own process",
+                   "argv": bench_argv(args, variants) + (["--fidelity"] if args.fidelity else [])},
         "variants": results,
     }
     for v in variants:
-        results.append(bench_variant(v, base, caps, sizes, steps_list, args.guidance, args.warmup, args.runs))
+        load_before = _load_average()
+        result = _run_in_child(args, v)
+        # other work on the machine slows a CPU benchmark several-fold: record it beside the timings
+        result["load_average_1min"] = [load_before, _load_average()]
+        results.append(result)
         if on_progress is not None:
             on_progress(out)
     if args.fidelity:
