@@ -82,8 +82,10 @@ def test_gpu_suite_commands_parse():
     assert all(c[0] == sys.executable and c[1] == "-m" for c in commands)
     assert ["pytest", "-q", "-m", "gpu", "tests"] == commands[0][2:]
     benches = [c[3:] for c in commands if c[2] == "fp8demo" and "bench" in c]
-    # `doctor` is left out on purpose: it is being added on another branch; parse it here once it lands.
-    assert [c[2:5] for c in commands if "doctor" in c] == [["fp8demo", "doctor", "--model"]]
+    doctors = [c[3:] for c in commands if c[2] == "fp8demo" and "doctor" in c]
+    assert len(doctors) == 1
+    doctor_args = _parser().parse_args(doctors[0])
+    assert (doctor_args.command, doctor_args.model, doctor_args.json) == ("doctor", "tiny", True)
     cases = {}
     for argv in benches:
         args = _parser().parse_args(argv)
