@@ -253,6 +253,7 @@ def test_a_compiler_failure_falls_back_to_eager_once(tiny_config, tmp_path, capl
     assert "simulated inductor crash" not in str(a.warnings)
 
 
+@pytest.mark.slow  # compiles a second transformer: minutes on 2 cores
 def test_compare_compiles_its_16bit_side_too(engine_weight_only):
     from fp8demo.compare import Comparer
 
