@@ -155,13 +155,13 @@ class Engine:
         """
         self.state = "warming"
         t0 = time.perf_counter()
-        for i in range(self.cfg.warmup_runs):
-            result = self._generate(GenerationRequest(WARMUP_PROMPT, seed=i), None, None)
-            log.info("warm-up %d/%d: %.2f s", i + 1, self.cfg.warmup_runs, result.timings.total)
-        if self.plan.compile:
+        if self.plan.compile:  # first, so that compile_seconds holds all of the compiling
             self.warm_compiled(self.pipe.transformer)
             compiler.save(self.compile_cache)
             compiler.serve_stance()
+        for i in range(self.cfg.warmup_runs):
+            result = self._generate(GenerationRequest(WARMUP_PROMPT, seed=i), None, None)
+            log.info("warm-up %d/%d: %.2f s", i + 1, self.cfg.warmup_runs, result.timings.total)
         self._embeddings.clear()
         self.warmup_seconds = time.perf_counter() - t0
         self.state = "ready"
