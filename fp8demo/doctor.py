@@ -86,6 +86,7 @@ def run(cfg: config.EngineConfig, generate: bool = True, caps: hardware.Capabili
                 "precision": result.precision,
             }
             out["plan"].update(offload=engine.plan.offload, compile=engine.plan.compile)
+            out["fp8"]["scaled_mm_calls_per_forward"] = engine.report.extra.get("fp8_matmuls_per_forward")
             if engine.compile_cache is not None:
                 out["compile_cache"] = engine.compile_cache.state()
         except Exception as error:  # the doctor reports; it does not crash
@@ -175,6 +176,9 @@ def plain(out: dict) -> str:
     lines.append("versions:      " + ", ".join(f"{k} {v[k]}" for k in ("torch", "torchao", "diffusers", "gradio")))
     lines.append(f"native FP8:    {'yes' if out['fp8']['native_matmuls'] else 'no'}"
                  + (f" (matmul: {out['fp8']['matmul']})" if out["fp8"].get("matmul") else ""))
+    if out["fp8"].get("scaled_mm_calls_per_forward") is not None:
+        lines.append(f"FP8 matmuls:   {out['fp8']['scaled_mm_calls_per_forward']} torch._scaled_mm calls per "
+                     "transformer forward (counted)")
     c = out["compile"]
     lines.append(f"torch.compile: {'available' if c['available'] else 'unavailable'} ({c['how']})")
     if "plan" in out:

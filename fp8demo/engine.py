@@ -24,6 +24,7 @@ from .precision import (
     PrecisionPlan,
     PrecisionReport,
     apply_precision,
+    count_fp8_matmuls,
     estimate_resident_bytes,
     plan_precision,
     resolve_offload,
@@ -162,9 +163,19 @@ class Engine:
         for i in range(self.cfg.warmup_runs):
             result = self._generate(GenerationRequest(WARMUP_PROMPT, seed=i), None, None)
             log.info("warm-up %d/%d: %.2f s", i + 1, self.cfg.warmup_runs, result.timings.total)
+        if self.plan.is_fp8 and self.report is not None:
+            self.report.extra["fp8_matmuls_per_forward"] = self._count_fp8_matmuls()
         self._embeddings.clear()
         self.warmup_seconds = time.perf_counter() - t0
         self.state = "ready"
+
+    def _count_fp8_matmuls(self) -> int:
+        """torch._scaled_mm calls in one transformer forward (a 1-step, smallest-size image): what really ran."""
+        probe = GenerationRequest(WARMUP_PROMPT, seed=0, steps=1, guidance=0.0, width=config.MIN_SIDE,
+                                  height=config.MIN_SIDE)
+        calls = count_fp8_matmuls(lambda: self._generate(probe, None, None))
+        log.info("FP8 matmuls (torch._scaled_mm) in one transformer forward: %d", calls)
+        return calls
 
     def warmup_requests(self) -> list[GenerationRequest]:
         """One request per compiled graph: batch 1, batch 2 (CFG), then another size with CFG."""

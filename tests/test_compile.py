@@ -138,6 +138,16 @@ def test_native_fp8_on_tiny_compiled(tiny_pair, engine_native):
     assert cosine >= 0.999
 
 
+def test_engine_report_counts_the_fp8_matmuls_that_ran(tiny_config):
+    from fp8demo.engine import Engine
+
+    native = Engine(replace(tiny_config, fp8_matmul="native", warmup_runs=0), CPU).start()
+    assert native.report.extra["fp8_matmuls_per_forward"] == _fp8_block_linears(native.pipe.transformer) > 0
+    assert "torch._scaled_mm" in native.report.as_dict()["plan"]["matmul"]
+    weight_only = Engine(replace(tiny_config, fp8_matmul="weight-only", warmup_runs=0), CPU).start()
+    assert weight_only.report.extra["fp8_matmuls_per_forward"] == 0
+
+
 @pytest.fixture(scope="module")
 def medium_pair():
     bf16 = torch.nn.Module.to(builders.build_random_transformer("medium", 2), torch.bfloat16).eval()
