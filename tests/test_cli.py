@@ -58,3 +58,22 @@ def test_real_entry_point_has_no_traceback(cache_dir):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "error: The height must be a multiple of 16" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_doctor_checks_the_machine_and_makes_one_image(capsys, cache_dir):
+    assert main(["doctor", "--model", "tiny", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert data["ok"] and data["verdict"].startswith("READY: tiny on ")
+    assert data["device"]["kind"] == "cpu" and data["versions"]["torch"]
+    assert data["plan"]["t5"] == "fp8" and "matmul" in data["fp8"]
+    assert data["model"]["reachable"] and data["model"]["random_weights"]
+    assert set(data["generation"]["timings"]) == {"text_encoding", "denoising", "vae_decode", "total"}
+    assert data["fp8"]["scaled_mm_calls_per_forward"] == 0  # weight-only on a CPU: no FP8 matmul ran
+
+
+def test_doctor_names_what_to_do_when_the_weights_cannot_be_had(capsys, cache_dir):
+    # no network here (and no licence anywhere in CI): the gated repo cannot be reached, and doctor says so
+    assert main(["doctor", "--model", "large-turbo", "--no-generate"]) == 1
+    out = capsys.readouterr().out
+    assert "NOT REACHABLE" in out.upper() and out.strip().splitlines()[-1].startswith("NOT READY: ")
+    assert "stabilityai/stable-diffusion-3.5-large-turbo" in out.splitlines()[-1]
