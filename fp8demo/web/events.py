@@ -26,25 +26,6 @@ def session_id(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "api"
 
 
-def departure() -> Callable[[], bool]:
-    """A check, for the running event, that says whether its client has left (closed the page, reloaded, lost the
-    connection). Call it in the event handler itself (it reads Gradio's context); the check may run in any thread.
-
-    Gradio notices the closed event stream and marks the event dead (Queue.clean_events sets `event.alive = False`,
-    gradio 6.25-6.31), then simply stops reading the handler's output: the handler's work would run to the end and
-    keep the GPU slot. The service polls this check at every denoising step and cancels. Outside a queued event
-    (direct calls, tests) nobody can leave and it always says no.
-    """
-    from gradio.context import LocalContext
-
-    blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
-    queue = getattr(blocks, "_queue", None)
-    event = queue.event_ids_to_events.get(event_id) if queue is not None and event_id else None
-    if event is None:
-        return lambda: False
-    return lambda: not event.alive
-
-
 def friendly(error: Exception) -> gr.Error:
     """A UserError's own message, logged in one line; anything else is logged with its traceback and shown as a
     short apology. Either way Gradio prints no second traceback (print_exception=False)."""

@@ -14,8 +14,9 @@ from .. import config
 from ..errors import Cancelled, InvalidRequest
 from ..imageio import read_parameters
 from ..request import MAX_IMAGES, GenerationResult, parse_parameters, validate_num_images
-from .events import GPU, LIGHT, departure, friendly, session_id, stream
+from .events import GPU, LIGHT, friendly, session_id, stream
 from .form import Defaults, field_errors, number, to_request
+from .presence import departure
 from .service import DemoService
 from .sheet import contact_sheet
 
