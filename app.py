@@ -52,6 +52,7 @@ def main(argv=None) -> int:
         if args.auth:
             parse_auth(app_cfg.auth or "")  # fail now, with the message, not at the first visitor
         service = DemoService(app_cfg).start(background=True)  # the page says "warming up" meanwhile
+        config.use_gradio_cache(app_cfg.storage.gradio_cache)  # its own folder, which the janitor may prune
         if app_cfg.kiosk:
             from fp8demo.kiosk.page import build_kiosk_ui
             from fp8demo.kiosk.service import KioskService

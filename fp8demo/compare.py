@@ -17,7 +17,7 @@ from PIL import Image
 
 from . import compiler, hardware, models
 from .engine import Engine, ProgressFn
-from .errors import InvalidRequest, SetupError
+from .errors import InvalidRequest, OutOfMemory, SetupError
 from .metrics import ImageMetrics, compare_images, difference_heatmap
 from .precision import OFFLOAD_HEADROOM_BYTES, PrecisionOptions, apply_precision, plan_precision, tensor_bytes
 from .request import GenerationRequest, GenerationResult, resolve, validate
@@ -150,8 +150,12 @@ class Comparer:
             raise SetupError(f"Unknown baseline {baseline!r}: choose {' or '.join(BASELINES)}.")
         # Resolve once, so both sides get the same seed even when the request left it random.
         request = resolve(validate(request, self.engine.cfg.max_side), self.engine.preset)
-        base_module, base_label, base_resident, load_b = self._variant(baseline)
-        fp8_module, fp8_label, fp8_resident, load_f = self._variant("fp8")
+        try:
+            base_module, base_label, base_resident, load_b = self._variant(baseline)
+            fp8_module, fp8_label, fp8_resident, load_f = self._variant("fp8")
+        except Exception as error:
+            self._out_of_memory(error, f"loading the {baseline} transformer for the comparison")
+            raise
         steps = request.steps
 
         def half(offset: int):
@@ -165,7 +169,11 @@ class Comparer:
             ((baseline, base_module, base_label, base_resident), ("fp8", fp8_module, fp8_label, fp8_resident))
         ):
             if not resident:
-                swap += self._move(module, self.engine.caps.device)
+                try:
+                    swap += self._move(module, self.engine.caps.device)
+                except Exception as error:
+                    self._out_of_memory(error, f"moving the {kind} transformer onto the GPU")
+                    raise
             try:
                 results[kind] = self.engine.generate(
                     request, half(offset * steps), cancel, transformer=module, label=label
@@ -207,6 +215,19 @@ class Comparer:
             step = None if progress is None else (lambda i, n, k=k: progress(k * per + i, len(prompts) * per))
             results.append(self.compare(replace(request, prompt=prompt), baseline, step, cancel))
         return results
+
+    def _out_of_memory(self, error: Exception, doing: str) -> None:
+        """Raise the visitor's out-of-memory message (memory released, the next request works) for an OOM while
+        the second transformer is loaded or moved; return for any other error."""
+        if not hardware.is_out_of_memory(error):
+            return
+        with self._lock:
+            self._variants.clear()  # a half-placed transformer is no use: the next comparison loads it afresh
+        hardware.release_cached_memory(self.engine.caps.device)
+        raise OutOfMemory(
+            f"The GPU ran out of memory {doing}. The comparison needs room for a second transformer: try again "
+            "when the server is idle, or at a smaller size; the Generate tab works normally."
+        ) from error
 
     def _move(self, module, device: str) -> float:
         t0 = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
@@ -19,6 +20,9 @@ MAX_SEED = 2**32 - 1
 VAE_TILING_ABOVE = 1024
 CLIP_MAX_TOKENS = 77
 T5_MAX_TOKENS = 256
+# Longest prompt (and negative prompt) the web faces accept: T5 reads ~256 tokens (~1,000 characters), so this is
+# generous for people and refuses megabyte payloads before they reach a tokenizer, the log or the GPU slot.
+MAX_PROMPT_CHARS = 2000
 
 PRECISIONS = ("fp8", "bf16", "fp16")
 # How FP8 block Linears multiply: native FP8 matmuls (torch._scaled_mm), or FP8 weights computed in 16-bit.
@@ -158,6 +162,12 @@ class KioskConfig:
     public_url: str | None = field(default_factory=lambda: env_str("FP8DEMO_PUBLIC_URL"))
     # the prompt under each recent creation in the attract loop: off unless the operator turns it on ("1")
     attract_captions: bool = field(default_factory=lambda: env_str("FP8DEMO_KIOSK_ATTRACT_CAPTIONS") == "1")
+    # Who may use the page and its events besides loopback (the screen's own browser): addresses or networks,
+    # comma- or space-separated. Everyone else gets 403 except /take/<file> (phones) and /health/*.
+    clients: tuple[str, ...] = field(default_factory=lambda: env_list("FP8DEMO_KIOSK_CLIENTS"))
+    # take-home PNGs expire after this many seconds (the QR code's link then says the picture is gone)
+    take_ttl: float = field(default_factory=lambda: env_float("FP8DEMO_TAKE_TTL", 3600.0))
+    keep_pngs: int = 200  # at most this many take-home PNGs on disk, however short the TTL
 
 
 @dataclass(frozen=True)
@@ -174,6 +184,41 @@ class AppConfig:
     max_queue: int = 16
     # where every picture is saved as a PNG with its parameters (--outputs, FP8DEMO_OUTPUTS)
     outputs: Path = field(default_factory=lambda: Path(env_str("FP8DEMO_OUTPUTS", "outputs")))
+    limits: Limits = field(default_factory=lambda: Limits())
+    storage: StorageConfig = field(default_factory=lambda: StorageConfig())
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may ask of a public server (issue 13): every bound has a message, none a silent cut."""
+
+    max_prompt_chars: int = field(default_factory=lambda: env_int("FP8DEMO_MAX_PROMPT_CHARS", MAX_PROMPT_CHARS))
+    # queued + running jobs of one client address (the address: a client cannot mint new ones as it can session ids)
+    jobs_per_client: int = field(default_factory=lambda: env_int("FP8DEMO_MAX_JOBS_PER_CLIENT", 2))
+    # Gradio keeps ~100 KiB of state per browser session; the oldest are dropped past this many (~100 MiB)
+    session_capacity: int = field(default_factory=lambda: env_int("FP8DEMO_SESSION_CAPACITY", 1000))
+    # JSON bodies of events are a few KiB; anything larger is refused before it is parsed (uploads: max_upload)
+    max_body_bytes: int = 256 * 1024
+    max_upload: str = "20mb"  # a PNG dropped on "Load settings from a PNG"
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """How much the server keeps on disk. The kiosk's own PNGs follow KioskConfig.take_ttl and keep_pngs instead.
+
+    Defaults, for a week of exhibition: 200 take-home PNGs (~1.5 MiB at 1024 px) + 500 cached display files
+    (~0.2 MiB) + 12 attract thumbnails stay well under 2 GiB (README, Reliability).
+    """
+
+    # the web app's outputs folder: the newest N PNGs, none older than the age (FP8DEMO_KEEP_PNGS, FP8DEMO_KEEP_DAYS)
+    keep_pngs: int = field(default_factory=lambda: env_int("FP8DEMO_KEEP_PNGS", 1000))
+    keep_days: float = field(default_factory=lambda: env_float("FP8DEMO_KEEP_DAYS", 30.0))
+    # Gradio's cache of displayed images and uploads, across restarts. Pruned only when it is this folder, which
+    # app.py gives Gradio (use_gradio_cache): the system-wide /tmp/gradio may hold other apps' files.
+    gradio_cache: Path = field(default_factory=lambda: default_gradio_cache())
+    cache_files: int = field(default_factory=lambda: env_int("FP8DEMO_CACHE_FILES", 500))
+    cache_hours: float = field(default_factory=lambda: env_float("FP8DEMO_CACHE_HOURS", 24.0))
+    prune_every: float = field(default_factory=lambda: env_float("FP8DEMO_PRUNE_EVERY", 300.0))
 
 
 def env_str(name: str, default: str | None = None) -> str | None:
@@ -189,12 +234,17 @@ def env_float(name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number of seconds, got {value!r}") from error
 
 
-def env_int(name: str) -> int | None:
+def env_int(name: str, default: int | None = None) -> int | None:
     value = env_str(name)
     try:
-        return None if value is None else int(value)
+        return default if value is None else int(value)
     except ValueError as error:
         raise ValueError(f"{name} must be a whole number, got {value!r}") from error
+
+
+def env_list(name: str) -> tuple[str, ...]:
+    """Comma- or space-separated values ("10.0.0.5, 10.0.0.6")."""
+    return tuple(v for v in re.split(r"[\s,]+", env_str(name) or "") if v)
 
 
 def default_cache_dir() -> Path:
@@ -203,6 +253,17 @@ def default_cache_dir() -> Path:
         return Path(explicit)
     base = env_str("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "fp8demo"
+
+
+def default_gradio_cache() -> Path:
+    explicit = env_str("GRADIO_TEMP_DIR")
+    return Path(explicit) if explicit is not None else default_cache_dir() / "gradio"
+
+
+def use_gradio_cache(folder: Path) -> None:
+    """Point Gradio's cache (displayed images, uploads) at `folder`. Gradio reads GRADIO_TEMP_DIR as each component
+    is built: call this before building the UI."""
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
 
 
 def auth_from_env() -> str | None:

@@ -89,27 +89,37 @@ def resolve(request: GenerationRequest, preset: config.Preset, rng_seed: int | N
     )
 
 
-def validate(request: GenerationRequest, max_side: int = config.MAX_SIDE) -> GenerationRequest:
-    """Raise InvalidRequest with a message a visitor understands; return the request with the prompt stripped."""
-    if not isinstance(request.prompt, str) or not request.prompt.strip():
+def validate(request: GenerationRequest, max_side: int = config.MAX_SIDE,
+             max_prompt_chars: int | None = None) -> GenerationRequest:
+    """Raise InvalidRequest with a message a visitor understands; return the request with the prompt stripped.
+
+    `max_prompt_chars` bounds both prompts (the web faces pass their limit; the CLI has none)."""
+    if not isinstance(request.prompt, str):
+        raise InvalidRequest(f"The prompt must be text, got {_short(request.prompt)}.")
+    if not request.prompt.strip():
         raise InvalidRequest("The prompt is empty: describe the picture you want.")
     if not isinstance(request.negative_prompt, str):
-        raise InvalidRequest("The negative prompt must be text.")
+        raise InvalidRequest(f"The negative prompt must be text, got {_short(request.negative_prompt)}.")
+    if max_prompt_chars is not None:
+        for name, text in (("prompt", request.prompt), ("negative prompt", request.negative_prompt)):
+            if len(text) > max_prompt_chars:
+                raise InvalidRequest(f"The {name} is {len(text):,} characters long; the limit is "
+                                     f"{max_prompt_chars:,}. Shorten it (the text encoders read ~1,000 at most).")
     if request.seed is not None:
         if isinstance(request.seed, bool) or not isinstance(request.seed, int):
-            raise InvalidRequest(f"The seed must be a whole number, got {request.seed!r}.")
+            raise InvalidRequest(f"The seed must be a whole number, got {_short(request.seed)}.")
         if not 0 <= request.seed <= config.MAX_SEED:
             raise InvalidRequest(f"The seed must be between 0 and {config.MAX_SEED} (2^32 - 1), got {request.seed}.")
     if request.steps is not None:
         if isinstance(request.steps, bool) or not isinstance(request.steps, int):
-            raise InvalidRequest(f"Steps must be a whole number, got {request.steps!r}.")
+            raise InvalidRequest(f"Steps must be a whole number, got {_short(request.steps)}.")
         if not config.MIN_STEPS <= request.steps <= config.MAX_STEPS:
             raise InvalidRequest(
                 f"Steps must be between {config.MIN_STEPS} and {config.MAX_STEPS}, got {request.steps}."
             )
     if request.guidance is not None:
         if isinstance(request.guidance, bool) or not isinstance(request.guidance, (int, float)):
-            raise InvalidRequest(f"Guidance must be a number, got {request.guidance!r}.")
+            raise InvalidRequest(f"Guidance must be a number, got {_short(request.guidance)}.")
         if not config.MIN_GUIDANCE <= request.guidance <= config.MAX_GUIDANCE:
             raise InvalidRequest(
                 f"Guidance must be between {config.MIN_GUIDANCE:g} and {config.MAX_GUIDANCE:g}, "
@@ -130,6 +140,12 @@ def validate(request: GenerationRequest, max_side: int = config.MAX_SIDE) -> Gen
                 f"(try {lower} or {lower + config.SIZE_MULTIPLE})."
             )
     return replace(request, prompt=request.prompt.strip(), negative_prompt=request.negative_prompt.strip())
+
+
+def _short(value: Any) -> str:
+    """A value for a message: its repr, cut short (a message never echoes a megabyte back)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parameters_text(result: GenerationResult) -> str:

@@ -126,7 +126,9 @@ def test_negative_prompt_is_recorded_only_where_it_is_used(app, client):
 
 def test_pictures_are_kept_in_the_outputs_folder(app, client):
     service, url = app
-    assert service.output_dir.name == "outputs" and service.keep_files is None  # the web app keeps everything
+    assert service.output_dir.name == "outputs"
+    # the web app keeps a long window (the kiosk a short one): config.StorageConfig
+    assert service.keep_pngs == 1000 and service.png_max_age == 30 * 86400
     _, seed, _, link = client.predict(prompt="a kept cat", steps=1, api_name="/generate")
     download(url, link)
     assert any(p.name.startswith(f"fp8demo-{seed}-") for p in service.output_dir.iterdir())
@@ -193,7 +195,8 @@ def test_busy_queue_is_refused_and_light_routes_do_not_wait(tiny_engine):
     from gradio_client.exceptions import AppError
 
     service = DemoService.from_engine(tiny_engine)
-    demo, url = serve(service, max_queue=1)
+    # the queue's bound, not the per-client one (test_limits.py): every call here comes from 127.0.0.1
+    demo, url = serve(service, max_queue=1, limits=replace(config.Limits(), jobs_per_client=8))
     try:
         client = Client(url, verbose=False)
         with tiny_engine._lock:  # the GPU is busy: the running job waits here, the next one in the queue

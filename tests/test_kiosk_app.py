@@ -55,14 +55,20 @@ def test_api_enforces_moderation_cooldown_and_the_negative_prompt(kiosk_app):
     status, _, _ = client.predict(prompt="a second lighthouse", api_name="/create")
     assert status.startswith("Here it is")
 
-    newest, _ = kiosk.recent[0]
+    attract_copy, _ = kiosk.recent[0]
+    newest = kiosk.service.output_dir / (attract_copy.stem + ".png")
     assert kiosk.service.wait_for_file(newest)  # written in the background
-    assert "Negative prompt" not in read_parameters(newest)  # tiny runs at guidance 0, where it has no effect
+    params = read_parameters(newest)
+    assert params.startswith("a second lighthouse") and "Negative prompt" not in params  # no effect at guidance 0
     take = httpx.get(url + "take/" + newest.name)
     assert take.status_code == 200 and take.headers["content-type"] == "image/png"
     assert httpx.get(url + "take/..%2Fetc%2Fpasswd").status_code == 404
     assert httpx.get(url + "take/fp8demo-1-deadbeef.png").status_code == 404
-    assert kiosk.attract_images()[0] == (str(newest), "")  # recent creations lead the loop, uncaptioned by default
+    # recent creations lead the loop, uncaptioned by default, as a JPEG copy that does not carry the prompt
+    assert kiosk.attract_images()[0] == (str(attract_copy), "")
+    with Image.open(attract_copy) as copy:
+        assert copy.format == "JPEG" and not copy.info.get("parameters") and b"lighthouse" not in copy.tobytes()
+    assert b"lighthouse" not in attract_copy.read_bytes()
 
 
 def test_kiosk_exposes_only_create(kiosk_app):

@@ -48,11 +48,16 @@ def test_fatal_device_error_marks_not_ready_and_exits(tiny_engine, monkeypatch, 
     exits = []
     service = DemoService.from_engine(tiny_engine)
     service.on_fatal = exits.append
-    with pytest.raises(SetupError, match="needs a restart"):
+    with pytest.raises(SetupError, match="the demo is restarting|The demo is restarting"):
         service.generate(GenerationRequest("a cat", steps=1))
     assert exits == [service] and service.state == "failed" and "unrecoverable" in service.error
-    with pytest.raises(SetupError, match="could not be started"):
+    # visitors queued behind it hear the same, never the raw device text (that is for the log and /health/ready)
+    with pytest.raises(SetupError, match="The demo is restarting") as later:
         service.generate(GenerationRequest("a cat", steps=1))
+    assert "CUDA" not in str(later.value)
+    with pytest.raises(SetupError, match="The demo is restarting"):
+        service.compare(GenerationRequest("a cat", steps=1))
+    assert service.status()["restarting"] and "CUDA" in service.status()["error"]
 
 
 def test_error_classification():

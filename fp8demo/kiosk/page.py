@@ -10,8 +10,10 @@ import time
 
 import gradio as gr
 
-from ..errors import UserError
-from ..web.events import LIGHT, friendly, session_id, stream
+from ..errors import Cancelled, UserError
+from ..web.access import client_address
+from ..web.events import LIGHT, friendly, stream
+from ..web.presence import departure
 from .rules import IdleMachine, KioskRefusal
 from .service import Creation, KioskService, qr_image
 
@@ -39,7 +41,8 @@ IS_PORTRAIT = "() => window.innerHeight > window.innerWidth"
 def build_kiosk_ui(kiosk: KioskService) -> gr.Blocks:
     cfg = kiosk.cfg
     # Visitors enter the handler at once (up to the queue bound) and wait in kiosk.Line, which knows their place.
-    gpu_line = dict(concurrency_id="gpu", concurrency_limit=kiosk.service.cfg.max_queue)
+    # Raw values (preprocess=False): request_for names a wrong type instead of Gradio's "Could not preprocess".
+    gpu_line = dict(concurrency_id="gpu", concurrency_limit=kiosk.service.cfg.max_queue, preprocess=False)
 
     def machine_of(state: IdleMachine | None) -> IdleMachine:
         return state if state is not None else IdleMachine(cfg.idle_after, cfg.countdown, cfg.attract_every,
@@ -80,10 +83,10 @@ def build_kiosk_ui(kiosk: KioskService) -> gr.Blocks:
 
             if state is not None:
                 state.set_busy(True, time.monotonic())
-            sid = session_id(request)
+            client, gone = client_address(request), departure()
             try:
-                for kind, item in stream(lambda preview: kiosk.create(prompt, sid, on_step, preview,
-                                                                      bool(portrait_screen))):
+                for kind, item in stream(lambda preview: kiosk.create(prompt, client, on_step, preview,
+                                                                      portrait_screen is True, gone)):
                     if kind == "preview":
                         yield "Creating your picture…", item, None
                     elif isinstance(item, Creation):
@@ -93,6 +96,8 @@ def build_kiosk_ui(kiosk: KioskService) -> gr.Blocks:
                         yield item, gr.skip(), gr.skip()
             except (KioskRefusal, UserError) as refusal:
                 yield str(refusal), gr.skip(), gr.skip()
+            except Cancelled:  # the visitor left: nobody is there to tell
+                return
             except Exception as error:
                 raise friendly(error) from error
             finally:
@@ -134,7 +139,7 @@ def build_kiosk_ui(kiosk: KioskService) -> gr.Blocks:
                 updates += [gr.skip(), gr.skip()]
             updates.append(f"## Are you still there?\nStarting over in **{view.seconds_left}** s…"
                            if view.mode == "countdown" else gr.skip())
-            wait = kiosk.gate.wait_left(session_id(request), kiosk.clock())
+            wait = kiosk.gate.wait_left(client_address(request), kiosk.clock())
             # the cooldown counts down on the button itself
             updates.append(gr.Button(f"Next picture in {wait} s", interactive=False) if wait
                            else gr.Button("Create", interactive=True))

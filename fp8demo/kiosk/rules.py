@@ -69,7 +69,8 @@ class IdleMachine:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Fairness: one job in flight per visitor session, a cooldown between a session's jobs, and a FIFO line
+# Fairness: one job in flight per client, a cooldown between its jobs, and a FIFO line. The key is the client
+# address (the kiosk screen), never a session id, which a client can mint at will.
 
 
 class KioskRefusal(Exception):

@@ -14,14 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import config
+from ..errors import Cancelled
 from ..request import GenerationRequest, GenerationResult
-from ..web.service import DemoService
+from ..web.service import ATTRACT_FOLDER, DemoService
 from .moderation import Moderator
 from .rules import KioskRefusal, Line, SessionGate, place_text
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+ATTRACT_SIDE = 768  # the attract loop's copies: enough for the screen, and no PNG text chunk with the prompt
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,8 @@ class KioskService:
         self.moderator = Moderator.from_file(cfg.blocklist)
         self.gate = SessionGate(cfg.cooldown)
         self.line = Line()
-        self.recent: deque[tuple[Path, str]] = deque(maxlen=cfg.recent_creations)  # (PNG, its prompt)
+        # (a metadata-free JPEG copy, its prompt): the attract loop never shows the PNG, which carries the prompt
+        self.recent: deque[tuple[Path, str]] = deque(maxlen=cfg.recent_creations)
 
     def chips(self) -> list[str]:
         try:
@@ -69,6 +72,8 @@ class KioskService:
     def request_for(self, prompt: str, portrait: bool = False) -> GenerationRequest:
         """The kiosk preset: model, steps and size from configuration; the fixed negative prompt always appended
         (the engine drops it, and the PNG does not record it, where guidance <= 1 gives it no effect)."""
+        if prompt is not None and not isinstance(prompt, str):
+            raise KioskRefusal("The prompt must be text: type an idea or touch one of the suggestions.")
         prompt = (prompt or "").strip()
         if len(prompt) > self.cfg.max_prompt_chars:
             raise KioskRefusal(f"That's a long one! Please keep it under {self.cfg.max_prompt_chars} characters.")
@@ -86,28 +91,42 @@ class KioskService:
             height=height,
         )
 
-    def create(self, prompt: str, session: str, progress=None, preview=None,
-               portrait: bool = False) -> Iterator[str | Creation]:
-        """Yield status lines while the visitor waits, then the Creation. Raises KioskRefusal or UserError.
-        `preview` gets the forming picture after each step."""
+    def create(self, prompt: str, client: str, progress=None, preview=None,
+               portrait: bool = False, gone=None) -> Iterator[str | Creation]:
+        """Yield status lines while the visitor waits, then the Creation. Raises KioskRefusal or UserError, or
+        Cancelled when `gone()` says the visitor left (in the line or mid-picture). `client` is the fairness key:
+        the screen's address, which its visitors cannot change (access.client_address). `preview` gets the forming
+        picture after each step."""
         request = self.request_for(prompt, portrait)
         self.service.require_ready()
-        self.gate.begin(session, self.clock())
+        self.gate.begin(client, self.clock())
         ticket = self.line.join()
         try:
             ahead = self.line.ahead(ticket)
             while ahead > 0:
+                if gone is not None and gone():
+                    raise Cancelled("The visitor left the line.")
                 yield place_text(ahead)
                 ahead = self.line.wait_turn(ticket, timeout=0.5)
             yield place_text(0)
-            result = self.service.generate(request, session, progress, preview)
+            result = self.service.generate(request, client, progress, preview, gone=gone)
         finally:
             self.line.leave(ticket)
-            self.gate.end(session, self.clock())
+            self.gate.end(client, self.clock())
         png = self.service.save_png(result)
-        self.recent.appendleft((png, result.request.prompt))
         url = f"{self.cfg.public_url.rstrip('/')}/take/{png.name}" if self.cfg.public_url else None
         yield Creation(result, png, url)
+        # after the visitor has the picture: the attract loop's copy
+        self.recent.appendleft((self._attract_copy(result, png), result.request.prompt))
+
+    def _attract_copy(self, result: GenerationResult, png: Path) -> Path:
+        folder = self.service.output_dir / ATTRACT_FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        image = result.image.convert("RGB")
+        image.thumbnail((ATTRACT_SIDE, ATTRACT_SIDE))
+        path = folder / f"{png.stem}.jpg"
+        image.save(path, format="JPEG", quality=85)  # no text chunk, no EXIF: the prompt is not in the file
+        return path
 
 
 def qr_image(url: str):

@@ -21,16 +21,20 @@ LIGHT = dict(queue=False, api_visibility="private", show_progress="hidden")
 
 
 def session_id(request: gr.Request | None) -> str:
-    """Gradio's per-tab session hash; API calls without one share the key "api"."""
+    """Gradio's per-tab session hash: it names a tab's own job for its Stop button. The client chooses it, so
+    fairness never keys on it (see access.client_address)."""
     return getattr(request, "session_hash", None) or "api"
 
 
 def friendly(error: Exception) -> gr.Error:
-    """A UserError's own message; anything else is logged with its traceback and shown as a short apology."""
+    """A UserError's own message, logged in one line; anything else is logged with its traceback and shown as a
+    short apology. Either way Gradio prints no second traceback (print_exception=False)."""
     if isinstance(error, UserError):
-        return gr.Error(str(error))
+        log.info("refused: %s", str(error)[:200])
+        return gr.Error(str(error), print_exception=False)
     log.exception("request failed")
-    return gr.Error("Something went wrong on the server while making this image; please try again.")
+    return gr.Error("Something went wrong on the server while making this image; please try again.",
+                    print_exception=False)
 
 
 def stream(work: Callable[[Callable], Iterable]) -> Iterator[tuple[str, Any]]:

@@ -31,22 +31,57 @@ class Defaults:
         return next((a for a in self.aspects if a.endswith(" " + size)), size)
 
 
+def number(value):
+    """A number as the API may send it (JSON number, or text holding one), as an int when whole. Anything else is
+    returned unchanged, so that validate() names the field and shows the value: the events take raw values
+    (preprocess=False) precisely so that a wrong type gets that message instead of Gradio's "Could not preprocess
+    input component at index N"."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _seed(seed, randomize):
-    if randomize or seed is None or (isinstance(seed, float) and math.isnan(seed)):
+    if randomize is True or seed is None or seed == "" or (isinstance(seed, float) and math.isnan(seed)):
         return None
-    if isinstance(seed, float) and not seed.is_integer():
-        return seed  # validate() explains that a seed is a whole number
-    return int(seed)
+    return number(seed)
+
+
+def _guidance(value):
+    value = number(value)
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _text(value, name: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidRequest(f"The {name} must be text, got {type(value).__name__}.")
+    return value
+
+
+def _randomize(value) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidRequest("Randomize seed must be true or false.")
+    return value
 
 
 def to_request(prompt, negative, seed, randomize, steps, guidance, aspect) -> GenerationRequest:
+    """Widget (or raw API) values to a request; a value of the wrong type raises InvalidRequest naming its field."""
     width, height = parse_size(aspect)
     return GenerationRequest(
-        prompt=prompt or "",
-        negative_prompt=negative or "",
-        seed=_seed(seed, randomize),
-        steps=int(steps) if steps is not None and float(steps).is_integer() else steps,
-        guidance=float(guidance) if guidance is not None else None,
+        prompt=_text(prompt, "prompt"),
+        negative_prompt=_text(negative, "negative prompt"),
+        seed=_seed(seed, _randomize(randomize)),
+        steps=number(steps),
+        guidance=_guidance(guidance),
         width=width,
         height=height,
     )
@@ -58,20 +93,23 @@ def _check_size(aspect, max_side: int) -> None:
 
 
 def field_errors(prompt, negative, seed, randomize, steps, guidance, aspect, num_images,
-                 max_side: int = config.MAX_SIDE) -> dict[str, str]:
+                 max_side: int = config.MAX_SIDE, max_prompt_chars: int | None = None) -> dict[str, str]:
     """{field name: message} for every field whose value cannot run; empty when the form is good.
 
     Each field is checked on its own (with harmless values elsewhere), so each message lands beside its own field.
     """
     ok = "x"
+    chars = max_prompt_chars
     checks = {
-        "prompt": lambda: validate(GenerationRequest(prompt or "")),
-        "negative": lambda: validate(GenerationRequest(ok, negative_prompt=negative or "")),
+        "prompt": lambda: validate(GenerationRequest(_text(prompt, "prompt")), max_prompt_chars=chars),
+        "negative": lambda: validate(GenerationRequest(ok, negative_prompt=_text(negative, "negative prompt")),
+                                     max_prompt_chars=chars),
+        "randomize": lambda: _randomize(randomize),
         "seed": lambda: validate(GenerationRequest(ok, seed=_seed(seed, randomize))),
-        "steps": lambda: validate(GenerationRequest(ok, steps=int(steps) if float(steps).is_integer() else steps)),
-        "guidance": lambda: validate(GenerationRequest(ok, guidance=guidance)),
+        "steps": lambda: validate(GenerationRequest(ok, steps=number(steps))),
+        "guidance": lambda: validate(GenerationRequest(ok, guidance=_guidance(guidance))),
         "aspect": lambda: _check_size(aspect, max_side),
-        "num_images": lambda: validate_num_images(int(num_images) if float(num_images).is_integer() else num_images),
+        "num_images": lambda: validate_num_images(number(num_images)),
     }
     errors = {}
     for name, check in checks.items():
@@ -79,6 +117,4 @@ def field_errors(prompt, negative, seed, randomize, steps, guidance, aspect, num
             check()
         except InvalidRequest as error:
             errors[name] = str(error)
-        except (TypeError, ValueError):
-            errors[name] = "This value is not a number."
     return errors

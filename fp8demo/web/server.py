@@ -14,7 +14,7 @@ from .service import DemoService
 log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
-TAKE_NAME = re.compile(r"fp8demo-\d+-[0-9a-f]{8}\.png")
+TAKE_NAME = re.compile(r"fp8demo-\d{1,10}-[0-9a-f]{8}\.png")  # seed (< 2^32) and 8 hex: nothing else is served
 
 
 def health_routes(service: DemoService) -> list:
@@ -41,7 +41,7 @@ def health_routes(service: DemoService) -> list:
         from fastapi.responses import FileResponse
 
         path = service.output_dir / name
-        if not TAKE_NAME.fullmatch(name) or not service.wait_for_file(path, timeout=10.0):
+        if not TAKE_NAME.fullmatch(name) or not service.wait_for_file(path, timeout=10.0) or service.expired(path):
             return JSONResponse({"error": "This picture is no longer here."}, status_code=404)
         return FileResponse(path, media_type="image/png", filename=name)
 
@@ -76,8 +76,31 @@ def check_port(host: str, port: int) -> None:
 
 def launch(demo, service: DemoService, app_cfg: config.AppConfig, block: bool = True, **extra):
     """Queue, then serve on host:port. Returns (app, local_url, share_url); with `block`, serves until stopped."""
+    from starlette.middleware import Middleware
+
+    from .access import AccessPolicy, Guard, queued_jobs
+    from .retention import Janitor
+
+    limits = app_cfg.limits
     demo.queue(max_size=app_cfg.max_queue, default_concurrency_limit=1)
     service.output_dir.mkdir(parents=True, exist_ok=True)
+    policy = AccessPolicy(kiosk=app_cfg.kiosk, clients=app_cfg.kiosk_settings.clients,
+                          jobs_per_client=limits.jobs_per_client, max_body_bytes=limits.max_body_bytes)
+    # Gradio deletes this process's cache files past the age (and all of them at shutdown); the janitor also
+    # bounds their count and clears what an earlier, killed process left
+    storage = app_cfg.storage
+    demo.delete_cache = (int(storage.prune_every), int(storage.cache_hours * 3600))
+    if getattr(service, "janitor", None) is not None:
+        service.janitor.stop()
+    own_cache = Path(demo.GRADIO_CACHE).resolve() == storage.gradio_cache.resolve()
+    if not own_cache:
+        log.info("Gradio's cache %s is not this app's own folder: only Gradio's own age rule applies to it",
+                 demo.GRADIO_CACHE)
+
+    def rules():
+        return service.retention_rules(storage.gradio_cache if own_cache else None)
+
+    service.janitor = Janitor(rules, storage.prune_every).start()
     css_paths = [ASSETS / "style.css"]
     if app_cfg.kiosk:
         from ..kiosk.page import HEAD
@@ -98,8 +121,11 @@ def launch(demo, service: DemoService, app_cfg: config.AppConfig, block: bool = 
             prevent_thread_lock=True,
             show_error=True,
             quiet=True,  # Gradio's own hint names launch(share=True); ours names the flag
-            app_kwargs={"routes": health_routes(service)},
+            app_kwargs={"routes": health_routes(service),
+                        "middleware": [Middleware(Guard, policy=policy, pending=queued_jobs(demo))]},
             allowed_paths=[str(service.output_dir)],
+            max_file_size=limits.max_upload,
+            state_session_capacity=limits.session_capacity,
             css_paths=[p for p in css_paths if p.exists()] or None,
             footer_links=extra.pop("footer_links", ["api"]),
             **extra,

@@ -6,22 +6,25 @@ and one set of rules, and none of them imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from .. import config
 from ..errors import InvalidRequest, SetupError
-from ..request import GenerationRequest, GenerationResult
+from ..request import GenerationRequest, GenerationResult, validate
 
 log = logging.getLogger(__name__)
 
-_SIZE = re.compile(r"(\d+)\s*[x×]\s*(\d+)\s*$")
-KEEP_FILES = 200  # in kiosk mode, PNGs kept for the take-home codes; older ones are deleted (visitors' pictures)
+_SIZE = re.compile(r"(?<!\d)(\d{1,5})\s*[x×]\s*(\d{1,5})\s*$")
+RESTARTING = "The demo is restarting after a device error; please try again in a minute."
+ATTRACT_FOLDER = ".attract"  # in the outputs folder: the kiosk's metadata-free copies for its attract loop
 
 
 def gpu_task(fn, duration: int = 120):
@@ -35,9 +38,10 @@ def gpu_task(fn, duration: int = 120):
 
 def parse_size(label: str) -> tuple[int, int]:
     """'16:9 · 1344x768' or '1344x768' -> (1344, 768). Range and multiple-of-16 checks come later, in validate()."""
-    match = _SIZE.search(str(label or ""))
+    match = _SIZE.search(label) if isinstance(label, str) and len(label) <= 64 else None
     if not match:
-        raise InvalidRequest(f"Unknown size {label!r}: pick an aspect ratio or write WIDTHxHEIGHT, e.g. 1024x1024.")
+        shown = repr(label) if len(repr(label)) <= 40 else repr(label)[:37] + "..."
+        raise InvalidRequest(f"Unknown size {shown}: pick an aspect ratio or write WIDTHxHEIGHT, e.g. 1024x1024.")
     return int(match.group(1)), int(match.group(2))
 
 
@@ -52,9 +56,13 @@ class DemoService:
         self.state = "starting"  # starting -> ready | failed
         self.error: str | None = None
         self.started_at = time.time()
-        # the PNG store: persistent for the web app (the visitor's own outputs folder), a rolling window in a kiosk
+        # the PNG store: the web app's outputs folder, or the kiosk's take-home window; both pruned (retention.py)
         self.output_dir = Path(app_cfg.outputs).resolve()
-        self.keep_files = KEEP_FILES if app_cfg.kiosk else None
+        kiosk, storage = app_cfg.kiosk_settings, app_cfg.storage
+        self.keep_pngs = kiosk.keep_pngs if app_cfg.kiosk else storage.keep_pngs
+        self.png_max_age = kiosk.take_ttl if app_cfg.kiosk else storage.keep_days * 86400
+        self.restarting = False  # set after an unrecoverable device error, until the process exits
+        self.janitor = None  # the retention thread, started by server.launch
         self._cancels: dict[str, threading.Event] = {}
         self._pending: set[Path] = set()  # PNGs the background writer has not finished
         self._thread: threading.Thread | None = None
@@ -120,9 +128,12 @@ class DemoService:
             "notice": engine.source.notice if engine is not None else None,
             "error": self.error,
             "uptime_s": round(time.time() - self.started_at, 1),
+            "restarting": self.restarting,
         }
 
     def require_ready(self) -> None:
+        if self.restarting:  # the raw device error is for the operator (log, /health/ready), not for visitors
+            raise SetupError(RESTARTING)
         if self.state == "failed":
             raise SetupError(f"The model could not be started: {self.error}")
         if not self.ready:
@@ -140,8 +151,13 @@ class DemoService:
         return resolve_model(self.cfg.engine.model, self.caps or detect()).preset
 
     def token_status(self, prompt: str) -> str:
-        if not prompt or self.engine is None or self.engine.pipe is None:
+        """The live token count under the prompt. Cheap whatever it is sent: a prompt over the length limit is
+        refused without tokenizing, and the count never takes the engine's lock (it runs beside a generation)."""
+        if not isinstance(prompt, str) or not prompt or self.engine is None or self.engine.pipe is None:
             return ""
+        limit = self.cfg.limits.max_prompt_chars
+        if len(prompt) > limit:
+            return f"⚠️ {len(prompt):,} characters: the limit is {limit:,}. Shorten the prompt to run it."
         info = self.engine.token_info(prompt)
         count = f"{info.clip_tokens} / {config.CLIP_MAX_TOKENS} CLIP tokens"
         if info.t5_tokens is not None:
@@ -149,65 +165,78 @@ class DemoService:
         warning = info.warning()
         return f"⚠️ {count}. {warning}" if warning else count
 
-    def generate(self, request: GenerationRequest, session: str = "", progress=None, preview=None,
-                 num_images: int = 1) -> GenerationResult:
-        self.require_ready()
-        return self._generate(request, session, progress, preview, num_images)
+    def check(self, request: GenerationRequest) -> GenerationRequest:
+        """The web faces' validation, before any work: the engine's own plus the prompt length limit."""
+        return validate(request, self.cfg.engine.max_side, self.cfg.limits.max_prompt_chars)
 
-    def _generate_now(self, request, session, progress, preview=None, num_images=1):
-        cancel = self._cancel_event(session)
-        try:
-            return self.engine.generate(request, progress=progress, cancel=cancel, preview=preview,
+    # Every job takes `gone`, a check that says whether its client has left (events.departure): polled at each
+    # denoising step, it cancels the job there, so a closed page frees the GPU slot within one step.
+
+    def generate(self, request: GenerationRequest, session: str = "", progress=None, preview=None,
+                 num_images: int = 1, gone=None) -> GenerationResult:
+        self.require_ready()
+        self.check(request)
+        return self._generate(request, session, progress, preview, num_images, gone)
+
+    def _generate_now(self, request, session, progress, preview=None, num_images=1, gone=None):
+        with self._job(session, progress, gone) as (cancel, on_step):
+            return self.engine.generate(request, progress=on_step, cancel=cancel, preview=preview,
                                         num_images=num_images)
+
+    @contextlib.contextmanager
+    def _job(self, session: str, progress, gone):
+        """The job's cancel event (Stop button: `cancel(session)`; departed client: `gone`) and its progress
+        callback; device errors are sorted on the way out."""
+        cancel = threading.Event()
+        self._cancels[session] = cancel
+
+        def on_step(i: int, n: int) -> None:
+            if gone is not None and not cancel.is_set() and gone():
+                log.info("client left: cancelling at step %d/%d", i, n)
+                cancel.set()  # the engine checks it right after this callback, at the end of this step
+            if progress is not None:
+                progress(i, n)
+
+        try:
+            yield cancel, on_step
         except Exception as error:
             self._check_fatal(error)
             raise
         finally:
-            self._cancels.pop(session, None)
+            if self._cancels.get(session) is cancel:
+                del self._cancels[session]
 
     def _check_fatal(self, error: Exception) -> None:
         from ..hardware import is_fatal_device_error
 
         if is_fatal_device_error(error):
             self.state = "failed"
+            self.restarting = True
             self.error = f"unrecoverable device error: {error}"
             log.critical("%s; marking not ready and exiting so that the service manager restarts us", self.error)
             self.on_fatal(self)
-            raise SetupError("The picture machine needs a restart; it will be back in a minute.") from error
+            raise SetupError(RESTARTING) from error
 
-    def compare(self, request: GenerationRequest, baseline: str = "bf16", session: str = "", progress=None):
+    def compare(self, request: GenerationRequest, baseline: str = "bf16", session: str = "", progress=None,
+                gone=None):
         self.require_ready()
-        return self._compare(request, baseline, session, progress)
+        self.check(request)
+        return self._compare(request, baseline, session, progress, gone)
 
     def compare_sheet(self, prompts: list[str], request: GenerationRequest, baseline: str = "bf16",
-                      session: str = "", progress=None):
+                      session: str = "", progress=None, gone=None):
         self.require_ready()
-        return self._compare_sheet(prompts, request, baseline, session, progress)
+        for prompt in prompts:
+            self.check(replace(request, prompt=prompt))
+        return self._compare_sheet(prompts, request, baseline, session, progress, gone)
 
-    def _compare_sheet_now(self, prompts, request, baseline, session, progress):
-        cancel = self._cancel_event(session)
-        try:
-            return self.comparer.compare_sheet(prompts, request, baseline, progress=progress, cancel=cancel)
-        except Exception as error:
-            self._check_fatal(error)
-            raise
-        finally:
-            self._cancels.pop(session, None)
+    def _compare_sheet_now(self, prompts, request, baseline, session, progress, gone=None):
+        with self._job(session, progress, gone) as (cancel, on_step):
+            return self.comparer.compare_sheet(prompts, request, baseline, progress=on_step, cancel=cancel)
 
-    def _compare_now(self, request, baseline, session, progress):
-        cancel = self._cancel_event(session)
-        try:
-            return self.comparer.compare(request, baseline, progress=progress, cancel=cancel)
-        except Exception as error:
-            self._check_fatal(error)
-            raise
-        finally:
-            self._cancels.pop(session, None)
-
-    def _cancel_event(self, session: str) -> threading.Event:
-        event = threading.Event()
-        self._cancels[session] = event
-        return event
+    def _compare_now(self, request, baseline, session, progress, gone=None):
+        with self._job(session, progress, gone) as (cancel, on_step):
+            return self.comparer.compare(request, baseline, progress=on_step, cancel=cancel)
 
     def cancel(self, session: str) -> bool:
         """Stop the session's running job at the next step. True when there was one."""
@@ -241,10 +270,6 @@ class DemoService:
             tmp.write_bytes(png_bytes(result))
             os.replace(tmp, path)  # appears whole or not at all
             self._pending.discard(path)
-            if self.keep_files is not None:
-                files = sorted(self.output_dir.glob("fp8demo-*.png"), key=lambda p: p.stat().st_mtime)
-                for old in files[: -self.keep_files]:
-                    old.unlink(missing_ok=True)
         except OSError:
             log.exception("could not write %s", path)
         finally:
@@ -255,7 +280,32 @@ class DemoService:
         deadline = time.monotonic() + timeout
         while path in self._pending and time.monotonic() < deadline:
             time.sleep(0.01)
-        return path.is_file()
+        try:
+            return path.is_file()
+        except OSError:  # e.g. a name too long for the file system: no such picture
+            return False
+
+    def expired(self, path: Path, now: float | None = None) -> bool:
+        """A PNG past its keeping time (the kiosk's take-home TTL): gone for visitors even before the janitor
+        deletes it."""
+        try:
+            return (time.time() if now is None else now) - path.stat().st_mtime > self.png_max_age
+        except OSError:
+            return True
+
+    def retention_rules(self, gradio_cache: Path | None = None) -> list:
+        """What the janitor keeps: the PNG store, its writers' stale .tmp files, and Gradio's cache."""
+        from .retention import STALE_TMP_AGE, Rule
+
+        storage = self.cfg.storage
+        rules = [Rule(self.output_dir, "fp8demo-*.png", self.keep_pngs, self.png_max_age),
+                 Rule(self.output_dir, "fp8demo-*.tmp", None, STALE_TMP_AGE)]
+        if self.cfg.kiosk:
+            kiosk = self.cfg.kiosk_settings
+            rules.append(Rule(self.output_dir / ATTRACT_FOLDER, "*.jpg", kiosk.recent_creations, self.png_max_age))
+        if gradio_cache is not None:
+            rules.append(Rule(gradio_cache, "*", storage.cache_files, storage.cache_hours * 3600, gradio_cache=True))
+        return rules
 
 
 def _exit_soon(service: DemoService, delay: float = 2.0, code: int = 70) -> None:

@@ -11,11 +11,12 @@ from pathlib import Path
 import gradio as gr
 
 from .. import config
-from ..errors import Cancelled
+from ..errors import Cancelled, InvalidRequest
 from ..imageio import read_parameters
-from ..request import MAX_IMAGES, GenerationResult, parse_parameters
+from ..request import MAX_IMAGES, GenerationResult, parse_parameters, validate_num_images
 from .events import GPU, LIGHT, friendly, session_id, stream
-from .form import Defaults, field_errors, to_request
+from .form import Defaults, field_errors, number, to_request
+from .presence import departure
 from .service import DemoService
 from .sheet import contact_sheet
 
@@ -29,6 +30,10 @@ EXAMPLES = [
     "isometric illustration of a tiny island with a castle and a waterfall",
 ]
 SHEET_PROMPTS = EXAMPLES[:4]
+BASELINES = ("bf16", "fp16")
+# GPU events take raw values (no Gradio preprocessing): form.py turns them into a request, and a value of the wrong
+# type gets a message naming its field instead of Gradio's "Could not preprocess input component at index N".
+RAW = dict(preprocess=False)
 HISTORY_LIMIT = 24
 NEGATIVE_NOTE = "ℹ️ Guidance is at most 1, so the negative prompt has no effect (and is not written into the PNG)."
 # On a phone the result column sits below the form: bring it into view when Run is pressed (wide screens see both).
@@ -59,6 +64,8 @@ def download_links(names: list[str]) -> str:
 
 
 def status_banner(status: dict) -> str:
+    if status.get("restarting"):
+        return "**The demo is restarting** after a device error; it will be back in a minute."
     if status["state"] == "failed":
         return f"**The model could not be started.** {status['error']}"
     if not status["ready"]:
@@ -96,11 +103,13 @@ def build_ui(service: DemoService) -> gr.Blocks:
 
 def _generate_tab(service: DemoService, d: Defaults) -> dict:
     max_side = service.cfg.engine.max_side
+    max_chars = service.cfg.limits.max_prompt_chars
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, elem_id="controls"):
             # lines=1 grows to 6: Enter runs, Shift+Enter starts a new line (Gradio's rule for one-line boxes)
             prompt = gr.Textbox(label="Prompt", placeholder="Describe the picture, then press Enter (Shift+Enter: "
-                                "new line)", lines=1, max_lines=6, autofocus=True, elem_id="prompt")
+                                "new line)", lines=1, max_lines=6, autofocus=True, max_length=max_chars,
+                                elem_id="prompt")
             tokens = gr.Markdown("", elem_id="token-count")
             with gr.Row():
                 run = gr.Button("Run", variant="primary", interactive=service.ready, elem_id="run", scale=3)
@@ -109,7 +118,7 @@ def _generate_tab(service: DemoService, d: Defaults) -> dict:
                 num_images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images per run",
                                        info="seeds seed, seed+1, …", elem_id="num-images")
                 negative = gr.Textbox(label="Negative prompt", placeholder="what to avoid", lines=1,
-                                      elem_id="negative")
+                                      max_length=max_chars, elem_id="negative")
                 negative_note = gr.Markdown(NEGATIVE_NOTE, visible=d.guidance <= 1.0, elem_id="negative-note")
                 with gr.Row():
                     seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=config.MAX_SEED,
@@ -148,7 +157,7 @@ def _generate_tab(service: DemoService, d: Defaults) -> dict:
               aspect_ratio=d.aspect, num_images=1, *_):
         """Runs before the queue: each message appears under its own field and nothing else on the page changes."""
         errors = field_errors(prompt, negative_prompt, seed, randomize_seed, steps, guidance, aspect_ratio,
-                              num_images, max_side)
+                              num_images, max_side, max_chars)
         names = ["prompt", "negative", "seed", "randomize", "steps", "guidance", "aspect", "num_images"]
         return [gr.validate(name not in errors, errors.get(name, "")) for name in names] + [None]
 
@@ -162,12 +171,13 @@ def _generate_tab(service: DemoService, d: Defaults) -> dict:
 
         try:
             req = to_request(prompt, negative_prompt, seed, randomize_seed, steps, guidance, aspect_ratio)
+            count = validate_num_images(number(num_images))
         except Exception as error:
             raise friendly(error) from error
-        sid = session_id(request)
+        sid, gone = session_id(request), departure()
         result = None
         try:
-            for kind, value in stream(lambda preview: [service.generate(req, sid, on_step, preview, int(num_images))]):
+            for kind, value in stream(lambda preview: [service.generate(req, sid, on_step, preview, count, gone)]):
                 if kind == "preview":
                     yield (gr.Gallery(value=[(value, "forming…")], selected_index=0), *(gr.skip(),) * 4)
                 else:
@@ -194,7 +204,7 @@ def _generate_tab(service: DemoService, d: Defaults) -> dict:
 
     outputs = [result, seed, info, download, history]
     event = gr.on([run.click, prompt.submit], generate, [*form, history], outputs, api_name="generate",
-                  validator=check, show_progress_on=[result], js=SCROLL_TO_RESULT, **GPU)
+                  validator=check, show_progress_on=[result], js=SCROLL_TO_RESULT, **GPU, **RAW)
 
     def show_gallery(history_: list):
         """Full pictures (the PNGs themselves, so a download is the PNG with its parameters)."""
@@ -275,8 +285,48 @@ def _compare_tab(service: DemoService, d: Defaults) -> dict:
                                interactive=False, elem_id="sheet-image")
         sheet_table = gr.Markdown("", elem_id="sheet-table")
 
+    max_side = service.cfg.engine.max_side
+    max_chars = service.cfg.limits.max_prompt_chars
+
     def settings(seed_, steps_, guidance_, aspect_ratio, prompt_="x"):
         return to_request(prompt_, "", seed_, False, steps_, guidance_, aspect_ratio)
+
+    def setting_errors(seed_, baseline_, steps_, guidance_, aspect_ratio) -> dict[str, str]:
+        errors = field_errors("x", "", seed_, False, steps_, guidance_, aspect_ratio, 1, max_side, max_chars)
+        if baseline_ not in BASELINES:
+            errors["baseline"] = f"The 16-bit baseline must be {' or '.join(BASELINES)}."
+        return errors
+
+    def check(prompt_, seed_=42, baseline_="bf16", steps_=d.steps, guidance_=d.guidance, aspect_ratio=d.aspect):
+        """Before the queue, as on the Generate tab: each message beside its own field."""
+        errors = setting_errors(seed_, baseline_, steps_, guidance_, aspect_ratio)
+        prompt_error = field_errors(prompt_, "", 0, True, 1, 0.0, "512x512", 1, max_side, max_chars).get("prompt")
+        if prompt_error:
+            errors["prompt"] = prompt_error
+        names = ["prompt", "seed", "baseline", "steps", "guidance", "aspect"]
+        return [gr.validate(name not in errors, errors.get(name, "")) for name in names]
+
+    def check_sheet(prompts_, seed_=42, baseline_="bf16", steps_=d.steps, guidance_=d.guidance,
+                    aspect_ratio=d.aspect):
+        errors = setting_errors(seed_, baseline_, steps_, guidance_, aspect_ratio)
+        try:
+            sheet_lines(prompts_)
+        except InvalidRequest as error:
+            errors["prompt"] = str(error)
+        names = ["prompt", "seed", "baseline", "steps", "guidance", "aspect"]
+        return [gr.validate(name not in errors, errors.get(name, "")) for name in names]
+
+    def sheet_lines(prompts_) -> list[str]:
+        if not isinstance(prompts_, str):
+            raise InvalidRequest("The prompts must be text, one per line.")
+        lines = [p.strip() for p in prompts_.splitlines() if p.strip()][:4]
+        if not lines:
+            raise InvalidRequest("Write at least one prompt for the sheet.")
+        for line in lines:
+            errors = field_errors(line, "", 0, True, 1, 0.0, "512x512", 1, max_side, max_chars)
+            if "prompt" in errors:
+                raise InvalidRequest(errors["prompt"])
+        return lines
 
     def compare(prompt: str, seed: float = 42, baseline: str = "bf16", steps: float = d.steps,
                 guidance: float = d.guidance, aspect_ratio: str = d.aspect, request: gr.Request = None,
@@ -286,7 +336,7 @@ def _compare_tab(service: DemoService, d: Defaults) -> dict:
 
         try:
             res = service.compare(settings(seed, steps, guidance, aspect_ratio, prompt), baseline,
-                                  session_id(request), on_step)
+                                  session_id(request), on_step, departure())
         except Cancelled:
             return (gr.skip(),) * 6
         except Exception as error:
@@ -304,14 +354,12 @@ def _compare_tab(service: DemoService, d: Defaults) -> dict:
     def compare_sheet(prompts: str, seed: float = 42, baseline: str = "bf16", steps: float = d.steps,
                       guidance: float = d.guidance, aspect_ratio: str = d.aspect, request: gr.Request = None,
                       progress=gr.Progress()):
-        lines = [p.strip() for p in (prompts or "").splitlines() if p.strip()][:4]
-
         def on_step(i, n):
             progress((i, n), desc=f"step {i}/{n}", unit="steps")
 
         try:
-            results = service.compare_sheet(lines, settings(seed, steps, guidance, aspect_ratio), baseline,
-                                            session_id(request), on_step)
+            results = service.compare_sheet(sheet_lines(prompts), settings(seed, steps, guidance, aspect_ratio),
+                                            baseline, session_id(request), on_step, departure())
         except Cancelled:
             return gr.skip(), gr.skip()
         except Exception as error:
@@ -319,9 +367,10 @@ def _compare_tab(service: DemoService, d: Defaults) -> dict:
         return contact_sheet(results), sheet_table_text(results)
 
     run.click(compare, [prompt, seed, baseline, steps, guidance, aspect],
-              [slider, left, right, heat, table, details], api_name="compare", show_progress_on=[slider], **GPU)
+              [slider, left, right, heat, table, details], api_name="compare", show_progress_on=[slider],
+              validator=check, **GPU, **RAW)
     sheet_run.click(compare_sheet, [sheet_prompts, seed, baseline, steps, guidance, aspect],
-                    [sheet_image, sheet_table], api_name="compare_sheet", **GPU)
+                    [sheet_image, sheet_table], api_name="compare_sheet", validator=check_sheet, **GPU, **RAW)
     return {"run": run, "sheet_run": sheet_run}
 
 
