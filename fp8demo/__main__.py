@@ -180,9 +180,10 @@ def cmd_plan(args) -> dict:
 def cmd_quantize(args) -> dict:
     from pathlib import Path
 
-    from . import checkpoint, hardware
+    from . import hardware
     from .engine import Engine
     from .errors import UserError
+    from .weights import fp8_format
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
@@ -196,7 +197,7 @@ def cmd_quantize(args) -> dict:
     src = engine.source
     folder, revision = None, None
     if src.kind == "tiny":
-        from .builders import tiny_path
+        from .weights.random_models import tiny_path
 
         folder = tiny_path(cfg.cache_dir)
     elif src.kind == "folder":
@@ -216,7 +217,7 @@ def cmd_quantize(args) -> dict:
         calibration = {"kind": "static per-tensor, amax / 448", "prompts": len(prompts),
                        "steps": args.calibration_steps or engine.preset.steps,
                        "size": args.calibration_size or engine.preset.width, "scales": scales}
-    manifest = checkpoint.save_quantized(engine.pipe, engine.report, src.name, out, revision, folder, calibration)
+    manifest = fp8_format.save_quantized(engine.pipe, engine.report, src.name, out, revision, folder, calibration)
     t_bytes = sum(f["bytes"] for rel, f in manifest["files"].items() if rel.startswith("transformer/")
                   and rel.endswith(".safetensors"))
     bf16_bytes = engine.report.transformer_loaded_bytes  # what the transformer's bf16 files hold

@@ -18,7 +18,6 @@ from typing import Any
 from . import compiler, config, hardware
 from .errors import Cancelled, OutOfMemory, SetupError, UserError
 from .hardware import Capabilities
-from .models import ModelSource, load_pipeline, resolve_model
 from .precision import (
     PrecisionOptions,
     PrecisionPlan,
@@ -29,6 +28,7 @@ from .precision import (
     resolve_offload,
 )
 from .request import GenerationRequest, GenerationResult, Timings, resolve, validate
+from .weights.sources import ModelSource, load_pipeline, resolve_model
 
 log = logging.getLogger(__name__)
 

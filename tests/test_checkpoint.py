@@ -12,11 +12,11 @@ from conftest import CPU
 from safetensors.torch import load_file, save_file
 from test_fp8 import _forward, _tiny_transformer
 
-from fp8demo import builders, checkpoint, comfy
 from fp8demo.__main__ import main
 from fp8demo.config import EngineConfig
 from fp8demo.engine import Engine
 from fp8demo.request import GenerationRequest
+from fp8demo.weights import comfy, fp8_format, random_models
 
 # ---------------------------------------------------------------------------------------------------------------
 # fp8demo folders
@@ -36,16 +36,16 @@ def _copy(folder, tmp_path):
 
 
 def _rewrite_manifest(folder):
-    manifest = json.loads((folder / checkpoint.MANIFEST).read_text())
+    manifest = json.loads((folder / fp8_format.MANIFEST).read_text())
     for rel, info in manifest["files"].items():
         info["bytes"] = (folder / rel).stat().st_size
-        info["sha256"] = checkpoint._sha256(folder / rel)
-    (folder / checkpoint.MANIFEST).write_text(json.dumps(manifest))
+        info["sha256"] = fp8_format._sha256(folder / rel)
+    (folder / fp8_format.MANIFEST).write_text(json.dumps(manifest))
 
 
 def test_folder_layout_and_manifest(quantized, tiny_config):
-    manifest = json.loads((quantized / checkpoint.MANIFEST).read_text())
-    assert manifest["format"] == checkpoint.FORMAT and manifest["source"]["model"] == "tiny"
+    manifest = json.loads((quantized / fp8_format.MANIFEST).read_text())
+    assert manifest["format"] == fp8_format.FORMAT and manifest["source"]["model"] == "tiny"
     assert "per-row" in manifest["precision"]["scale_granularity"]
     assert manifest["precision"]["t5"] == "float8_e4m3fn weights"
     assert manifest["versions"]["torch"] and manifest["versions"]["diffusers"]
@@ -56,9 +56,9 @@ def test_folder_layout_and_manifest(quantized, tiny_config):
     assert state["transformer_blocks.0.attn.to_q.weight_scale"].shape == (32, 1)
     assert state["context_embedder.weight"].dtype == torch.bfloat16  # kept 16-bit, as the policy says
     for rel, info in manifest["files"].items():
-        assert checkpoint._sha256(quantized / rel) == info["sha256"]
+        assert fp8_format._sha256(quantized / rel) == info["sha256"]
     # untouched components are copied file for file
-    tiny = builders.tiny_path(tiny_config.cache_dir)
+    tiny = random_models.tiny_path(tiny_config.cache_dir)
     assert (quantized / "vae/diffusion_pytorch_model.safetensors").read_bytes() == (
         tiny / "vae/diffusion_pytorch_model.safetensors").read_bytes()
 
@@ -83,8 +83,8 @@ def test_loading_skips_quantization_and_gives_the_same_image(quantized, tiny_eng
 def test_native_parameters_carry_dynamic_activation_settings():
     q = torch.randn(32, 64).to(torch.float8_e4m3fn)
     s = torch.rand(32, 1) + 0.5
-    native = checkpoint.fp8_parameter(q, s, native=True)
-    storage = checkpoint.fp8_parameter(q, s, native=False)
+    native = fp8_format.fp8_parameter(q, s, native=True)
+    storage = fp8_format.fp8_parameter(q, s, native=False)
     assert native.act_quant_kwargs is not None and storage.act_quant_kwargs is None
     assert torch.equal(native.qdata.view(torch.uint8), q.view(torch.uint8))  # as stored: no re-quantization
     assert torch.equal(native.scale, s)
@@ -101,14 +101,14 @@ def test_quantize_reports_load_times_and_file_ratio(tmp_path, capsys, cache_dir)
 
 
 def test_medium_width_transformer_file_is_at_most_052_of_bf16(tmp_path):
-    tr = builders.build_random_transformer("medium", 2)
+    tr = random_models.build_random_transformer("medium", 2)
     torch.nn.Module.to(tr, torch.bfloat16)
     bf16_bytes = sum(t.numel() * t.element_size() for t in tr.state_dict().values())
     from fp8demo.precision import PrecisionOptions, crop_positional_table, plan_precision, quantize_transformer
 
     crop_positional_table(tr, 1536)
     quantize_transformer(tr, plan_precision(PrecisionOptions(), CPU))
-    checkpoint._write_module(tr, tmp_path, "w.safetensors")
+    fp8_format._write_module(tr, tmp_path, "w.safetensors")
     ratio = (tmp_path / "w.safetensors").stat().st_size / bf16_bytes
     assert ratio <= 0.52, ratio
 
@@ -117,7 +117,7 @@ def test_truncated_file_is_refused_by_the_manifest(quantized, tmp_path, tiny_eng
     folder = _copy(quantized, tmp_path)
     path = folder / "transformer" / "diffusion_pytorch_model.safetensors"
     path.write_bytes(path.read_bytes()[:-1000])
-    with pytest.raises(checkpoint.CheckpointError, match="truncated or replaced"):
+    with pytest.raises(fp8_format.CheckpointError, match="truncated or replaced"):
         Engine(replace(tiny_engine.cfg, model=str(folder)), CPU).load()
 
 
@@ -126,7 +126,7 @@ def test_corrupt_file_with_matching_manifest_is_refused(quantized, tmp_path, tin
     path = folder / "transformer" / "diffusion_pytorch_model.safetensors"
     path.write_bytes(b"\x00" * 16 + path.read_bytes()[16:])
     _rewrite_manifest(folder)
-    with pytest.raises(checkpoint.CheckpointError, match="not a readable safetensors file"):
+    with pytest.raises(fp8_format.CheckpointError, match="not a readable safetensors file"):
         Engine(replace(tiny_engine.cfg, model=str(folder)), CPU).load()
 
 
@@ -136,7 +136,7 @@ def test_changed_bytes_fail_the_sha256(quantized, tmp_path, tiny_engine):
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(checkpoint.CheckpointError, match="sha256"):
+    with pytest.raises(fp8_format.CheckpointError, match="sha256"):
         Engine(replace(tiny_engine.cfg, model=str(folder)), CPU).load()
 
 
@@ -155,7 +155,7 @@ def test_missing_scales_are_refused_and_nothing_stays_loaded(quantized, tmp_path
         return sum(isinstance(o, SD3Transformer2DModel) for o in gc.get_objects())
 
     before = alive()
-    with pytest.raises(checkpoint.CheckpointError, match="1 FP8 weights have no scale"):
+    with pytest.raises(fp8_format.CheckpointError, match="1 FP8 weights have no scale"):
         Engine(replace(tiny_engine.cfg, model=str(folder)), CPU).load()
     assert alive() == before  # the half-built transformer is gone
 
@@ -167,7 +167,7 @@ def test_weights_of_another_architecture_are_refused(quantized, tmp_path, tiny_e
     state = {k.replace("transformer_blocks.1.", "transformer_blocks.7."): v for k, v in state.items()}
     save_file(state, str(path))
     _rewrite_manifest(folder)
-    with pytest.raises(checkpoint.CheckpointError, match="does not fit this architecture"):
+    with pytest.raises(fp8_format.CheckpointError, match="does not fit this architecture"):
         Engine(replace(tiny_engine.cfg, model=str(folder)), CPU).load()
 
 
@@ -250,7 +250,7 @@ def comfy_sources(tiny_config):
     """The tiny pipeline's transformer (original MMDiT names) and text encoders, and the tiny folder."""
     from diffusers import StableDiffusion3Pipeline
 
-    tiny = builders.ensure_tiny(tiny_config.cache_dir)
+    tiny = random_models.ensure_tiny(tiny_config.cache_dir)
     pipe = StableDiffusion3Pipeline.from_pretrained(tiny, dtype=torch.bfloat16)
     t = pipe.transformer
     original = to_original_layout(t.state_dict(), t.config.num_layers, tuple(t.config.dual_attention_layers))
@@ -330,14 +330,14 @@ def test_comfy_file_without_scales_or_of_another_model_is_refused(comfy_file, tm
     key = "model.diffusion_model.joint_blocks.0.x_block.mlp.fc1.scale_weight"
     no_scale = {k: v for k, v in raw.items() if k != key}
     save_file(no_scale, str(tmp_path / "a.safetensors"))
-    with pytest.raises(checkpoint.CheckpointError, match="scale_weight is missing"):
+    with pytest.raises(fp8_format.CheckpointError, match="scale_weight is missing"):
         comfy.load_transformer(tmp_path / "a.safetensors")
     flux_like = {"model.diffusion_model.double_blocks.0.img_attn.qkv.weight": torch.zeros(96, 32)}
     save_file(flux_like, str(tmp_path / "b.safetensors"))
-    with pytest.raises(checkpoint.CheckpointError, match="not an SD3/SD3.5"):
+    with pytest.raises(fp8_format.CheckpointError, match="not an SD3/SD3.5"):
         comfy.load_transformer(tmp_path / "b.safetensors")
     (tmp_path / "c.safetensors").write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
-    with pytest.raises(checkpoint.CheckpointError, match="truncated or corrupt"):
+    with pytest.raises(fp8_format.CheckpointError, match="truncated or corrupt"):
         comfy.load_transformer(tmp_path / "c.safetensors")
 
 
@@ -460,7 +460,7 @@ def test_malformed_current_comfy_files_are_refused_with_the_reason(comfy_current
     from fp8demo.errors import UserError
 
     bad = _rewrite(comfy_current_file[0], tmp_path, f"{name}.safetensors", change)
-    with pytest.raises(checkpoint.CheckpointError, match=message) as info:
+    with pytest.raises(fp8_format.CheckpointError, match=message) as info:
         comfy.load_transformer(bad, head_dim=8)
     assert isinstance(info.value, UserError)
 
@@ -480,5 +480,5 @@ def test_layer_configs_in_the_header_are_read_like_comfy_quant_tensors(comfy_cur
     assert w.qdata.dtype == torch.float8_e4m3fn and w.scale.numel() == 1
     broken = _rewrite(moved, tmp_path, "header3.safetensors", lambda s: None,
                       metadata={"_quantization_metadata": json.dumps({"layers": {LAYER: {"format": "int8"}}})})
-    with pytest.raises(checkpoint.CheckpointError, match="format 'int8'"):
+    with pytest.raises(fp8_format.CheckpointError, match="format 'int8'"):
         comfy.load_transformer(broken, head_dim=8)

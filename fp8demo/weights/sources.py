@@ -11,10 +11,11 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import builders, checkpoint, comfy, config
-from .errors import ModelAccessError, UserError
-from .hardware import Capabilities
-from .precision import PrecisionPlan
+from .. import config
+from ..errors import ModelAccessError, UserError
+from ..hardware import Capabilities
+from ..precision import PrecisionPlan
+from . import comfy, fp8_format, random_models
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class ModelSource:
 
 
 def model_choices() -> list[str]:
-    return ["auto", "tiny", *(f"random:{a}[:blocks]" for a in builders.ARCHITECTURES), *config.REPO_TO_PRESET]
+    return ["auto", "tiny", *(f"random:{a}[:blocks]" for a in random_models.ARCHITECTURES), *config.REPO_TO_PRESET]
 
 
 def resolve_model(name: str, caps: Capabilities) -> ModelSource:
@@ -64,8 +65,8 @@ def resolve_model(name: str, caps: Capabilities) -> ModelSource:
     if name.startswith("random:"):
         return _resolve_random(name)
     path = Path(name).expanduser()
-    if path.is_dir() and checkpoint.is_quantized_folder(path):
-        src = checkpoint.read_manifest(path, verify=False).get("source", {}).get("model") or ""
+    if path.is_dir() and fp8_format.is_quantized_folder(path):
+        src = fp8_format.read_manifest(path, verify=False).get("source", {}).get("model") or ""
         random = src == "tiny" or src.startswith("random:")
         preset = _preset_of_source(src) or config.preset_for_repo(path.name) or CUSTOM_PRESET
         return ModelSource("fp8-folder", str(path), preset, location=str(path), random=random)
@@ -96,19 +97,19 @@ def _preset_of_source(name: str) -> config.Preset | None:
 def _resolve_random(name: str) -> ModelSource:
     parts = name.split(":")
     arch = parts[1] if len(parts) > 1 else ""
-    if arch not in builders.ARCHITECTURES or len(parts) > 3:
+    if arch not in random_models.ARCHITECTURES or len(parts) > 3:
         raise UserError(
-            f"Unknown model {name!r}: random architectures are {', '.join(builders.ARCHITECTURES)}, "
+            f"Unknown model {name!r}: random architectures are {', '.join(random_models.ARCHITECTURES)}, "
             "optionally with a block count, e.g. random:medium:2."
         )
     layers = None
     if len(parts) == 3:
-        full = builders.ARCHITECTURES[arch].transformer["num_layers"]
+        full = random_models.ARCHITECTURES[arch].transformer["num_layers"]
         if not parts[2].isdigit() or not 1 <= int(parts[2]) <= full:
             raise UserError(f"{name!r}: the block count must be a whole number from 1 to {full}.")
         layers = int(parts[2])
     canonical = f"random:{arch}" + (f":{layers}" if layers else "")
-    preset = config.PRESETS[builders.ARCHITECTURES[arch].preset]
+    preset = config.PRESETS[random_models.ARCHITECTURES[arch].preset]
     return ModelSource("random", canonical, preset, arch=arch, num_layers=layers)
 
 
@@ -132,7 +133,7 @@ def load_pipeline(source: ModelSource, plan: PrecisionPlan, cfg: config.EngineCo
 
     dtypes = _dtypes(plan)
     if source.kind == "random":
-        pipe = builders.build_random_pipeline(source.arch, source.num_layers, plan.t5 != "off")
+        pipe = random_models.build_random_pipeline(source.arch, source.num_layers, plan.t5 != "off")
         for name in ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae"):
             module = getattr(pipe, name)
             if module is not None:
@@ -141,7 +142,7 @@ def load_pipeline(source: ModelSource, plan: PrecisionPlan, cfg: config.EngineCo
         return pipe
 
     if source.kind == "fp8-folder":
-        return checkpoint.load_quantized_pipeline(Path(source.location), plan, dtypes)
+        return fp8_format.load_quantized_pipeline(Path(source.location), plan, dtypes)
     if source.kind == "single-file":
         base = cfg.base or source.preset.repo_id
         if base is None:
@@ -154,7 +155,7 @@ def load_pipeline(source: ModelSource, plan: PrecisionPlan, cfg: config.EngineCo
             if explained is None:
                 raise
             raise explained from error
-    location = str(builders.ensure_tiny(cfg.cache_dir)) if source.kind == "tiny" else source.location
+    location = str(random_models.ensure_tiny(cfg.cache_dir)) if source.kind == "tiny" else source.location
     kwargs = {"dtype": dtypes}
     if plan.t5 == "off":
         kwargs.update(text_encoder_3=None, tokenizer_3=None)
@@ -219,12 +220,12 @@ def load_transformer(source: ModelSource, plan: PrecisionPlan, cfg: config.Engin
     dtype = _dtypes(plan)["default"]
     if source.kind == "random":
         # same construction and seed as the whole pipeline: the same weights
-        return torch.nn.Module.to(builders.build_random_transformer(source.arch, source.num_layers), dtype)
+        return torch.nn.Module.to(random_models.build_random_transformer(source.arch, source.num_layers), dtype)
     if source.kind == "fp8-folder":
-        return checkpoint.load_transformer(Path(source.location) / "transformer", plan)
+        return fp8_format.load_transformer(Path(source.location) / "transformer", plan)
     if source.kind == "single-file":
         return comfy.load_transformer(Path(source.location), plan=plan)  # FP8 kept where the plan has FP8
-    location = str(builders.ensure_tiny(cfg.cache_dir)) if source.kind == "tiny" else source.location
+    location = str(random_models.ensure_tiny(cfg.cache_dir)) if source.kind == "tiny" else source.location
     kwargs = {"token": cfg.hf_token} if source.kind == "repo" else {}
     try:
         return SD3Transformer2DModel.from_pretrained(location, subfolder="transformer", dtype=dtype, **kwargs).eval()

@@ -16,7 +16,7 @@ import logging
 import time
 from pathlib import Path
 
-from .errors import ModelAccessError
+from ..errors import ModelAccessError
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def save_quantized(pipe, report, source_name: str, out_dir: Path, revision: str 
     """
     import shutil
 
-    from . import bench
+    from .. import hardware
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -141,7 +141,7 @@ def save_quantized(pipe, report, source_name: str, out_dir: Path, revision: str 
             ),
         },
         "dtype_map": dtype_maps,
-        "versions": bench.versions(),
+        "versions": hardware.versions(),
         "files": files,
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
