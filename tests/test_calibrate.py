@@ -22,11 +22,14 @@ def test_calibrated_scales_are_stored_and_the_folder_still_loads(tmp_path, tiny_
     manifest = json.loads((out / fp8_format.MANIFEST).read_text())
     info = manifest["precision"]["activation_scales"]
     assert info["prompts"] == 2 and info["steps"] == 1 and info["size"] == 256
-    state = load_file(str(out / "transformer" / "diffusion_pytorch_model.safetensors"))
-    scales = {k: v for k, v in state.items() if k.endswith(fp8_format.INPUT_SCALE)}
-    assert "transformer_blocks.0.attn.to_q.input_scale" in scales
+    assert info["file"] == fp8_format.ACTIVATION_SCALES and fp8_format.ACTIVATION_SCALES in manifest["files"]
+    scales = fp8_format.activation_scales(out)  # the sidecar, beside the standard diffusers folder
+    assert scales == json.loads((out / fp8_format.ACTIVATION_SCALES).read_text())
+    assert "transformer_blocks.0.attn.to_q" in scales
     assert not any("norm1.linear" in k for k in scales)  # modulation never gets FP8 activations
-    assert all(v.dtype == torch.float32 and v.item() > 0 for v in scales.values())
+    assert all(isinstance(v, float) and v > 0 for v in scales.values())
+    state = load_file(str(out / "transformer" / "diffusion_pytorch_model.safetensors"))
+    assert not any("input_scale" in k for k in state)  # the weights file is what save_pretrained writes, no more
     engine = Engine(EngineConfig(model=str(out), cache_dir=tiny_config.cache_dir), CPU).start()
     assert engine.pipe.transformer.transformer_blocks[0].attn.to_q.weight.qdata.dtype == torch.float8_e4m3fn
 

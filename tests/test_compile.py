@@ -1,7 +1,7 @@
 """The GPU fast path, run on this CPU: native FP8 matmuls (torch._scaled_mm) and the compiled transformer.
 
 torchao's dynamic-activation FP8 config refuses to run below compute capability 8.9; `--fp8-matmul native` lifts
-that one check on a CPU (precision._native_fp8_on_cpu), where torch._scaled_mm runs real E4M3 matmuls. So the
+that one check on a CPU (weights.fp8_format.native_fp8_on_cpu), where torch._scaled_mm runs real E4M3 matmuls. So the
 code path of an Ada/Hopper GPU is tested here: the FP8 matmuls are counted, their output checked against bf16, and
 the compiled engine is walked through every size the app offers.
 """
