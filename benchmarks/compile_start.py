@@ -71,10 +71,11 @@ def main(argv=None) -> None:
         print(json.dumps(child(args.child, not args.eager, args.model, args.steps)))
         return
 
-    from fp8demo import bench, builders
+    from fp8demo import bench
+    from fp8demo.weights import random_models
 
     cache = tempfile.mkdtemp(prefix="fp8demo-compile-start-")
-    builders.ensure_tiny(Path(cache))  # building tiny is a first-install cost, not a start's
+    random_models.ensure_tiny(Path(cache))  # building tiny is a first-install cost, not a start's
     runs = {}
     for name, extra in (("eager", ["--eager"]), ("cold", []), ("warm", [])):
         cmd = [sys.executable, "-m", "benchmarks.compile_start", "--child", cache, "--model", args.model,

@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--compute-capability", default="8.9", metavar="MAJOR.MINOR",
                       help="the card's CUDA compute capability; FP8 matmuls from 8.9 (default: %(default)s, Ada)")
 
-    quant = sub.add_parser("quantize", help="write an FP8 pipeline folder that loads without re-quantizing")
+    quant = sub.add_parser("quantize", help="write an FP8 diffusers folder (loads with plain diffusers + torchao too)")
     quant.add_argument("--model", required=True, help="repo id, folder, tiny, random:<arch>[:blocks] or a file")
     quant.add_argument("--out", required=True, help="folder to write (must not exist or be empty)")
     quant.add_argument("--t5", choices=("fp8", "bf16", "off"), default="bf16",
@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="also store static activation scales measured on N built-in prompts (default: none)")
     quant.add_argument("--calibration-steps", type=int, default=None, help="default: the model preset's steps")
     quant.add_argument("--calibration-size", type=int, default=None, help="default: the preset's width")
+    quant.add_argument("--push-to-hub", metavar="REPO", default=None,
+                       help="also publish the folder as this Hub model repo (needs HF_TOKEN with write access)")
+    quant.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
 
     bench = sub.add_parser("bench", help="time and size every precision variant; write JSON, Markdown and a chart")
     bench.add_argument("--model", default="random:medium:2", help="any --model value (default: %(default)s)")
@@ -181,11 +184,13 @@ def cmd_plan(args) -> dict:
 
 
 def cmd_quantize(args) -> dict:
+    import gc
     from pathlib import Path
 
-    from . import checkpoint, hardware
+    from . import hardware
     from .engine import Engine
     from .errors import UserError
+    from .weights import fp8_format
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
@@ -199,7 +204,7 @@ def cmd_quantize(args) -> dict:
     src = engine.source
     folder, revision = None, None
     if src.kind == "tiny":
-        from .builders import tiny_path
+        from .weights.random_models import tiny_path
 
         folder = tiny_path(cfg.cache_dir)
     elif src.kind == "folder":
@@ -219,18 +224,25 @@ def cmd_quantize(args) -> dict:
         calibration = {"kind": "static per-tensor, amax / 448", "prompts": len(prompts),
                        "steps": args.calibration_steps or engine.preset.steps,
                        "size": args.calibration_size or engine.preset.width, "scales": scales}
-    manifest = checkpoint.save_quantized(engine.pipe, engine.report, src.name, out, revision, folder, calibration)
+    manifest = fp8_format.save_quantized(engine.pipe, engine.report, src.name, out, revision, folder, calibration)
+    resident = sum(c.bytes for c in engine.report.components)
     t_bytes = sum(f["bytes"] for rel, f in manifest["files"].items() if rel.startswith("transformer/")
                   and rel.endswith(".safetensors"))
     bf16_bytes = engine.report.transformer_loaded_bytes  # what the transformer's bf16 files hold
     del engine
+    gc.collect()  # the source pipeline goes before the folder loads: two models never share the peak
     t0 = time.perf_counter()
     again = Engine(config.EngineConfig(model=str(out), precision="fp8", t5=args.t5, offload="none", compile=False,
                                        warmup_runs=0), hardware.cpu_capabilities())
     again.load()
+    published = None
+    if args.push_to_hub:
+        published = fp8_format.push_to_hub(out, args.push_to_hub, token=cfg.hf_token, private=args.private)
     return {
         "out": str(out),
         "source": manifest["source"],
+        "resident_bytes": resident,
+        "published": published,
         "transformer_file_bytes": t_bytes,
         "transformer_bf16_bytes": bf16_bytes,
         "transformer_file_ratio_vs_bf16": round(t_bytes / bf16_bytes, 4),

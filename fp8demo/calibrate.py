@@ -31,9 +31,9 @@ def activation_layers(transformer) -> dict:
     """{name: Linear} whose activations a native FP8 path quantizes: the block Linears except AdaLN modulation."""
     import torch
 
-    from .precision import _is_block_linear
+    from .weights.fp8_format import is_block_linear
 
-    return {n: m for n, m in transformer.named_modules() if isinstance(m, torch.nn.Linear) and _is_block_linear(n)}
+    return {n: m for n, m in transformer.named_modules() if isinstance(m, torch.nn.Linear) and is_block_linear(n)}
 
 
 @contextlib.contextmanager

@@ -15,12 +15,13 @@ from dataclasses import dataclass, replace
 
 from PIL import Image
 
-from . import compiler, hardware, models
+from . import compiler, hardware
 from .engine import Engine, ProgressFn
 from .errors import InvalidRequest, OutOfMemory, SetupError
 from .metrics import ImageMetrics, compare_images, difference_heatmap
 from .precision import OFFLOAD_HEADROOM_BYTES, PrecisionOptions, apply_precision, plan_precision, tensor_bytes
 from .request import GenerationRequest, GenerationResult, resolve, validate
+from .weights import sources
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class Comparer:
         options = PrecisionOptions(precision=kind, t5="off", offload="none", compile=compiled,
                                    fp8_matmul=engine.cfg.fp8_matmul)
         plan = plan_precision(options, engine.caps)
-        module = models.load_transformer(engine.source, plan, engine.cfg)
+        module = sources.load_transformer(engine.source, plan, engine.cfg)
         if plan.is_fp8 and engine.caps.device == "cuda":
             module.to(engine.caps.device)  # torchao quantizes on the device it computes on
         report = apply_precision(_Only(module), plan, engine.cfg.max_side)

@@ -15,21 +15,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import compiler, config, hardware
+from . import compiler, config, hardware, placement, planner
 from .errors import Cancelled, OutOfMemory, SetupError, UserError
 from .hardware import Capabilities
-from .models import ModelSource, load_pipeline, resolve_model
 from .precision import (
     PrecisionOptions,
     PrecisionPlan,
     PrecisionReport,
     apply_precision,
     count_fp8_matmuls,
-    estimate_resident_bytes,
     plan_precision,
     resolve_offload,
 )
 from .request import GenerationRequest, GenerationResult, Timings, batch_seed, resolve, validate, validate_num_images
+from .weights.sources import ModelSource, load_pipeline, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +86,7 @@ class Engine:
         self.source: ModelSource = resolve_model(cfg.model, self.caps)
         self.plan: PrecisionPlan = plan_precision(PrecisionOptions.from_config(cfg), self.caps)
         self.report: PrecisionReport | None = None
+        self.card_plan: planner.CardPlan | None = None  # where each component lives on this CUDA card
         self.pipe = None
         self.state = "created"  # created -> loading -> warming -> ready | failed
         self.error: str | None = None
@@ -123,19 +123,33 @@ class Engine:
         return self
 
     def load(self) -> None:
+        """Load with the precision applied as the weights arrive, each component straight onto the device the card
+        plan gives it (never a 16-bit model on the GPU), then offload what the plan offloads and compile."""
         self.state = "loading"
         t0 = time.perf_counter()
         log.info("Loading %s (%s) on %s", self.source.name, self.plan.mode, self.caps.describe())
-        pipe = load_pipeline(self.source, self.plan, self.cfg)
         free = hardware.free_device_memory(self.caps.device)
-        self.plan = resolve_offload(self.plan, free, estimate_resident_bytes(pipe, self.plan))
-        if self.plan.offload == "none":
-            pipe.to(self.caps.device)
-        self.report = apply_precision(pipe, self.plan, self.cfg.max_side)
-        if self.plan.offload == "model":
-            pipe.enable_model_cpu_offload()
-        elif self.plan.offload == "sequential":
-            pipe.enable_sequential_cpu_offload()
+        self.card_plan = self.plan_card(free)
+        if self.card_plan is not None:
+            self.plan = placement.precision_for(self.plan, self.card_plan)
+            pipe = load_pipeline(self.source, self.plan, self.cfg,
+                                 placement.load_devices(self.card_plan, self.caps.device))
+            self.report = apply_precision(pipe, self.plan, self.cfg.max_side)
+            placement.apply(pipe, self.card_plan, self.caps.device)
+        else:
+            # No card plan (not CUDA, or an architecture the planner does not know): load FP8 into host memory,
+            # then decide offload on the real resident bytes, and move only FP8 weights to the device.
+            pipe = load_pipeline(self.source, self.plan, self.cfg)
+            self.report = apply_precision(pipe, self.plan, self.cfg.max_side)
+            self.plan = resolve_offload(self.plan, free, sum(c.bytes for c in self.report.components))
+            self.report = replace(self.report, plan=self.plan)
+            if self.plan.offload == "none" and self.caps.device != "cpu":
+                pipe.to(self.caps.device)
+            elif self.plan.offload == "model":
+                pipe.enable_model_cpu_offload()
+            elif self.plan.offload == "sequential":
+                pipe.enable_sequential_cpu_offload()
+        self.report.extra["card_plan"] = self.card_plan_info()
         if self.plan.compile:
             self.compile_cache = self.compile_cache_for()
             compiler.activate(self.compile_cache)
@@ -146,6 +160,17 @@ class Engine:
         self.load_seconds = time.perf_counter() - t0
         for note in self.plan.notes:
             log.info("precision: %s", note)
+
+    def plan_card(self, free_bytes: int | None):
+        """The card planner's plan for this engine with `free_bytes` of device memory; None off CUDA or for an
+        architecture it does not know."""
+        return planner.plan_for_engine(self.source, self.plan, free_bytes, self.cfg.max_side)
+
+    def card_plan_info(self) -> dict:
+        """The card plan the engine uses, as a dict (what `info` and the precision report show)."""
+        if self.card_plan is not None:
+            return self.card_plan.as_dict()
+        return placement.fallback_card(self.plan, self.caps.device, self.plan.t5 != "off")
 
     def warm_up(self) -> None:
         """Run generations so the first visitor pays for neither compilation nor allocation.
@@ -214,6 +239,7 @@ class Engine:
             "mode": self.plan.mode,
             "device": self.caps.describe(),
             "random_weights": self.source.random_weights,
+            "card_plan": self.card_plan_info(),
             "error": self.error,
         }
 

@@ -26,10 +26,11 @@ import itertools
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from . import builders, config
+from . import config
 from .errors import UserError
 from .hardware import Capabilities
 from .precision import COMPONENTS, PrecisionOptions, PrecisionPlan, plan_precision
+from .weights import random_models
 
 GIB = 2**30
 
@@ -376,15 +377,15 @@ def meta_pipeline(arch_name: str, num_layers: int | None = None):
     from accelerate import init_empty_weights
     from diffusers import SD3Transformer2DModel
 
-    arch = builders.random_architecture(arch_name, num_layers)
+    arch = random_models.random_architecture(arch_name, num_layers)
     clip_ids, t5_ids = _TokenIds(49406, 49407, 49407), _TokenIds(0, 1, 0)
     with init_empty_weights(include_buffers=True):
         modules = dict(
             transformer=SD3Transformer2DModel(**arch.transformer),
-            text_encoder=builders._clip(arch.clip_l, clip_ids, arch.clip_vocab),
-            text_encoder_2=builders._clip(arch.clip_g, clip_ids, arch.clip_vocab),
-            text_encoder_3=builders._t5(arch.t5, t5_ids, arch.t5_vocab),
-            vae=builders._vae(arch),
+            text_encoder=random_models._clip(arch.clip_l, clip_ids, arch.clip_vocab),
+            text_encoder_2=random_models._clip(arch.clip_g, clip_ids, arch.clip_vocab),
+            text_encoder_3=random_models._t5(arch.t5, t5_ids, arch.t5_vocab),
+            vae=random_models._vae(arch),
         )
     for module in modules.values():
         torch.nn.Module.to(module, torch.bfloat16)  # T5 stays bf16 and the rest is 16-bit on a GPU: 2 bytes each
@@ -397,8 +398,8 @@ def _architecture_footprint(arch_name: str, num_layers: int | None, blocks: str,
     from types import SimpleNamespace
 
     # Large and Large Turbo share one architecture: build it once.
-    arch = builders.ARCHITECTURES[arch_name]
-    canonical = next(n for n, a in builders.ARCHITECTURES.items() if a.transformer == arch.transformer)
+    arch = random_models.ARCHITECTURES[arch_name]
+    canonical = next(n for n, a in random_models.ARCHITECTURES.items() if a.transformer == arch.transformer)
     pipe = meta_pipeline(canonical, num_layers)
     if t5 == "off":
         pipe = SimpleNamespace(**{**vars(pipe), "text_encoder_3": None})
@@ -412,7 +413,7 @@ def _architecture_footprint(arch_name: str, num_layers: int | None, blocks: str,
 
 def architecture_footprint(arch_name: str, plan: PrecisionPlan, max_side: int = config.MAX_SIDE,
                            num_layers: int | None = None) -> ModelFootprint:
-    """The footprint of a real SD3.5 architecture (`builders.ARCHITECTURES`) under a precision plan."""
+    """The footprint of a real SD3.5 architecture (`random_models.ARCHITECTURES`) under a precision plan."""
     return _architecture_footprint(arch_name, num_layers, plan.blocks, plan.modulation, plan.t5, max_side)
 
 
@@ -427,20 +428,20 @@ def card_capabilities(vram_bytes: int, compute_capability: tuple[int, int] = (8,
 
 
 def source_architecture(source) -> tuple[str, int | None] | None:
-    """(architecture, block count) of a models.ModelSource: random:<arch>, or anything whose preset is an SD3.5 one
+    """(architecture, block count) of a sources.ModelSource: random:<arch>, or anything whose preset is an SD3.5 one
     (official repo ids, their local folders and FP8 checkpoints). None for the tiny model and unknown folders."""
     if source.arch:
         return source.arch, source.num_layers
-    if source.preset.name in builders.ARCHITECTURES:
+    if source.preset.name in random_models.ARCHITECTURES:
         return source.preset.name, None
     return None
 
 
 def architecture_of(model: str) -> tuple[str, int | None]:
     """(architecture, block count) for large-turbo | large | medium, random:<arch>[:blocks] or an official repo id."""
-    from .models import resolve_model
+    from .weights.sources import resolve_model
 
-    accepted = ", ".join([*PLAN_MODELS, *(f"random:{a}" for a in builders.ARCHITECTURES), *config.REPO_TO_PRESET])
+    accepted = ", ".join([*PLAN_MODELS, *(f"random:{a}" for a in random_models.ARCHITECTURES), *config.REPO_TO_PRESET])
     source = None if model in ("auto", "tiny") else resolve_model(model, card_capabilities(GIB))
     found = source_architecture(source) if source is not None else None
     if found is None:
@@ -459,13 +460,13 @@ def plan_for_card(model: str, vram_gib: float, options: PrecisionOptions = Preci
     vram = int(vram_gib * GIB)
     plan = plan_precision(options, card_capabilities(vram, compute_capability))
     footprint = architecture_footprint(arch, plan, max_side, layers)
-    preset = config.PRESETS[builders.ARCHITECTURES[arch].preset]
+    preset = config.PRESETS[random_models.ARCHITECTURES[arch].preset]
     return plan_card(CardPlanRequest(plan, footprint, vram, max_side, cfg=preset.guidance > 1))
 
 
 def plan_for_engine(source, plan: PrecisionPlan, free_bytes: int | None,
                     max_side: int = config.MAX_SIDE) -> CardPlan | None:
-    """The engine's call, before loading, with `hardware.free_device_memory` and its models.ModelSource.
+    """The engine's call, before loading, with `hardware.free_device_memory` and its sources.ModelSource.
 
     None when there is nothing to plan: not CUDA, or an architecture the planner does not know (the engine then
     keeps `precision.resolve_offload`). CFG follows the source's preset guidance, as the table does.

@@ -21,7 +21,6 @@ per-row weights and scales are the same ones the native path and the saved check
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -29,13 +28,13 @@ from typing import Any
 from . import config
 from .errors import SetupError
 from .hardware import Capabilities
+from .weights import fp8_format
+from .weights.fp8_format import KEPT_16BIT, MODULATION_SUFFIXES  # noqa: F401  (the policy's names, defined there)
 
 log = logging.getLogger(__name__)
 
 # Room for activations, the VAE decode and allocator slack on top of the weights when deciding on offload.
 OFFLOAD_HEADROOM_BYTES = 3 * 2**30
-MODULATION_SUFFIXES = ("norm1.linear", "norm1_context.linear")
-KEPT_16BIT = ("pos_embed", "time_text_embed", "context_embedder", "norm_out", "proj_out")
 
 
 @dataclass(frozen=True)
@@ -304,7 +303,7 @@ def estimate_module_bytes(name: str, module, plan: PrecisionPlan, max_side: int 
                 continue
             seen.add(id(p))
             fqn = mprefix + pname
-            fp8 = linear and pname == "weight" and _planned_fp8(name, fqn, plan)
+            fp8 = linear and pname == "weight" and fp8_format.layer_kind(name, fqn, plan) is not None
             # FP8: one byte a weight plus one float32 scale a row
             total += p.numel() + 4 * p.shape[0] if fp8 else p.numel() * p.element_size()
         for bname, b in mod.named_buffers(recurse=False):
@@ -315,18 +314,6 @@ def estimate_module_bytes(name: str, module, plan: PrecisionPlan, max_side: int 
                 numel = numel // (old * old) * side * side
             total += numel * b.element_size()
     return total
-
-
-def _planned_fp8(component: str, fqn: str, plan: PrecisionPlan) -> bool:
-    if component == "text_encoder_3":
-        return plan.t5 == "fp8"
-    if component == "transformer" and fqn.startswith("transformer_blocks."):
-        return plan.modulation != "16-bit" if _is_modulation(fqn) else plan.blocks != "16-bit"
-    return False
-
-
-def _is_modulation(fqn: str) -> bool:
-    return fqn.removesuffix(".weight").removesuffix(".bias").endswith(MODULATION_SUFFIXES)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -349,7 +336,7 @@ class PrecisionReport:
     plan: PrecisionPlan
     components: tuple[ComponentReport, ...]
     transformer_bf16_bytes: int  # the same transformer held in bf16 (same positional crop): the ratio's baseline
-    transformer_loaded_bytes: int  # as loaded, before any change
+    transformer_loaded_bytes: int  # in 16-bit with its whole positional table: what its bf16 files hold
     pos_embed_crop: tuple[int, int] | None = None  # (before, after) side of the positional table
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -404,71 +391,15 @@ def crop_positional_table(transformer, max_side: int) -> tuple[int, int] | None:
     cropped = table[:, start : start + new, start : start + new, :].reshape(1, new * new, width)
     pe.register_buffer("pos_embed", cropped.clone(), persistent=True)
     pe.pos_embed_max_size = new
+    transformer.pos_embed_crop = (old, new)  # for the report when the crop happened while loading
+    if hasattr(transformer, "register_to_config"):  # a saved copy must say how large its table is
+        transformer.register_to_config(pos_embed_max_size=new)
     return old, new
 
 
-def _linear_filter(predicate):
-    import torch
-
-    def keep(module, fqn: str) -> bool:
-        # a weight loaded already in FP8 (a quantized checkpoint) is used as stored, never quantized twice
-        return isinstance(module, torch.nn.Linear) and not hasattr(module.weight, "qdata") and predicate(fqn)
-
-    return keep
-
-
-def _quantize(module, quant_config, keep) -> None:
-    """torchao quantize_ on the Linears `keep` selects; no call at all when none is left (a loaded checkpoint)."""
-    from torchao.quantization import quantize_
-
-    if any(keep(m, name) for name, m in module.named_modules()):
-        quantize_(module, quant_config, filter_fn=keep)
-
-
-def _is_block_linear(fqn: str) -> bool:
-    return fqn.startswith("transformer_blocks.") and not _is_modulation(fqn)
-
-
-def _is_block_modulation(fqn: str) -> bool:
-    return fqn.startswith("transformer_blocks.") and _is_modulation(fqn)
-
-
 def quantize_transformer(transformer, plan: PrecisionPlan) -> None:
-    """Swap the block Linears' weights for torchao FP8 tensors, as the plan says. The kept layers are untouched."""
-    if not plan.is_fp8:
-        return
-    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, Float8WeightOnlyConfig, PerRow
-
-    if plan.blocks == "fp8-dynamic":
-        block_config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
-    else:
-        block_config = Float8WeightOnlyConfig()
-    with _native_fp8_on_cpu(plan):
-        _quantize(transformer, block_config, _linear_filter(_is_block_linear))
-    if plan.modulation == "fp8-weight-only":
-        # One vector per image goes through these: FP8 activations would cost quality and save nothing.
-        _quantize(transformer, Float8WeightOnlyConfig(), _linear_filter(_is_block_modulation))
-
-
-@contextlib.contextmanager
-def _native_fp8_on_cpu(plan: PrecisionPlan):
-    """Let torchao build its dynamic-activation FP8 weights on a CPU, the one hardware check this project bypasses.
-
-    torchao asserts compute capability >= 8.9 when it quantizes (`_check_hardware_support`), but the matmul it then
-    calls, torch._scaled_mm, runs E4M3 x E4M3 with row-wise scales on CPUs too (torch >= 2.13). Lifting only that
-    assertion, and only on a CPU, runs the GPU's exact code path in tests and CI. Nothing else is patched.
-    """
-    if plan.blocks != "fp8-dynamic" or plan.device != "cpu":
-        yield
-        return
-    from torchao.quantization import quant_api
-
-    checked = quant_api._check_hardware_support
-    quant_api._check_hardware_support = lambda granularity: None
-    try:
-        yield
-    finally:
-        quant_api._check_hardware_support = checked
+    """Swap the block Linears' weights for torchao FP8 tensors, as the plan says (fp8_format decides each layer)."""
+    fp8_format.quantize(transformer, "transformer", plan)
 
 
 def count_fp8_matmuls(run) -> int:
@@ -478,12 +409,6 @@ def count_fp8_matmuls(run) -> int:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         run()
     return sum(e.count for e in prof.key_averages() if e.key == "aten::_scaled_mm")
-
-
-def quantize_t5(text_encoder_3) -> None:
-    from torchao.quantization import Float8WeightOnlyConfig
-
-    _quantize(text_encoder_3, Float8WeightOnlyConfig(), _linear_filter(lambda fqn: True))
 
 
 def count_linears(module) -> tuple[int, int]:
@@ -511,16 +436,19 @@ def bf16_bytes(module) -> int:
 
 
 def apply_precision(pipe, plan: PrecisionPlan, max_side: int = config.MAX_SIDE) -> PrecisionReport:
-    """Carry out `plan` on `pipe` (already in its 16-bit dtypes, on its final device) and report the result."""
+    """Carry out `plan` on `pipe` and report the result. Loaders quantize while loading, so usually only the
+    positional crop is left to do here; a pipeline loaded in 16-bit is quantized in place (fp8_format.quantize)."""
     transformer = pipe.transformer
-    loaded = sum(module_bytes(transformer).values())
-    crop = crop_positional_table(transformer, max_side)
+    crop = crop_positional_table(transformer, max_side) or getattr(transformer, "pos_embed_crop", None)
     baseline = bf16_bytes(transformer)
+    loaded = baseline
+    if crop:  # what the 16-bit files hold: the whole table
+        loaded += (crop[0] ** 2 - crop[1] ** 2) * transformer.pos_embed.pos_embed.shape[-1] * 2
     quantize_transformer(transformer, plan)
 
     t5 = getattr(pipe, "text_encoder_3", None)
-    if t5 is not None and plan.t5 == "fp8":
-        quantize_t5(t5)
+    if t5 is not None:
+        fp8_format.quantize(t5, "text_encoder_3", plan)  # nothing left to do when it was quantized as it loaded
 
     if plan.attention == "xformers":
         pipe.enable_xformers_memory_efficient_attention()

@@ -8,24 +8,28 @@ from conftest import CPU
 from safetensors.torch import load_file
 from test_fp8 import _forward, _tiny_transformer
 
-from fp8demo import calibrate, checkpoint
+from fp8demo import calibrate
 from fp8demo.__main__ import main
 from fp8demo.config import EngineConfig
 from fp8demo.engine import Engine
+from fp8demo.weights import fp8_format
 
 
 def test_calibrated_scales_are_stored_and_the_folder_still_loads(tmp_path, tiny_config, capsys):
     out = tmp_path / "cal"
     assert main(["quantize", "--model", "tiny", "--out", str(out), "--calibrate", "2",
                  "--calibration-steps", "1", "--calibration-size", "256"]) == 0
-    manifest = json.loads((out / checkpoint.MANIFEST).read_text())
+    manifest = json.loads((out / fp8_format.MANIFEST).read_text())
     info = manifest["precision"]["activation_scales"]
     assert info["prompts"] == 2 and info["steps"] == 1 and info["size"] == 256
-    state = load_file(str(out / "transformer" / "diffusion_pytorch_model.safetensors"))
-    scales = {k: v for k, v in state.items() if k.endswith(checkpoint.INPUT_SCALE)}
-    assert "transformer_blocks.0.attn.to_q.input_scale" in scales
+    assert info["file"] == fp8_format.ACTIVATION_SCALES and fp8_format.ACTIVATION_SCALES in manifest["files"]
+    scales = fp8_format.activation_scales(out)  # the sidecar, beside the standard diffusers folder
+    assert scales == json.loads((out / fp8_format.ACTIVATION_SCALES).read_text())
+    assert "transformer_blocks.0.attn.to_q" in scales
     assert not any("norm1.linear" in k for k in scales)  # modulation never gets FP8 activations
-    assert all(v.dtype == torch.float32 and v.item() > 0 for v in scales.values())
+    assert all(isinstance(v, float) and v > 0 for v in scales.values())
+    state = load_file(str(out / "transformer" / "diffusion_pytorch_model.safetensors"))
+    assert not any("input_scale" in k for k in state)  # the weights file is what save_pretrained writes, no more
     engine = Engine(EngineConfig(model=str(out), cache_dir=tiny_config.cache_dir), CPU).start()
     assert engine.pipe.transformer.transformer_blocks[0].attn.to_q.weight.qdata.dtype == torch.float8_e4m3fn
 

@@ -12,11 +12,11 @@ from conftest import CPU
 from safetensors.torch import load_file, save_file
 from test_fp8 import _forward, _tiny_transformer
 
-from fp8demo import builders, checkpoint, comfy
 from fp8demo.__main__ import main
 from fp8demo.config import EngineConfig
 from fp8demo.engine import Engine
 from fp8demo.request import GenerationRequest
+from fp8demo.weights import comfy, fp8_format, random_models
 
 # ---------------------------------------------------------------------------------------------------------------
 # fp8demo folders
@@ -35,32 +35,147 @@ def _copy(folder, tmp_path):
     return target
 
 
+def _read(path):
+    """Tensors and header metadata of a safetensors file (torchao's layout lives in the metadata)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
 def _rewrite_manifest(folder):
-    manifest = json.loads((folder / checkpoint.MANIFEST).read_text())
+    manifest = json.loads((folder / fp8_format.MANIFEST).read_text())
     for rel, info in manifest["files"].items():
         info["bytes"] = (folder / rel).stat().st_size
-        info["sha256"] = checkpoint._sha256(folder / rel)
-    (folder / checkpoint.MANIFEST).write_text(json.dumps(manifest))
+        info["sha256"] = fp8_format._sha256(folder / rel)
+    (folder / fp8_format.MANIFEST).write_text(json.dumps(manifest))
 
 
-def test_folder_layout_and_manifest(quantized, tiny_config):
-    manifest = json.loads((quantized / checkpoint.MANIFEST).read_text())
-    assert manifest["format"] == checkpoint.FORMAT and manifest["source"]["model"] == "tiny"
+def test_folder_is_a_standard_diffusers_folder_with_a_manifest(quantized, tiny_config):
+    from safetensors import safe_open
+
+    manifest = json.loads((quantized / fp8_format.MANIFEST).read_text())
+    assert manifest["format"] == fp8_format.FORMAT and manifest["source"]["model"] == "tiny"
     assert "per-row" in manifest["precision"]["scale_granularity"]
     assert manifest["precision"]["t5"] == "float8_e4m3fn weights"
-    assert manifest["versions"]["torch"] and manifest["versions"]["diffusers"]
+    assert manifest["versions"]["torch"] and manifest["versions"]["diffusers"] and manifest["versions"]["torchao"]
     t = manifest["dtype_map"]["transformer"]
-    assert t["float8_e4m3fn"]["tensors"] > 0 and t["float32"]["tensors"] == t["float8_e4m3fn"]["tensors"]
-    state = load_file(str(quantized / "transformer" / "diffusion_pytorch_model.safetensors"))
-    assert state["transformer_blocks.0.attn.to_q.weight"].dtype == torch.float8_e4m3fn
-    assert state["transformer_blocks.0.attn.to_q.weight_scale"].shape == (32, 1)
-    assert state["context_embedder.weight"].dtype == torch.bfloat16  # kept 16-bit, as the policy says
+    assert t["float8_e4m3fn"]["tensors"] > 0 and t["bfloat16"]["tensors"] > 0
+    for name in ("transformer", "text_encoder_3"):  # what save_pretrained writes for a torchao model
+        config = json.loads((quantized / name / "config.json").read_text())
+        assert config["quantization_config"]["quant_method"] == "torchao", name
+    path = quantized / "transformer" / "diffusion_pytorch_model.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        layout = json.loads(f.metadata()["transformer_blocks.0.attn.to_q.weight"])
+        assert layout["_type"] == "Float8Tensor" and layout["_data"]["block_size"] == [1, 32]  # per row
+        assert f.get_tensor("transformer_blocks.0.attn.to_q._weight_qdata").dtype == torch.float8_e4m3fn
+        assert f.get_tensor("transformer_blocks.0.attn.to_q._weight_scale").shape == (32, 1)
+        assert f.get_tensor("context_embedder.weight").dtype == torch.bfloat16  # kept 16-bit, as the policy says
+    assert not (quantized / fp8_format.ACTIVATION_SCALES).exists()  # no calibration asked
     for rel, info in manifest["files"].items():
-        assert checkpoint._sha256(quantized / rel) == info["sha256"]
+        assert fp8_format._sha256(quantized / rel) == info["sha256"]
     # untouched components are copied file for file
-    tiny = builders.tiny_path(tiny_config.cache_dir)
+    tiny = random_models.tiny_path(tiny_config.cache_dir)
     assert (quantized / "vae/diffusion_pytorch_model.safetensors").read_bytes() == (
         tiny / "vae/diffusion_pytorch_model.safetensors").read_bytes()
+
+
+# Run in a fresh interpreter that imports diffusers and torchao only: the folder needs no fp8demo code. The image is
+# made as fp8demo makes it on a CPU (VAE in float32, latents cast before scaling), to compare bit for bit.
+_PLAIN_DIFFUSERS = """
+import hashlib, sys
+
+import numpy as np
+import torch
+import torchao  # noqa: F401  (what reads the FP8 tensors)
+from diffusers import StableDiffusion3Pipeline
+
+folder, prompt, seed, steps, guidance, side = sys.argv[1:]
+pipe = StableDiffusion3Pipeline.from_pretrained(folder, dtype={"default": torch.bfloat16, "vae": torch.float32})
+latents = pipe(prompt, num_inference_steps=int(steps), guidance_scale=float(guidance), width=int(side),
+               height=int(side), generator=torch.Generator("cpu").manual_seed(int(seed)), output_type="latent").images
+vae = pipe.vae
+with torch.inference_mode():
+    decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor + vae.config.shift_factor)[0]
+image = pipe.image_processor.postprocess(decoded, output_type="pil")[0]
+weight = pipe.transformer.transformer_blocks[0].attn.to_q.weight
+t5 = pipe.text_encoder_3.encoder.block[0].layer[0].SelfAttention.q.weight
+print(type(weight).__name__, type(t5).__name__, sorted(m for m in sys.modules if m.startswith("fp8demo")),
+      hashlib.sha256(np.asarray(image).tobytes()).hexdigest())
+"""
+
+
+def test_plain_diffusers_loads_the_folder_and_makes_the_same_image(quantized, tiny_config):
+    import hashlib
+    import subprocess
+    import sys
+
+    request = GenerationRequest("a lighthouse at dusk", seed=7, steps=2, guidance=4.5, width=256, height=256)
+    args = [str(quantized), request.prompt, "7", "2", "4.5", "256"]
+    run = subprocess.run([sys.executable, "-c", _PLAIN_DIFFUSERS, *args], capture_output=True, text=True,
+                         timeout=600, cwd=quantized.parent)  # not the project folder: fp8demo is not importable
+    assert run.returncode == 0, run.stderr[-3000:]
+    weight_type, t5_type, fp8demo_modules, digest = run.stdout.strip().splitlines()[-1].split(" ", 3)
+    assert (weight_type, t5_type, fp8demo_modules) == ("Float8Tensor", "Float8Tensor", "[]")
+    engine = Engine(EngineConfig(model=str(quantized), cache_dir=tiny_config.cache_dir, warmup_runs=0), CPU).start()
+    image = engine.generate(request).image
+    assert hashlib.sha256(np.asarray(image).tobytes()).hexdigest() == digest  # bit for bit
+
+
+def test_push_to_hub_uploads_the_verified_folder(quantized):
+    class FakeApi:
+        def __init__(self):
+            self.calls = []
+
+        def create_repo(self, repo_id, **kwargs):
+            self.calls.append(("create_repo", repo_id, kwargs))
+
+        def upload_folder(self, **kwargs):
+            self.calls.append(("upload_folder", kwargs))
+            return type("Commit", (), {"commit_url": f"https://huggingface.co/{kwargs['repo_id']}/commit/abc"})()
+
+    api = FakeApi()
+    url = fp8_format.push_to_hub(quantized, "me/sd35-tiny-fp8", private=True, api=api)
+    assert url == "https://huggingface.co/me/sd35-tiny-fp8/commit/abc"
+    (_, repo, options), (_, upload) = api.calls
+    assert repo == "me/sd35-tiny-fp8" and options["private"] and options["exist_ok"]
+    assert upload["folder_path"] == str(quantized) and upload["repo_type"] == "model"
+    assert "tiny" in upload["commit_message"]
+
+
+def test_push_to_hub_refuses_a_folder_that_fails_its_manifest(quantized, tmp_path):
+    folder = _copy(quantized, tmp_path)
+    (folder / "vae" / "config.json").write_text("{}")
+    with pytest.raises(fp8_format.CheckpointError, match="truncated or replaced|sha256"):
+        fp8_format.push_to_hub(folder, "me/x", api=object())
+
+
+def test_quantize_push_to_hub_flag_publishes(tmp_path, capsys, cache_dir, monkeypatch):
+    published = []
+    monkeypatch.setattr(fp8_format, "push_to_hub", lambda folder, repo, token=None, private=False:
+                        published.append((folder, repo, private)) or f"https://huggingface.co/{repo}/commit/1")
+    out = tmp_path / "p"
+    assert main(["quantize", "--model", "tiny", "--out", str(out), "--push-to-hub", "me/tiny-fp8"]) == 0
+    assert published == [(out, "me/tiny-fp8", False)]
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["published"].endswith("/commit/1")
+
+
+def test_a_weight_only_folder_feeds_the_native_path_as_stored(quantized):
+    """Written on a CPU (weight-only), loaded with the native plan of an FP8 GPU: the same bits gain FP8
+    activations (and lose them again for a weight-only plan), no re-quantization."""
+    from conftest import H100
+
+    from fp8demo.weights import sources
+
+    stored = sources.load_transformer(sources.resolve_model(str(quantized), CPU), _plan(CPU), EngineConfig())
+    native = sources.load_transformer(sources.resolve_model(str(quantized), CPU), _plan(H100), EngineConfig())
+    a, b = stored.transformer_blocks[0].attn.to_q.weight, native.transformer_blocks[0].attn.to_q.weight
+    assert a.act_quant_kwargs is None and b.act_quant_kwargs is not None
+    assert torch.equal(a.qdata.view(torch.uint8), b.qdata.view(torch.uint8)) and torch.equal(a.scale, b.scale)
+    assert native.transformer_blocks[0].norm1.linear.weight.act_quant_kwargs is None  # modulation: weight-only
+    bf16 = sources.load_transformer(sources.resolve_model(str(quantized), CPU), _plan(CPU, precision="bf16"),
+                                    EngineConfig())
+    assert not hasattr(bf16.transformer_blocks[0].attn.to_q.weight, "qdata")  # a 16-bit plan: dequantized
 
 
 def test_loading_skips_quantization_and_gives_the_same_image(quantized, tiny_engine, monkeypatch):
@@ -83,8 +198,8 @@ def test_loading_skips_quantization_and_gives_the_same_image(quantized, tiny_eng
 def test_native_parameters_carry_dynamic_activation_settings():
     q = torch.randn(32, 64).to(torch.float8_e4m3fn)
     s = torch.rand(32, 1) + 0.5
-    native = checkpoint.fp8_parameter(q, s, native=True)
-    storage = checkpoint.fp8_parameter(q, s, native=False)
+    native = fp8_format.fp8_parameter(q, s, native=True)
+    storage = fp8_format.fp8_parameter(q, s, native=False)
     assert native.act_quant_kwargs is not None and storage.act_quant_kwargs is None
     assert torch.equal(native.qdata.view(torch.uint8), q.view(torch.uint8))  # as stored: no re-quantization
     assert torch.equal(native.scale, s)
@@ -96,28 +211,39 @@ def test_quantize_reports_load_times_and_file_ratio(tmp_path, capsys, cache_dir)
     assert main(["quantize", "--model", "tiny", "--out", str(out)]) == 0
     data = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert data["load_quantized_folder_s"] > 0 and data["load_and_quantize_source_s"] > 0
-    assert data["transformer_file_ratio_vs_bf16"] < 0.6  # tiny: the kept layers weigh a lot at width 32
+    # tiny: the kept layers weigh a lot at width 32, and torchao's per-tensor layout notes in the safetensors header
+    # are 17 % of this file (a few bytes against megabytes at real widths, below)
+    assert data["transformer_file_ratio_vs_bf16"] < 0.65
+    assert data["resident_bytes"] > 0 and data["published"] is None
     assert main(["quantize", "--model", "tiny", "--out", str(out)]) == 2  # never overwrites
 
 
 def test_medium_width_transformer_file_is_at_most_052_of_bf16(tmp_path):
-    tr = builders.build_random_transformer("medium", 2)
+    tr = random_models.build_random_transformer("medium", 2)
     torch.nn.Module.to(tr, torch.bfloat16)
     bf16_bytes = sum(t.numel() * t.element_size() for t in tr.state_dict().values())
     from fp8demo.precision import PrecisionOptions, crop_positional_table, plan_precision, quantize_transformer
 
     crop_positional_table(tr, 1536)
-    quantize_transformer(tr, plan_precision(PrecisionOptions(), CPU))
-    checkpoint._write_module(tr, tmp_path, "w.safetensors")
-    ratio = (tmp_path / "w.safetensors").stat().st_size / bf16_bytes
+    plan = plan_precision(PrecisionOptions(), CPU)
+    quantize_transformer(tr, plan)
+    fp8_format.make_savable(tr, "transformer", plan)
+    tr.save_pretrained(tmp_path)
+    ratio = (tmp_path / "diffusion_pytorch_model.safetensors").stat().st_size / bf16_bytes
     assert ratio <= 0.52, ratio
+    from diffusers import SD3Transformer2DModel
+
+    again = SD3Transformer2DModel.from_pretrained(tmp_path, dtype=torch.bfloat16)  # plain diffusers reads it back
+    w, stored = again.transformer_blocks[1].ff.net[2].weight, tr.transformer_blocks[1].ff.net[2].weight
+    assert torch.equal(w.qdata.view(torch.uint8), stored.qdata.view(torch.uint8))
+    assert torch.equal(w.scale, stored.scale)
 
 
 def test_truncated_file_is_refused_by_the_manifest(quantized, tmp_path, tiny_engine):
     folder = _copy(quantized, tmp_path)
     path = folder / "transformer" / "diffusion_pytorch_model.safetensors"
     path.write_bytes(path.read_bytes()[:-1000])
-    with pytest.raises(checkpoint.CheckpointError, match="truncated or replaced"):
+    with pytest.raises(fp8_format.CheckpointError, match="truncated or replaced"):
         Engine(replace(tiny_engine.cfg, model=str(folder)), CPU).load()
 
 
@@ -126,7 +252,7 @@ def test_corrupt_file_with_matching_manifest_is_refused(quantized, tmp_path, tin
     path = folder / "transformer" / "diffusion_pytorch_model.safetensors"
     path.write_bytes(b"\x00" * 16 + path.read_bytes()[16:])
     _rewrite_manifest(folder)
-    with pytest.raises(checkpoint.CheckpointError, match="not a readable safetensors file"):
+    with pytest.raises(fp8_format.CheckpointError, match="not a readable safetensors file"):
         Engine(replace(tiny_engine.cfg, model=str(folder)), CPU).load()
 
 
@@ -136,7 +262,7 @@ def test_changed_bytes_fail_the_sha256(quantized, tmp_path, tiny_engine):
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(checkpoint.CheckpointError, match="sha256"):
+    with pytest.raises(fp8_format.CheckpointError, match="sha256"):
         Engine(replace(tiny_engine.cfg, model=str(folder)), CPU).load()
 
 
@@ -145,9 +271,9 @@ def test_missing_scales_are_refused_and_nothing_stays_loaded(quantized, tmp_path
 
     folder = _copy(quantized, tmp_path)
     path = folder / "transformer" / "diffusion_pytorch_model.safetensors"
-    state = load_file(str(path))
-    del state["transformer_blocks.1.ff.net.2.weight_scale"]
-    save_file(state, str(path))
+    state, metadata = _read(path)
+    del state["transformer_blocks.1.ff.net.2._weight_scale"]
+    save_file(state, str(path), metadata=metadata)
     _rewrite_manifest(folder)
 
     def alive():
@@ -155,7 +281,7 @@ def test_missing_scales_are_refused_and_nothing_stays_loaded(quantized, tmp_path
         return sum(isinstance(o, SD3Transformer2DModel) for o in gc.get_objects())
 
     before = alive()
-    with pytest.raises(checkpoint.CheckpointError, match="1 FP8 weights have no scale"):
+    with pytest.raises(fp8_format.CheckpointError, match="1 FP8 weights have no scale"):
         Engine(replace(tiny_engine.cfg, model=str(folder)), CPU).load()
     assert alive() == before  # the half-built transformer is gone
 
@@ -163,11 +289,13 @@ def test_missing_scales_are_refused_and_nothing_stays_loaded(quantized, tmp_path
 def test_weights_of_another_architecture_are_refused(quantized, tmp_path, tiny_engine):
     folder = _copy(quantized, tmp_path)
     path = folder / "transformer" / "diffusion_pytorch_model.safetensors"
-    state = load_file(str(path))
+    state, metadata = _read(path)
     state = {k.replace("transformer_blocks.1.", "transformer_blocks.7."): v for k, v in state.items()}
-    save_file(state, str(path))
+    metadata = {k.replace("transformer_blocks.1.", "transformer_blocks.7."): v.replace("transformer_blocks.1.",
+                "transformer_blocks.7.") for k, v in metadata.items()}
+    save_file(state, str(path), metadata=metadata)
     _rewrite_manifest(folder)
-    with pytest.raises(checkpoint.CheckpointError, match="does not fit this architecture"):
+    with pytest.raises(fp8_format.CheckpointError, match="does not fit this architecture"):
         Engine(replace(tiny_engine.cfg, model=str(folder)), CPU).load()
 
 
@@ -250,7 +378,7 @@ def comfy_sources(tiny_config):
     """The tiny pipeline's transformer (original MMDiT names) and text encoders, and the tiny folder."""
     from diffusers import StableDiffusion3Pipeline
 
-    tiny = builders.ensure_tiny(tiny_config.cache_dir)
+    tiny = random_models.ensure_tiny(tiny_config.cache_dir)
     pipe = StableDiffusion3Pipeline.from_pretrained(tiny, dtype=torch.bfloat16)
     t = pipe.transformer
     original = to_original_layout(t.state_dict(), t.config.num_layers, tuple(t.config.dual_attention_layers))
@@ -330,14 +458,14 @@ def test_comfy_file_without_scales_or_of_another_model_is_refused(comfy_file, tm
     key = "model.diffusion_model.joint_blocks.0.x_block.mlp.fc1.scale_weight"
     no_scale = {k: v for k, v in raw.items() if k != key}
     save_file(no_scale, str(tmp_path / "a.safetensors"))
-    with pytest.raises(checkpoint.CheckpointError, match="scale_weight is missing"):
+    with pytest.raises(fp8_format.CheckpointError, match="scale_weight is missing"):
         comfy.load_transformer(tmp_path / "a.safetensors")
     flux_like = {"model.diffusion_model.double_blocks.0.img_attn.qkv.weight": torch.zeros(96, 32)}
     save_file(flux_like, str(tmp_path / "b.safetensors"))
-    with pytest.raises(checkpoint.CheckpointError, match="not an SD3/SD3.5"):
+    with pytest.raises(fp8_format.CheckpointError, match="not an SD3/SD3.5"):
         comfy.load_transformer(tmp_path / "b.safetensors")
     (tmp_path / "c.safetensors").write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
-    with pytest.raises(checkpoint.CheckpointError, match="truncated or corrupt"):
+    with pytest.raises(fp8_format.CheckpointError, match="truncated or corrupt"):
         comfy.load_transformer(tmp_path / "c.safetensors")
 
 
@@ -460,7 +588,7 @@ def test_malformed_current_comfy_files_are_refused_with_the_reason(comfy_current
     from fp8demo.errors import UserError
 
     bad = _rewrite(comfy_current_file[0], tmp_path, f"{name}.safetensors", change)
-    with pytest.raises(checkpoint.CheckpointError, match=message) as info:
+    with pytest.raises(fp8_format.CheckpointError, match=message) as info:
         comfy.load_transformer(bad, head_dim=8)
     assert isinstance(info.value, UserError)
 
@@ -480,5 +608,5 @@ def test_layer_configs_in_the_header_are_read_like_comfy_quant_tensors(comfy_cur
     assert w.qdata.dtype == torch.float8_e4m3fn and w.scale.numel() == 1
     broken = _rewrite(moved, tmp_path, "header3.safetensors", lambda s: None,
                       metadata={"_quantization_metadata": json.dumps({"layers": {LAYER: {"format": "int8"}}})})
-    with pytest.raises(checkpoint.CheckpointError, match="format 'int8'"):
+    with pytest.raises(fp8_format.CheckpointError, match="format 'int8'"):
         comfy.load_transformer(broken, head_dim=8)

@@ -1,7 +1,7 @@
 """The GPU fast path, run on this CPU: native FP8 matmuls (torch._scaled_mm) and the compiled transformer.
 
 torchao's dynamic-activation FP8 config refuses to run below compute capability 8.9; `--fp8-matmul native` lifts
-that one check on a CPU (precision._native_fp8_on_cpu), where torch._scaled_mm runs real E4M3 matmuls. So the
+that one check on a CPU (weights.fp8_format.native_fp8_on_cpu), where torch._scaled_mm runs real E4M3 matmuls. So the
 code path of an Ada/Hopper GPU is tested here: the FP8 matmuls are counted, their output checked against bf16, and
 the compiled engine is walked through every size the app offers.
 """
@@ -16,10 +16,11 @@ import pytest
 import torch
 from conftest import A100, CPU, H100, MPS
 
-from fp8demo import builders, compiler, config, precision
+from fp8demo import compiler, config, precision
 from fp8demo.errors import SetupError
 from fp8demo.precision import PrecisionOptions, plan_precision
 from fp8demo.request import GenerationRequest
+from fp8demo.weights import random_models
 
 # ---- the plan --------------------------------------------------------------------------------------------------
 
@@ -107,7 +108,7 @@ def _check_native(bf16, native, inputs):
 def tiny_pair(tiny_config):
     from diffusers import SD3Transformer2DModel
 
-    path = builders.ensure_tiny(tiny_config.cache_dir)
+    path = random_models.ensure_tiny(tiny_config.cache_dir)
     bf16 = SD3Transformer2DModel.from_pretrained(path, subfolder="transformer", dtype=torch.bfloat16).eval()
     return bf16, _native(copy.deepcopy(bf16))
 
@@ -150,7 +151,7 @@ def test_engine_report_counts_the_fp8_matmuls_that_ran(tiny_config):
 
 @pytest.fixture(scope="module")
 def medium_pair():
-    bf16 = torch.nn.Module.to(builders.build_random_transformer("medium", 2), torch.bfloat16).eval()
+    bf16 = torch.nn.Module.to(random_models.build_random_transformer("medium", 2), torch.bfloat16).eval()
     return bf16, _native(copy.deepcopy(bf16))
 
 
@@ -186,7 +187,7 @@ def _compiled_engine(tiny_config, folder, fp8_matmul):
     from fp8demo.engine import Engine
 
     cfg = replace(tiny_config, compile=True, fp8_matmul=fp8_matmul, warmup_runs=0, cache_dir=folder)
-    builders.ensure_tiny(cfg.cache_dir)
+    random_models.ensure_tiny(cfg.cache_dir)
     return Engine(cfg, CPU).start()
 
 
@@ -236,7 +237,7 @@ def test_a_graph_missing_after_warm_up_is_served_without_compiling(engine_weight
     """A transformer whose graphs were never warmed (here a bf16 one) runs at once, compiled where it can."""
     from diffusers import SD3Transformer2DModel
 
-    path = builders.ensure_tiny(engine_weight_only.cfg.cache_dir)
+    path = random_models.ensure_tiny(engine_weight_only.cfg.cache_dir)
     other = SD3Transformer2DModel.from_pretrained(path, subfolder="transformer", dtype=torch.bfloat16).eval()
     compiler.compile_blocks(other, "cpu")
     with caplog.at_level(logging.WARNING, logger="fp8demo.engine"):

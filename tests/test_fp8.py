@@ -6,8 +6,9 @@ import pytest
 import torch
 from conftest import CPU
 
-from fp8demo import builders, precision
+from fp8demo import precision
 from fp8demo.precision import PrecisionOptions, plan_precision
+from fp8demo.weights import random_models
 
 E4M3 = torch.float8_e4m3fn
 
@@ -51,7 +52,7 @@ def test_report_counts_fp8_linears(tiny_engine):
 def _tiny_transformer(tiny_config):
     from diffusers import SD3Transformer2DModel
 
-    path = builders.ensure_tiny(tiny_config.cache_dir)
+    path = random_models.ensure_tiny(tiny_config.cache_dir)
     return SD3Transformer2DModel.from_pretrained(path, subfolder="transformer", dtype=torch.bfloat16).eval()
 
 
@@ -112,7 +113,7 @@ def test_odd_difference_crop_keeps_parity():
 
 @pytest.fixture(scope="module")
 def medium2():
-    tr = builders.build_random_transformer("medium", 2)
+    tr = random_models.build_random_transformer("medium", 2)
     torch.nn.Module.to(tr, torch.bfloat16)
     precision.crop_positional_table(tr, 1536)
     return tr
@@ -145,7 +146,7 @@ def _meta_transformer(arch):
     from diffusers import SD3Transformer2DModel
 
     with init_empty_weights(include_buffers=True):
-        tr = SD3Transformer2DModel(**builders.ARCHITECTURES[arch].transformer)
+        tr = SD3Transformer2DModel(**random_models.ARCHITECTURES[arch].transformer)
     return torch.nn.Module.to(tr, torch.bfloat16)
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from conftest import CPU, H100
 
-from fp8demo import builders, config
+from fp8demo import config
 from fp8demo.errors import ModelAccessError, UserError
-from fp8demo.models import explain_load_error, load_pipeline, resolve_model
 from fp8demo.precision import PrecisionOptions, plan_precision
+from fp8demo.weights import random_models
+from fp8demo.weights.sources import explain_load_error, load_pipeline, resolve_model
 
 
 def test_auto_is_large_turbo_on_cuda_and_tiny_with_a_notice_elsewhere():
@@ -75,7 +76,7 @@ def test_local_folder_named_like_an_official_repo_gets_its_preset(tmp_path):
 
 
 def test_tiny_model_is_a_real_diffusers_folder_with_sd35_structure(tiny_config):
-    path = builders.ensure_tiny(tiny_config.cache_dir)
+    path = random_models.ensure_tiny(tiny_config.cache_dir)
     index = json.loads((path / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusion3Pipeline"
     weights = sorted(p.relative_to(path).as_posix() for p in path.rglob("*.safetensors"))
@@ -86,7 +87,7 @@ def test_tiny_model_is_a_real_diffusers_folder_with_sd35_structure(tiny_config):
         "transformer/diffusion_pytorch_model.safetensors",
         "vae/diffusion_pytorch_model.safetensors",
     ]
-    assert builders.ensure_tiny(tiny_config.cache_dir) == path  # cached: second call builds nothing
+    assert random_models.ensure_tiny(tiny_config.cache_dir) == path  # cached: second call builds nothing
 
     plan = plan_precision(PrecisionOptions(precision="bf16"), CPU)
     pipe = load_pipeline(resolve_model("tiny", CPU), plan, tiny_config)
@@ -153,7 +154,7 @@ def test_loading_an_uncached_repo_offline_gives_a_message_not_a_traceback(tiny_c
 
 
 def test_max_side_fits_every_positional_table():
-    for arch in list(builders.ARCHITECTURES.values()) + [builders.TINY]:
+    for arch in list(random_models.ARCHITECTURES.values()) + [random_models.TINY]:
         patches = config.MAX_SIDE // 16
         assert arch.transformer["pos_embed_max_size"] >= patches, arch.name
 
@@ -168,13 +169,13 @@ import torch
 from diffusers import SD3Transformer2DModel
 from transformers import CLIPTokenizer, T5TokenizerFast
 
-from fp8demo import builders
+from fp8demo.weights import random_models
 
-path = builders.ensure_tiny(Path(sys.argv[1]))
+path = random_models.ensure_tiny(Path(sys.argv[1]))
 prompts = ["a photo of a cat on a windowsill", "Zebra-striped LIGHTHOUSE at dusk, 35mm, f/1.8", "ünïcödé sÿmbols ♥"]
 tokenizers = {"tokenizer": CLIPTokenizer, "tokenizer_2": CLIPTokenizer, "tokenizer_3": T5TokenizerFast}
 ids = {sub: [cls.from_pretrained(path / sub)(p).input_ids for p in prompts] for sub, cls in tokenizers.items()}
-fast = builders._construct(lambda: SD3Transformer2DModel(**builders.TINY.transformer), True, 0)
+fast = random_models._construct(lambda: SD3Transformer2DModel(**random_models.TINY.transformer), True, 0)
 h = hashlib.sha256()
 for name, tensor in sorted(fast.state_dict().items()):
     h.update(name.encode() + tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
@@ -196,7 +197,7 @@ def test_tiny_build_is_identical_across_processes(tmp_path):
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]
         results.append(json.loads(out.strip().splitlines()[-1]))
-        folders.append(builders.tiny_path(cache))
+        folders.append(random_models.tiny_path(cache))
     a, b = results
     assert a["ids"] == b["ids"]
     assert a["random_weights"] == b["random_weights"]
@@ -213,6 +214,6 @@ def test_tiny_build_is_identical_across_processes(tmp_path):
 
 def test_bpe_ties_are_broken_by_the_pair_not_by_chance():
     # ("a", "b") and ("b", "c") are equally frequent and overlap: the order decides the result, so it must be fixed
-    merges, cut = builders.learn_bpe(Counter({("a", "b", "c"): 2, ("x", "y"): 1}), 2)
+    merges, cut = random_models.learn_bpe(Counter({("a", "b", "c"): 2, ("x", "y"): 1}), 2)
     assert merges == [("a", "b"), ("ab", "c")]
     assert cut == Counter({("abc",): 2, ("x", "y"): 1})

@@ -9,9 +9,10 @@ from types import SimpleNamespace
 import pytest
 from conftest import CPU
 
-from fp8demo import builders, config, planner, precision
+from fp8demo import config, planner, precision
 from fp8demo.__main__ import main
 from fp8demo.precision import PrecisionOptions, plan_precision
+from fp8demo.weights import random_models
 
 GIB = 2**30
 CARDS = planner.CARD_SIZES_GIB
@@ -30,7 +31,7 @@ def plans():
 def _request(model: str, gib: float, **options) -> planner.CardPlanRequest:
     arch, layers = planner.architecture_of(model)
     plan = plan_precision(PrecisionOptions(**options), planner.card_capabilities(int(gib * GIB)))
-    cfg = config.PRESETS[builders.ARCHITECTURES[arch].preset].guidance > 1
+    cfg = config.PRESETS[random_models.ARCHITECTURES[arch].preset].guidance > 1
     return planner.CardPlanRequest(plan, planner.architecture_footprint(arch, plan, config.MAX_SIDE, layers),
                                    int(gib * GIB), config.MAX_SIDE, cfg)
 
@@ -170,7 +171,7 @@ def test_footprints_match_the_precision_estimate_on_full_size_models():
 
 def test_per_component_estimate_is_exact_on_tiny():
     """The planner's bytes are what apply_precision really leaves, component by component, T5 in FP8 included."""
-    components = builders.build_components(builders.TINY)
+    components = random_models.build_components(random_models.TINY)
     for options in (PrecisionOptions(), PrecisionOptions(t5="bf16", modulation="bf16")):
         plan = plan_precision(options, CPU)
         pipe = SimpleNamespace(**{c: copy.deepcopy(components[c]) for c in precision.COMPONENTS})
@@ -180,7 +181,7 @@ def test_per_component_estimate_is_exact_on_tiny():
 
 
 def test_engine_entry_point_matches_the_card_plan():
-    from fp8demo.models import resolve_model
+    from fp8demo.weights.sources import resolve_model
 
     req = _request("medium", 12)
     for name in ("stabilityai/stable-diffusion-3.5-medium", "random:medium"):

@@ -146,7 +146,7 @@ class DemoService:
         if self.engine is not None:
             return self.engine.preset
         from ..hardware import detect
-        from ..models import resolve_model
+        from ..weights.sources import resolve_model
 
         return resolve_model(self.cfg.engine.model, self.caps or detect()).preset
 

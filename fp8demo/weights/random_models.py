@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import shutil
 import string
 import tempfile
@@ -254,11 +255,28 @@ def _scheduler():
     return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
 
 
-def _construct(factory, fast_init: bool, seed: int):
+# Blocks are the units a random build quantizes as soon as they are filled: the bf16 copy of one block is all that
+# exists beside the FP8 ones, so random:large with T5 in FP8 builds in about its final size.
+BLOCKS = {"transformer": re.compile(r"transformer_blocks\.\d+"), "text_encoder_3": re.compile(r"encoder\.block\.\d+")}
+
+
+@dataclass(frozen=True)
+class BuildPrecision:
+    """How a random build leaves its modules: the precision plan, the dtype of each component and the largest side
+    served (the transformer's positional table is cropped to it as soon as it exists)."""
+
+    plan: object  # precision.PrecisionPlan
+    dtypes: dict  # component -> torch dtype
+    max_side: int
+
+
+def _construct(factory, fast_init: bool, seed: int, component: str | None = None,
+               precision: BuildPrecision | None = None):
     """Build a module; with fast_init, its parameters are created on `meta` and filled by `_fill_random`.
 
     The libraries' own initialisers take minutes at T5-XXL size on two cores; a direct fill takes seconds. Buffers
-    (positional tables, position ids) are still computed by the constructors, so they are real.
+    (positional tables, position ids) are still computed by the constructors, so they are real. With `precision`,
+    each block is quantized as soon as it is filled and the module ends in its planned dtypes.
     """
     import torch
 
@@ -269,16 +287,57 @@ def _construct(factory, fast_init: bool, seed: int):
 
     with init_empty_weights(include_buffers=False):
         module = factory()
-    _fill_random(module, seed)
+    if precision is None:
+        _fill_random(module, seed)
+        return module
+    from .. import precision as policy
+    from . import fp8_format
+
+    dtype = precision.dtypes.get(component, precision.dtypes["default"])
+    if component == "transformer":
+        policy.crop_positional_table(module, precision.max_side)  # before the blocks: the fp32 table is large
+    block = BLOCKS.get(component)
+
+    def built(name: str, mod) -> None:
+        if block is not None and block.fullmatch(name):
+            _cast_plain(mod, dtype)  # as if the whole model had been cast first: the same FP8 values
+            fp8_format.quantize(mod, component, precision.plan, prefix=name + ".")
+
+    _fill_random(module, seed, built)
+    _cast_plain(module, dtype)
     return module
 
 
-def _fill_random(module, seed: int) -> None:
-    """Scale-preserving random weights: N(0, 1/fan_in) for matrices, ones for norm scales, zeros for biases."""
+def _cast_plain(module, dtype) -> None:
+    """Cast floating parameters and buffers to `dtype`, leaving FP8 weights as they are (Module.to would not)."""
+    import torch
+
+    from .fp8_format import is_fp8
+
+    for mod in module.modules():
+        for name, param in list(mod.named_parameters(recurse=False)):
+            if param.is_floating_point() and not is_fp8(param) and param.dtype != dtype:
+                mod._parameters[name] = torch.nn.Parameter(param.detach().to(dtype), requires_grad=False)
+        for name, buffer in list(mod.named_buffers(recurse=False)):
+            if buffer is not None and buffer.is_floating_point() and buffer.dtype != dtype:
+                mod._buffers[name] = buffer.to(dtype)
+
+
+def _fill_random(module, seed: int, built=None) -> None:
+    """Scale-preserving random weights: N(0, 1/fan_in) for matrices, ones for norm scales, zeros for biases.
+
+    Modules are filled in `named_modules()` order from one generator, so the values do not depend on `built`:
+    `built(name, submodule)` is called as soon as a submodule and all its children are filled.
+    """
     import torch
 
     generator = torch.Generator().manual_seed(seed)
-    for mod in module.modules():
+    seen: set[int] = set()
+
+    def fill(prefix: str, mod) -> None:
+        if id(mod) in seen:  # a shared module (T5's embedding) is filled once, where named_modules() lists it
+            return
+        seen.add(id(mod))
         for name, param in list(mod.named_parameters(recurse=False)):
             if not param.is_meta:
                 continue
@@ -291,25 +350,38 @@ def _fill_random(module, seed: int) -> None:
                 fan_in = math.prod(shape[1:]) if not isinstance(mod, torch.nn.Embedding) else 50
                 value = torch.randn(shape, generator=generator) * (1.0 / math.sqrt(fan_in))
             mod._parameters[name] = torch.nn.Parameter(value.to(torch.bfloat16), requires_grad=False)
+        for name, child in mod.named_children():
+            fill(f"{prefix}.{name}" if prefix else name, child)
+        if built is not None:
+            built(prefix, mod)
+
+    fill("", module)
 
 
-def build_components(arch: Architecture, include_t5: bool = True, fast_init: bool = False) -> dict:
-    """The nine components of a StableDiffusion3Pipeline for `arch`, random weights, nothing downloaded."""
+def build_components(arch: Architecture, include_t5: bool = True, fast_init: bool = False,
+                     precision: BuildPrecision | None = None) -> dict:
+    """The nine components of a StableDiffusion3Pipeline for `arch`, random weights, nothing downloaded.
+
+    With `precision` (fast_init only) the transformer and T5 are quantized block by block as they are built."""
     from diffusers import SD3Transformer2DModel
 
     clip_tok = build_clip_tokenizer()
     t5_tok = build_t5_tokenizer() if include_t5 else None
+
+    def build(name, factory, seed):
+        return _construct(factory, fast_init, seed, name, precision)
+
     components = {
-        "transformer": _construct(lambda: SD3Transformer2DModel(**arch.transformer), fast_init, 0),
-        "text_encoder": _construct(lambda: _clip(arch.clip_l, clip_tok, arch.clip_vocab), fast_init, 1),
-        "text_encoder_2": _construct(lambda: _clip(arch.clip_g, clip_tok, arch.clip_vocab), fast_init, 2),
+        "transformer": build("transformer", lambda: SD3Transformer2DModel(**arch.transformer), 0),
+        "text_encoder": build("text_encoder", lambda: _clip(arch.clip_l, clip_tok, arch.clip_vocab), 1),
+        "text_encoder_2": build("text_encoder_2", lambda: _clip(arch.clip_g, clip_tok, arch.clip_vocab), 2),
         "text_encoder_3": (
-            _construct(lambda: _t5(arch.t5, t5_tok, arch.t5_vocab), fast_init, 3) if include_t5 else None
+            build("text_encoder_3", lambda: _t5(arch.t5, t5_tok, arch.t5_vocab), 3) if include_t5 else None
         ),
         "tokenizer": clip_tok,
         "tokenizer_2": clip_tok,
         "tokenizer_3": t5_tok,
-        "vae": _construct(lambda: _vae(arch), fast_init, 4),
+        "vae": build("vae", lambda: _vae(arch), 4),
         "scheduler": _scheduler(),
     }
     for name in ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae"):
@@ -337,11 +409,14 @@ def build_random_transformer(arch_name: str, num_layers: int | None = None):
     return _construct(lambda: SD3Transformer2DModel(**arch.transformer), True, 0).eval().requires_grad_(False)
 
 
-def build_random_pipeline(arch_name: str, num_layers: int | None, include_t5: bool):
-    """A real-width SD3.5 pipeline with random bf16 weights, optionally cut to `num_layers` transformer blocks."""
+def build_random_pipeline(arch_name: str, num_layers: int | None, include_t5: bool,
+                          precision: BuildPrecision | None = None):
+    """A real-width SD3.5 pipeline with random weights, optionally cut to `num_layers` transformer blocks: bf16, or
+    with `precision` in the plan's dtypes and FP8 layers, quantized block by block as it is built."""
     from diffusers import StableDiffusion3Pipeline
 
-    components = build_components(random_architecture(arch_name, num_layers), include_t5=include_t5, fast_init=True)
+    arch = random_architecture(arch_name, num_layers)
+    components = build_components(arch, include_t5=include_t5, fast_init=True, precision=precision)
     return StableDiffusion3Pipeline(**components)
 
 

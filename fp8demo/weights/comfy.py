@@ -24,7 +24,7 @@ import json
 import logging
 from pathlib import Path
 
-from .checkpoint import CheckpointError, assign_state, load_tensors
+from .fp8_format import CheckpointError, assign_state, is_block_linear, is_block_modulation, load_tensors
 
 log = logging.getLogger(__name__)
 
@@ -207,17 +207,15 @@ def _transformer_modes(plan):
     """For each FP8 weight of the file, what the precision plan makes of it: FP8 with FP8 matmuls ("native", block
     Linears on FP8 GPUs), FP8 storage with 16-bit compute ("storage"), or 16-bit ("dequantize": the layers the plan
     keeps 16-bit, and everything when the plan is not FP8)."""
-    from .precision import _is_block_linear, _is_block_modulation
-
     fp8 = plan is not None and plan.is_fp8
     blocks = {"fp8-dynamic": "native", "fp8-weight-only": "storage"}.get(plan.blocks) if fp8 else None
     modulation = "storage" if fp8 and plan.modulation == "fp8-weight-only" else None
 
     def mode(key: str) -> str:
         fqn = key.removesuffix(".weight")
-        if _is_block_linear(fqn):
+        if is_block_linear(fqn):
             return blocks or "dequantize"
-        if _is_block_modulation(fqn):
+        if is_block_modulation(fqn):
             return modulation or "dequantize"
         return "dequantize"
 

@@ -11,10 +11,11 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import builders, checkpoint, comfy, config
-from .errors import ModelAccessError, UserError
-from .hardware import Capabilities
-from .precision import PrecisionPlan
+from .. import config
+from ..errors import ModelAccessError, UserError
+from ..hardware import Capabilities
+from ..precision import PrecisionPlan
+from . import comfy, fp8_format, random_models
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class ModelSource:
 
 
 def model_choices() -> list[str]:
-    return ["auto", "tiny", *(f"random:{a}[:blocks]" for a in builders.ARCHITECTURES), *config.REPO_TO_PRESET]
+    return ["auto", "tiny", *(f"random:{a}[:blocks]" for a in random_models.ARCHITECTURES), *config.REPO_TO_PRESET]
 
 
 def resolve_model(name: str, caps: Capabilities) -> ModelSource:
@@ -64,8 +65,8 @@ def resolve_model(name: str, caps: Capabilities) -> ModelSource:
     if name.startswith("random:"):
         return _resolve_random(name)
     path = Path(name).expanduser()
-    if path.is_dir() and checkpoint.is_quantized_folder(path):
-        src = checkpoint.read_manifest(path, verify=False).get("source", {}).get("model") or ""
+    if path.is_dir() and fp8_format.is_quantized_folder(path):
+        src = fp8_format.read_manifest(path, verify=False).get("source", {}).get("model") or ""
         random = src == "tiny" or src.startswith("random:")
         preset = _preset_of_source(src) or config.preset_for_repo(path.name) or CUSTOM_PRESET
         return ModelSource("fp8-folder", str(path), preset, location=str(path), random=random)
@@ -96,19 +97,19 @@ def _preset_of_source(name: str) -> config.Preset | None:
 def _resolve_random(name: str) -> ModelSource:
     parts = name.split(":")
     arch = parts[1] if len(parts) > 1 else ""
-    if arch not in builders.ARCHITECTURES or len(parts) > 3:
+    if arch not in random_models.ARCHITECTURES or len(parts) > 3:
         raise UserError(
-            f"Unknown model {name!r}: random architectures are {', '.join(builders.ARCHITECTURES)}, "
+            f"Unknown model {name!r}: random architectures are {', '.join(random_models.ARCHITECTURES)}, "
             "optionally with a block count, e.g. random:medium:2."
         )
     layers = None
     if len(parts) == 3:
-        full = builders.ARCHITECTURES[arch].transformer["num_layers"]
+        full = random_models.ARCHITECTURES[arch].transformer["num_layers"]
         if not parts[2].isdigit() or not 1 <= int(parts[2]) <= full:
             raise UserError(f"{name!r}: the block count must be a whole number from 1 to {full}.")
         layers = int(parts[2])
     canonical = f"random:{arch}" + (f":{layers}" if layers else "")
-    preset = config.PRESETS[builders.ARCHITECTURES[arch].preset]
+    preset = config.PRESETS[random_models.ARCHITECTURES[arch].preset]
     return ModelSource("random", canonical, preset, arch=arch, num_layers=layers)
 
 
@@ -125,48 +126,83 @@ def _dtypes(plan: PrecisionPlan):
     }
 
 
-def load_pipeline(source: ModelSource, plan: PrecisionPlan, cfg: config.EngineConfig):
-    """Load the pipeline on the CPU in the plan's 16-bit dtypes (precision is applied afterwards)."""
-    import torch
-    from diffusers import StableDiffusion3Pipeline
+COMPONENTS = ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae")
 
+
+def _component_classes() -> dict:
+    from diffusers import AutoencoderKL, SD3Transformer2DModel
+    from transformers import CLIPTextModelWithProjection, T5EncoderModel
+
+    return {"transformer": SD3Transformer2DModel, "text_encoder": CLIPTextModelWithProjection,
+            "text_encoder_2": CLIPTextModelWithProjection, "text_encoder_3": T5EncoderModel, "vae": AutoencoderKL}
+
+
+def load_pipeline(source: ModelSource, plan: PrecisionPlan, cfg: config.EngineConfig,
+                  devices: dict[str, str] | None = None):
+    """The pipeline with the plan's precision applied while it loads, each component on the device `devices` names
+    (default "cpu"): FP8 layers are quantized as each arrives (16-bit sources) or loaded as stored (FP8 folders),
+    so no component is ever whole in 16-bit, in RAM or on the device. The positional crop is left to
+    `precision.apply_precision` (random builds crop as they build)."""
+    devices = devices or {}
     dtypes = _dtypes(plan)
     if source.kind == "random":
-        pipe = builders.build_random_pipeline(source.arch, source.num_layers, plan.t5 != "off")
-        for name in ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae"):
-            module = getattr(pipe, name)
-            if module is not None:
-                # nn.Module.to, not diffusers' override, which warns about float32 modules these models lack
-                torch.nn.Module.to(module, dtypes.get(name, dtypes["default"]))
-        return pipe
-
-    if source.kind == "fp8-folder":
-        return checkpoint.load_quantized_pipeline(Path(source.location), plan, dtypes)
+        build = random_models.BuildPrecision(plan, dtypes, cfg.max_side)
+        return _place(random_models.build_random_pipeline(source.arch, source.num_layers, plan.t5 != "off", build),
+                      devices)
     if source.kind == "single-file":
         base = cfg.base or source.preset.repo_id
         if base is None:
             raise UserError(f"{source.name}: say which model family it is with --base <folder or repo id> "
                             "(tokenizers, scheduler and VAE come from there).")
         try:
-            return comfy.load_pipeline(Path(source.location), base, plan, dtypes, cfg.hf_token)
+            return _place(comfy.load_pipeline(Path(source.location), base, plan, dtypes, cfg.hf_token), devices)
         except Exception as error:
             explained = explain_load_error(error, replace(source, location=base, name=base), cfg.hf_token is not None)
             if explained is None:
                 raise
             raise explained from error
-    location = str(builders.ensure_tiny(cfg.cache_dir)) if source.kind == "tiny" else source.location
-    kwargs = {"dtype": dtypes}
-    if plan.t5 == "off":
-        kwargs.update(text_encoder_3=None, tokenizer_3=None)
-    if source.kind == "repo":
-        kwargs["token"] = cfg.hf_token
+    if source.kind == "fp8-folder":
+        fp8_format.read_manifest(Path(source.location))  # sizes and sha256 of every file, before anything loads
+        return _from_pretrained(source.location, plan, dtypes, devices, {}, stored_fp8=True)
+    location = str(random_models.ensure_tiny(cfg.cache_dir)) if source.kind == "tiny" else source.location
+    kwargs = {"token": cfg.hf_token} if source.kind == "repo" else {}
     try:
-        return StableDiffusion3Pipeline.from_pretrained(location, **kwargs)
+        return _from_pretrained(location, plan, dtypes, devices, kwargs, stored_fp8=False)
     except Exception as error:  # mapped to a message when it is about access, re-raised otherwise
         explained = explain_load_error(error, source, cfg.hf_token is not None)
         if explained is None:
             raise
         raise explained from error
+
+
+def _from_pretrained(location: str, plan: PrecisionPlan, dtypes: dict, devices: dict, kwargs: dict,
+                     stored_fp8: bool):
+    """Each model component through its library's from_pretrained, straight onto its device; the tokenizers and
+    the scheduler through the pipeline's. `stored_fp8`: an FP8 folder, whose files are checked first and whose
+    FP8 weights are then made what this machine's plan wants (`fp8_format.retarget`)."""
+    from diffusers import StableDiffusion3Pipeline
+
+    components = {}
+    for name in COMPONENTS:
+        absent = stored_fp8 and not (Path(location) / name).is_dir()  # an FP8 folder written with --t5 off
+        if name == "text_encoder_3" and (plan.t5 == "off" or absent):
+            components.update(text_encoder_3=None, tokenizer_3=None)
+        else:
+            components[name] = _load_component(name, location, plan, dtypes.get(name, dtypes["default"]),
+                                               devices.get(name, "cpu"), kwargs, stored_fp8)
+    return StableDiffusion3Pipeline.from_pretrained(location, **components, **kwargs)
+
+
+def _place(pipe, devices: dict):
+    """Move the components of a pipeline built in RAM (random, single file: FP8 already) to their devices."""
+    import torch
+
+    for name in COMPONENTS:
+        module = getattr(pipe, name, None)
+        device = devices.get(name, "cpu")
+        if module is not None and device != "cpu":
+            torch.nn.Module.to(module, device)
+    return pipe
 
 
 def explain_load_error(error: BaseException, source: ModelSource, has_token: bool) -> UserError | None:
@@ -212,24 +248,42 @@ def explain_load_error(error: BaseException, source: ModelSource, has_token: boo
 
 
 def load_transformer(source: ModelSource, plan: PrecisionPlan, cfg: config.EngineConfig):
-    """Only the transformer of `source`, on the CPU in the plan's compute dtype (for the comparison's second side)."""
-    import torch
-    from diffusers import SD3Transformer2DModel
-
+    """Only the transformer of `source`, on the CPU, with the plan applied as it loads (the comparison's side)."""
     dtype = _dtypes(plan)["default"]
     if source.kind == "random":
         # same construction and seed as the whole pipeline: the same weights
-        return torch.nn.Module.to(builders.build_random_transformer(source.arch, source.num_layers), dtype)
-    if source.kind == "fp8-folder":
-        return checkpoint.load_transformer(Path(source.location) / "transformer", plan)
+        build = random_models.BuildPrecision(plan, _dtypes(plan), cfg.max_side)
+        arch = random_models.random_architecture(source.arch, source.num_layers)
+        return random_models.build_components(arch, include_t5=False, fast_init=True, precision=build)["transformer"]
     if source.kind == "single-file":
         return comfy.load_transformer(Path(source.location), plan=plan)  # FP8 kept where the plan has FP8
-    location = str(builders.ensure_tiny(cfg.cache_dir)) if source.kind == "tiny" else source.location
+    if source.kind == "fp8-folder":
+        return _load_component("transformer", source.location, plan, dtype, "cpu", {}, stored_fp8=True)
+    location = str(random_models.ensure_tiny(cfg.cache_dir)) if source.kind == "tiny" else source.location
     kwargs = {"token": cfg.hf_token} if source.kind == "repo" else {}
     try:
-        return SD3Transformer2DModel.from_pretrained(location, subfolder="transformer", dtype=dtype, **kwargs).eval()
+        return _load_component("transformer", location, plan, dtype, "cpu", kwargs, stored_fp8=False)
     except Exception as error:
         explained = explain_load_error(error, source, cfg.hf_token is not None)
         if explained is None:
             raise
         raise explained from error
+
+
+def _load_component(name: str, location: str, plan: PrecisionPlan, dtype, device: str, kwargs: dict,
+                    stored_fp8: bool):
+    """One model component, quantized as it loads where the plan has FP8 (the libraries' TorchAoConfig built by
+    fp8_format), or from an FP8 folder as stored, then retargeted to the plan."""
+    cls = _component_classes()[name]
+    extra = {}
+    if stored_fp8:
+        fp8_format.check_component(Path(location) / name, cls)
+    else:
+        quantization = fp8_format.quantization_config(name, plan)
+        if quantization is not None:
+            extra["quantization_config"] = quantization
+    with fp8_format.native_fp8_on_cpu(plan):
+        module = cls.from_pretrained(location, subfolder=name, dtype=dtype, device_map=device, **extra, **kwargs)
+    if stored_fp8:
+        fp8_format.retarget(module, name, plan, dtype)
+    return module.eval().requires_grad_(False)
