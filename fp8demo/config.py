@@ -195,8 +195,9 @@ class Limits:
     max_prompt_chars: int = field(default_factory=lambda: env_int("FP8DEMO_MAX_PROMPT_CHARS", MAX_PROMPT_CHARS))
     # queued + running jobs of one client address (the address: a client cannot mint new ones as it can session ids)
     jobs_per_client: int = field(default_factory=lambda: env_int("FP8DEMO_MAX_JOBS_PER_CLIENT", 2))
-    # Gradio keeps ~100 KiB of state per browser session; the oldest are dropped past this many (~100 MiB)
-    session_capacity: int = field(default_factory=lambda: env_int("FP8DEMO_SESSION_CAPACITY", 1000))
+    # Gradio keeps ~113 KiB of state per browser session (measured: README, Reliability); the oldest are dropped
+    # past this many, so that one client minting session hashes stays under ~100 MiB
+    session_capacity: int = field(default_factory=lambda: env_int("FP8DEMO_SESSION_CAPACITY", 800))
     # JSON bodies of events are a few KiB; anything larger is refused before it is parsed (uploads: max_upload)
     max_body_bytes: int = 256 * 1024
     max_upload: str = "20mb"  # a PNG dropped on "Load settings from a PNG"

@@ -16,10 +16,11 @@ def fn_index(url: str, api_name: str) -> int:
 
 
 def join(url: str, api_name: str, data: list | None = None, raw: str | None = None, session: str | None = None,
-         headers: dict | None = None) -> tuple[httpx.Response, str]:
-    """POST /gradio_api/queue/join. `raw`: the JSON body's "data" list as text (for NaN and the like)."""
+         headers: dict | None = None, index: int | None = None) -> tuple[httpx.Response, str]:
+    """POST /gradio_api/queue/join. `raw`: the JSON body's "data" list as text (for NaN and the like); `index`: the
+    event's fn_index when the caller already has it (else it is read from /config)."""
     session = session or uuid.uuid4().hex[:12]
-    index = fn_index(url, api_name)
+    index = fn_index(url, api_name) if index is None else index
     data_text = raw if raw is not None else json.dumps(data)
     body = f'{{"data": {data_text}, "fn_index": {index}, "session_hash": "{session}", "event_data": null, ' \
            '"trigger_id": null}'

@@ -169,7 +169,7 @@ class DemoService:
         """The web faces' validation, before any work: the engine's own plus the prompt length limit."""
         return validate(request, self.cfg.engine.max_side, self.cfg.limits.max_prompt_chars)
 
-    # Every job takes `gone`, a check that says whether its client has left (events.departure): polled at each
+    # Every job takes `gone`, a check that says whether its client has left (presence.departure): polled at each
     # denoising step, it cancels the job there, so a closed page frees the GPU slot within one step.
 
     def generate(self, request: GenerationRequest, session: str = "", progress=None, preview=None,
