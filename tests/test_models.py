@@ -217,3 +217,19 @@ def test_bpe_ties_are_broken_by_the_pair_not_by_chance():
     merges, cut = random_models.learn_bpe(Counter({("a", "b", "c"): 2, ("x", "y"): 1}), 2)
     assert merges == [("a", "b"), ("ab", "c")]
     assert cut == Counter({("abc",): 2, ("x", "y"): 1})
+
+
+def test_an_interrupted_tiny_build_is_cleaned_on_the_next_start(tmp_path):
+    import os
+    import time
+
+    from fp8demo.weights.random_models import STALE_BUILD_S, remove_stale_builds
+
+    old, young = tmp_path / ".tiny-killed", tmp_path / ".tiny-running"
+    for folder in (old, young):
+        (folder / "transformer").mkdir(parents=True)
+        (folder / "transformer" / "part.safetensors").write_bytes(b"x" * 10)
+    long_ago = time.time() - STALE_BUILD_S - 60
+    os.utime(old, (long_ago, long_ago))
+    assert remove_stale_builds(tmp_path) == 1
+    assert not old.exists() and young.exists()  # another process may be building right now

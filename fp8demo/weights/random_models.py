@@ -424,6 +424,30 @@ def tiny_path(cache_dir: Path) -> Path:
     return Path(cache_dir) / f"tiny-sd35-{TINY_VERSION}"
 
 
+STALE_BUILD_S = 3600  # a build takes seconds; a temporary folder this old was left by a killed process
+
+
+def remove_stale_builds(folder: Path, now: float | None = None) -> int:
+    """Delete `.tiny-*` folders that a build killed mid-way (kill -9, power cut) left behind; returns how many.
+
+    Young ones are kept: they may belong to a build running in another process right now.
+    """
+    import time
+
+    now = time.time() if now is None else now
+    removed = 0
+    for tmp in Path(folder).glob(".tiny-*") if Path(folder).is_dir() else ():
+        try:
+            if tmp.is_dir() and now - tmp.stat().st_mtime > STALE_BUILD_S:
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed += 1
+        except OSError:  # vanished meanwhile: its own process cleaned it
+            continue
+    if removed:
+        log.info("removed %d temporary folder(s) of interrupted tiny builds in %s", removed, folder)
+    return removed
+
+
 def ensure_tiny(cache_dir: Path) -> Path:
     """Build the tiny pipeline once and save it as a diffusers folder (safetensors); return its path.
 
@@ -432,6 +456,7 @@ def ensure_tiny(cache_dir: Path) -> Path:
     from diffusers import StableDiffusion3Pipeline
 
     target = tiny_path(cache_dir)
+    remove_stale_builds(target.parent)
     if (target / "model_index.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
