@@ -286,4 +286,4 @@ def _load_component(name: str, location: str, plan: PrecisionPlan, dtype, device
         module = cls.from_pretrained(location, subfolder=name, dtype=dtype, device_map=device, **extra, **kwargs)
     if stored_fp8:
         fp8_format.retarget(module, name, plan, dtype)
-    return module.eval().requires_grad_(False)
+    return module.eval()  # requires_grad as from_pretrained leaves it: compiled graphs guard on it
