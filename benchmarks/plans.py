@@ -6,13 +6,11 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
+from benchmarks import readme_sync
 from fp8demo import planner
 
-README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- plans:start -->", "<!-- plans:end -->"
 
 
@@ -43,21 +41,7 @@ def render(readme: str) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--check", action="store_true")
-    args = p.parse_args(argv)
-    current = README.read_text()
-    if START not in current:
-        print(f"README.md has no {START} marker", file=sys.stderr)
-        return 1
-    wanted = render(current)
-    if args.check:
-        if wanted != current:
-            print("README.md's plans table is out of date: run python -m benchmarks.plans", file=sys.stderr)
-            return 1
-        return 0
-    README.write_text(wanted)
-    return 0
+    return readme_sync.main(argv, __doc__, render, "plans table", "python -m benchmarks.plans", marker=START)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,14 @@ Every number comes with its device and the file it was read from.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from benchmarks import readme_sync
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-README = ROOT / "README.md"
 START, END = "<!-- performance:start -->", "<!-- performance:end -->"
 
 
@@ -131,18 +131,7 @@ def render(readme: str) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--check", action="store_true")
-    args = p.parse_args(argv)
-    current = README.read_text()
-    wanted = render(current)
-    if args.check:
-        if wanted != current:
-            print("README.md's Performance section is out of date: run python -m benchmarks.report", file=sys.stderr)
-            return 1
-        return 0
-    README.write_text(wanted)
-    return 0
+    return readme_sync.main(argv, __doc__, render, "Performance section", "python -m benchmarks.report")
 
 
 if __name__ == "__main__":

@@ -253,14 +253,19 @@ def _leaf_dtype(t) -> str:
     return str(t.dtype).replace("torch.", "")
 
 
+def unique_tensors(module):
+    """Parameters and buffers of a module, each once (tied weights are one tensor held twice)."""
+    seen: set[int] = set()
+    for t in list(module.parameters()) + list(module.buffers()):
+        if id(t) not in seen:
+            seen.add(id(t))
+            yield t
+
+
 def module_bytes(module) -> dict[str, int]:
     """Bytes of parameters and buffers by storage dtype (scales of FP8 tensors count under float8_e4m3fn)."""
     out: dict[str, int] = {}
-    seen: set[int] = set()
-    for t in list(module.parameters()) + list(module.buffers()):
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
+    for t in unique_tensors(module):
         key = _leaf_dtype(t)
         out[key] = out.get(key, 0) + tensor_bytes(t)
     return out

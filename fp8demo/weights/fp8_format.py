@@ -268,14 +268,10 @@ def _sha256(path: Path) -> str:
 
 
 def _dtype_map(module) -> dict:
-    from ..precision import _leaf_dtype, tensor_bytes
+    from ..precision import _leaf_dtype, tensor_bytes, unique_tensors
 
     out: dict[str, dict] = {}
-    seen: set[int] = set()
-    for t in list(module.parameters()) + list(module.buffers()):
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
+    for t in unique_tensors(module):
         d = out.setdefault(_leaf_dtype(t), {"tensors": 0, "bytes": 0})
         d["tensors"] += 1
         d["bytes"] += tensor_bytes(t)
