@@ -131,9 +131,10 @@ def test_phone_one_progress_indicator_result_in_view_no_overflow(browser, url):
     page.locator("#prompt textarea").fill("a cozy cabin in a snowy forest")
     page.locator("#run").click()
     shown = 0
-    for _ in range(30):  # components showing a progress indicator while the job runs
+    for _ in range(30):  # components showing a progress indicator while the job runs (hidden trackers stay in the DOM)
         shown = max(shown, page.evaluate(
             "() => new Set([...document.querySelectorAll('.eta-bar, .progress-text, .progress-level')]"
+            ".filter(e => e.checkVisibility({opacityProperty: true, visibilityProperty: true}))"
             ".map(e => e.closest('.block'))).size"))
         page.wait_for_timeout(50)
     assert shown == 1

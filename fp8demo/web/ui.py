@@ -36,9 +36,14 @@ BASELINES = ("bf16", "fp16")
 RAW = dict(preprocess=False)
 HISTORY_LIMIT = 24
 NEGATIVE_NOTE = "ℹ️ Guidance is at most 1, so the negative prompt has no effect (and is not written into the PNG)."
-# On a phone the result column sits below the form: bring it into view when Run is pressed (wide screens see both).
+# On a phone the result column sits below the form: bring it into view when Run is pressed (wide screens see both),
+# and again once the result is in, because the form above it changes height while the job runs (progress, notes).
 SCROLL_TO_RESULT = """(...args) => {
-  if (window.innerWidth < 768) document.querySelector('#result')?.scrollIntoView({behavior: 'smooth'});
+  const el = document.querySelector('#result');
+  if (window.innerWidth < 768 && el) {
+    const box = el.getBoundingClientRect();
+    if (box.top < -1 || box.bottom > window.innerHeight + 1) el.scrollIntoView({behavior: 'smooth'});
+  }
   return args;
 }"""
 
@@ -211,6 +216,7 @@ def _generate_tab(service: DemoService, d: Defaults) -> dict:
         return [(e["png"], e["prompt"][:60]) for e in history_ if service.wait_for_file(Path(e["png"]), timeout=10)]
 
     event.then(show_gallery, history, gallery, **LIGHT)
+    event.success(None, js=SCROLL_TO_RESULT)
 
     def stop_job(request: gr.Request):
         service.cancel(session_id(request))
