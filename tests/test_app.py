@@ -214,6 +214,20 @@ def test_busy_queue_is_refused_and_light_routes_do_not_wait(tiny_engine):
         demo.close()
 
 
+def test_a_failure_during_generation_reaches_an_api_caller_as_its_message(app, client, monkeypatch):
+    """The page puts the last good result back (test_browser.py); an API caller gets the error, not old values."""
+    from gradio_client.exceptions import AppError
+
+    from fp8demo.errors import OutOfMemory
+
+    def out_of_memory(*args, **kwargs):
+        raise OutOfMemory("The GPU ran out of memory for a 512x512 image. Try a smaller size.")
+
+    monkeypatch.setattr(app[0], "generate", out_of_memory)
+    with pytest.raises(AppError, match="ran out of memory for a 512x512 image"):
+        client.predict(prompt="a red fox", api_name="/generate")
+
+
 def test_warming_up_page_refuses_work_with_a_message(tiny_config):
     service = DemoService(config.AppConfig(engine=tiny_config))  # never started
     from fp8demo.errors import SetupError

@@ -5,11 +5,14 @@ Set FP8DEMO_SCREENSHOTS=<dir> to save the README's screenshots while it runs.
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from test_app import serve
 
+from fp8demo.errors import OutOfMemory
 from fp8demo.web.service import DemoService
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -100,6 +103,39 @@ def test_enter_runs_with_a_live_preview_and_an_error_keeps_the_picture(browser, 
     page.locator("#gallery img").first.click()  # a click brings back that picture's settings
     page.wait_for_function("document.querySelector('#prompt textarea').value.startsWith('a lighthouse')",
                            timeout=10_000)
+    page.close()
+
+
+def test_a_failed_run_keeps_the_last_good_result_and_says_why(browser, url, monkeypatch):
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    _ready(page, url)
+    _settings(page, steps=2)
+    prompt = page.locator("#prompt textarea")
+    prompt.fill("a red fox in an autumn forest")
+    prompt.press("Enter")
+    _wait_done(page)
+    info = page.locator("#result-info").inner_text()
+    links = page.locator("#download").inner_html()
+    png = page.locator("#download a").first.get_attribute("download")
+
+    def out_of_memory(self, request, session="", progress=None, preview=None, *args, **kwargs):
+        preview(Image.new("RGB", (256, 256), "red"))  # the picture had started forming
+        time.sleep(0.5)
+        raise OutOfMemory("The GPU ran out of memory for a 256x256 image. Try a smaller size.")
+
+    monkeypatch.setattr(DemoService, "generate", out_of_memory)
+    prompt.fill("a red fox in a winter forest")
+    prompt.press("Enter")
+    page.locator("#run-error").get_by_text("ran out of memory for a 256x256 image").wait_for(timeout=30_000)
+    page.wait_for_timeout(500)
+    assert png in page.locator("#result img").first.get_attribute("src")  # the last good picture is back
+    assert page.locator("#result-info").inner_text() == info
+    assert page.locator("#download").inner_html() == links
+    assert page.get_by_text("Error", exact=True).count() == 0  # no badge over the picture
+    shot(page, "generate-error.png", full_page=False)
+    monkeypatch.undo()
+    prompt.press("Enter")  # the next good run clears the message
+    page.locator("#run-error").get_by_text("ran out of memory").wait_for(state="detached", timeout=60_000)
     page.close()
 
 

@@ -145,6 +145,7 @@ def _generate_tab(service: DemoService, d: Defaults) -> dict:
             # One component shows the picture forming (a latent preview each step) and then the run's images.
             # JPEG for display: ~10 ms to encode a megapixel against ~290 ms for PNG on a small CPU; the PNGs with
             # their parameters are the downloads.
+            run_error = gr.Markdown("", elem_id="run-error")  # a failure of the last run, above its last good result
             result = gr.Gallery(label="Result", format="jpeg", preview=True, selected_index=0, columns=4,
                                 object_fit="contain", height="min(70vh, 720px)", buttons=["fullscreen"],
                                 interactive=False, elem_id="result")
@@ -156,23 +157,30 @@ def _generate_tab(service: DemoService, d: Defaults) -> dict:
                          fit_columns=False,  # one picture is one column wide, not a stretched strip
                          elem_id="gallery")
     history = gr.State([])
+    shown = gr.State(None)  # the result's last good pictures, (PNG, caption) pairs: put back when a run fails
+    api_trigger = gr.Button(visible=False, elem_id="api-generate")
     form = [prompt, negative, seed, randomize, steps, guidance, aspect, num_images]
 
     def check(prompt: str, negative_prompt=None, seed=0, randomize_seed=True, steps=d.steps, guidance=d.guidance,
-              aspect_ratio=d.aspect, num_images=1, *_):
+              aspect_ratio=d.aspect, num_images=1, *states):
         """Runs before the queue: each message appears under its own field and nothing else on the page changes."""
         errors = field_errors(prompt, negative_prompt, seed, randomize_seed, steps, guidance, aspect_ratio,
                               num_images, max_side, max_chars)
         names = ["prompt", "negative", "seed", "randomize", "steps", "guidance", "aspect", "num_images"]
-        return [gr.validate(name not in errors, errors.get(name, "")) for name in names] + [None]
+        return [gr.validate(name not in errors, errors.get(name, "")) for name in names] + [None] * len(states)
 
-    def generate(prompt: str, negative_prompt: str | None = None, seed: float = 0, randomize_seed: bool = True,
-                 steps: float = d.steps, guidance: float = d.guidance, aspect_ratio: str = d.aspect,
-                 num_images: float = 1, history_: list | None = None, request: gr.Request = None,
-                 progress=gr.Progress()):
-        """A generator: the forming picture after each step, then the images, seed, timings and PNG links."""
+    def job(form_values: tuple, history_: list | None, shown: list | None, request: gr.Request | None,
+            progress: gr.Progress, on_page: bool):
+        """A generator of (result, seed, info, download, history, run_error, shown): the forming picture after each
+        step, then the images, seed, timings and PNG links. On the page a failure or a Stop puts the last good
+        result back and says what happened above it; an API caller gets the error itself."""
+        prompt, negative_prompt, seed, randomize_seed, steps, guidance, aspect_ratio, num_images = form_values
+
         def on_step(i, n):
             progress((i, n), desc=f"Denoising, step {i}/{n}", unit="steps")
+
+        def restore(message: str):
+            return (gr.Gallery(value=shown or [], selected_index=0), *(gr.skip(),) * 4, message, gr.skip())
 
         try:
             req = to_request(prompt, negative_prompt, seed, randomize_seed, steps, guidance, aspect_ratio)
@@ -184,15 +192,21 @@ def _generate_tab(service: DemoService, d: Defaults) -> dict:
         try:
             for kind, value in stream(lambda preview: [service.generate(req, sid, on_step, preview, count, gone)]):
                 if kind == "preview":
-                    yield (gr.Gallery(value=[(value, "forming…")], selected_index=0), *(gr.skip(),) * 4)
+                    yield (gr.Gallery(value=[(value, "forming…")], selected_index=0), *(gr.skip(),) * 4, "",
+                           gr.skip())
                 else:
                     result = value
         except Cancelled:
             gr.Info("Stopped.")
-            yield (gr.skip(),) * 5
+            yield restore("")
             return
         except Exception as error:
-            raise friendly(error) from error
+            failure = friendly(error)
+            if not on_page:
+                raise failure from error
+            # Raising would cover the result with an "Error" badge; the message goes above the last good result.
+            yield restore(f"⚠️ {failure.message}")
+            return
         for warning in result.warnings:
             gr.Warning(warning)
         each = result.each_image()
@@ -204,12 +218,33 @@ def _generate_tab(service: DemoService, d: Defaults) -> dict:
         new_history = (entries + list(history_ or []))[:HISTORY_LIMIT]
         images = [(one.image, f"seed {one.request.seed}") for one in each]
         # a plain list (not an update), so that API callers get [{"image": path, "caption": ...}, ...]
-        yield (images, r.seed, result_line(result),
-               download_links([p.name for p in pngs]), new_history)
+        yield (images, r.seed, result_line(result), download_links([p.name for p in pngs]), new_history, "",
+               [(str(png), f"seed {one.request.seed}") for one, png in zip(each, pngs, strict=True)])
+
+    def generate(prompt: str, negative_prompt: str | None = None, seed: float = 0, randomize_seed: bool = True,
+                 steps: float = d.steps, guidance: float = d.guidance, aspect_ratio: str = d.aspect,
+                 num_images: float = 1, history_: list | None = None, request: gr.Request = None,
+                 progress=gr.Progress()):
+        """The API's /generate: the forming picture after each step, then the images, seed, timings and PNG links;
+        a failure is an error."""
+        form_values = (prompt, negative_prompt, seed, randomize_seed, steps, guidance, aspect_ratio, num_images)
+        for values in job(form_values, history_, None, request, progress, on_page=False):
+            yield values[:5]
+
+    def generate_on_page(prompt: str, negative_prompt: str | None = None, seed: float = 0,
+                         randomize_seed: bool = True, steps: float = d.steps, guidance: float = d.guidance,
+                         aspect_ratio: str = d.aspect, num_images: float = 1, history_: list | None = None,
+                         shown: list | None = None, request: gr.Request = None, progress=gr.Progress()):
+        form_values = (prompt, negative_prompt, seed, randomize_seed, steps, guidance, aspect_ratio, num_images)
+        yield from job(form_values, history_, shown, request, progress, on_page=True)
 
     outputs = [result, seed, info, download, history]
-    event = gr.on([run.click, prompt.submit], generate, [*form, history], outputs, api_name="generate",
-                  validator=check, show_progress_on=[result], js=SCROLL_TO_RESULT, **GPU, **RAW)
+    # The page and the API run the same job through two events: the page's is private and never raises (a failure
+    # shows above the last good result), the API's /generate (a trigger the page never shows) raises as an API should.
+    event = gr.on([run.click, prompt.submit], generate_on_page, [*form, history, shown], [*outputs, run_error, shown],
+                  validator=check, show_progress_on=[result], js=SCROLL_TO_RESULT, api_visibility="private", **GPU,
+                  **RAW)
+    api_trigger.click(generate, [*form, history], outputs, api_name="generate", validator=check, **GPU, **RAW)
 
     def show_gallery(history_: list):
         """Full pictures (the PNGs themselves, so a download is the PNG with its parameters)."""
@@ -229,11 +264,11 @@ def _generate_tab(service: DemoService, d: Defaults) -> dict:
         """The picture and its settings together: the result shows it, the form is set to make it again."""
         e = history_[evt.index]
         width, height = (int(v) for v in e["size"].split("x"))
+        picture = [(e["png"], f"seed {e['seed']}")]
         return (e["prompt"], e["negative"], e["seed"], False, e["steps"], e["guidance"], d.aspect_label(width, height),
-                1, gr.Gallery(value=[(e["png"], f"seed {e['seed']}")], selected_index=0), download_links(
-                    [Path(e["png"]).name]))
+                1, gr.Gallery(value=picture, selected_index=0), download_links([Path(e["png"]).name]), picture, "")
 
-    gallery.select(reuse, history, [*form, result, download], **LIGHT)
+    gallery.select(reuse, history, [*form, result, download, shown, run_error], **LIGHT)
 
     def load_png(path: str | None):
         """Fill the form from a PNG's `parameters` text (ours, A1111's or Forge's)."""
