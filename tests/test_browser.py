@@ -158,6 +158,57 @@ def test_four_images_per_run_then_compare(browser, url):
     page.close()
 
 
+def test_settings_load_from_a_forge_png(browser, url, tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    forge = PngInfo()  # what A1111/Forge write into the PNG's `parameters` text chunk
+    forge.add_text("parameters", "a fox in the snow, watercolor\nNegative prompt: blurry, text\n"
+                   "Steps: 7, Sampler: Euler, CFG scale: 3.5, Seed: 1234, Size: 768x512, Model: sd35")
+    png = tmp_path / "forge.png"
+    Image.new("RGB", (64, 64), "white").save(png, pnginfo=forge)
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    _ready(page, url)
+    page.locator("#load-png").click()
+    page.locator("#png-in input[type=file]").set_input_files(str(png))
+    page.locator("#png-note").get_by_text("Settings loaded from the PNG").wait_for(timeout=30_000)
+    page.locator("#advanced").click()
+    page.locator("#seed input").wait_for()
+    value = "(sel) => document.querySelector(sel).value"
+    assert page.evaluate(value, "#prompt textarea") == "a fox in the snow, watercolor"
+    assert page.evaluate(value, "#negative textarea") == "blurry, text"
+    assert page.evaluate(value, "#seed input") == "1234"
+    assert page.evaluate(value, "#steps input[type=number]") == "7"
+    assert page.evaluate(value, "#guidance input[type=number]") == "3.5"
+    assert "768" in page.evaluate(value, "#aspect input") and "512" in page.evaluate(value, "#aspect input")
+    assert not page.locator("#randomize input").is_checked()  # the loaded seed is kept, not re-rolled
+
+    plain = tmp_path / "plain.png"  # a PNG without parameters says so and leaves the form alone
+    Image.new("RGB", (64, 64), "white").save(plain)
+    page.locator("#png-in button[aria-label='Clear']").click()
+    page.locator("#png-in input[type=file]").set_input_files(str(plain))
+    page.locator("#png-note").get_by_text("carries no generation parameters").wait_for(timeout=30_000)
+    assert page.evaluate(value, "#prompt textarea") == "a fox in the snow, watercolor"
+    page.close()
+
+
+def test_sheet_shows_fp8_beside_16_bit_for_several_prompts(browser, url):
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    _ready(page, url)
+    page.get_by_role("tab", name="Compare FP16/BF16 vs FP8").click()
+    page.locator("#sheet").click()
+    page.locator("#sheet-prompts textarea").fill("a red fox\na blue whale")
+    page.locator("#sheet-run").click()
+    page.locator("#sheet-table").get_by_text("a blue whale").wait_for(timeout=120_000)
+    rows = page.locator("#sheet-table tbody tr")
+    assert rows.count() == 2 and "dB" in rows.first.inner_text()  # one row of metrics per prompt
+    sheet = page.locator("#sheet-image img")
+    sheet.wait_for(timeout=10_000)
+    width, height = page.evaluate("(img) => [img.naturalWidth, img.naturalHeight]", sheet.element_handle())
+    assert height > width  # two rows (prompts) of two pictures (16-bit, FP8)
+    shot(page, "compare-sheet.png")
+    page.close()
+
+
 def test_phone_one_progress_indicator_result_in_view_no_overflow(browser, url):
     page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     _ready(page, url)

@@ -322,8 +322,9 @@ def _compare_tab(service: DemoService, d: Defaults) -> dict:
         sheet_prompts = gr.Textbox(label="Prompts, one per line (up to 4)", value="\n".join(SHEET_PROMPTS),
                                    lines=4, max_lines=4, elem_id="sheet-prompts")
         sheet_run = gr.Button("Compare all", variant="primary", interactive=service.ready, elem_id="sheet-run")
-        sheet_image = gr.Image(label="Rows: prompts · columns: 16-bit, FP8", type="pil", format="jpeg",
-                               interactive=False, elem_id="sheet-image")
+        # The sheet labels its own columns; Gradio's label badge would cover the first one.
+        sheet_image = gr.Image(label="Rows: prompts · columns: 16-bit, FP8", show_label=False, type="pil",
+                               format="jpeg", interactive=False, elem_id="sheet-image")
         sheet_table = gr.Markdown("", elem_id="sheet-table")
 
     max_side = service.cfg.engine.max_side
