@@ -2,6 +2,7 @@
 
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -84,15 +85,23 @@ PICTURE_FILL = """() => {  // the height the picture itself is drawn at (object-
 }"""
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
-def test_kiosk_page_attract_chip_refusal_and_idle_reset(kiosk_app):
+@contextmanager
+def kiosk_screen(url: str, width: int, height: int):
+    """The kiosk page in headless Chromium on a screen of width x height."""
     from playwright.sync_api import sync_playwright
 
-    _, url = kiosk_app
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1920, "height": 1080})
+        page = browser.new_page(viewport={"width": width, "height": height})
         page.goto(url)
+        yield page
+        browser.close()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_kiosk_page_attract_chip_refusal_and_idle_reset(kiosk_app):
+    _, url = kiosk_app
+    with kiosk_screen(url, 1920, 1080) as page:
         page.locator("#attract-image img").wait_for(timeout=20_000)  # idle: the attract loop
         assert page.get_by_text("Use via API").count() == 0  # no footer, no way off the page
         start = page.locator("#start").bounding_box()
@@ -121,18 +130,12 @@ def test_kiosk_page_attract_chip_refusal_and_idle_reset(kiosk_app):
         page.locator("#start").click()
         page.locator("#kiosk-prompt textarea").wait_for(timeout=10_000)
         assert page.locator("#kiosk-prompt textarea").input_value() == ""  # the next visitor starts clean
-        browser.close()
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 def test_kiosk_portrait_fills_the_height_and_keeps_no_run_history(kiosk_app):
-    from playwright.sync_api import sync_playwright
-
     _, url = kiosk_app
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1080, "height": 1920})
-        page.goto(url)
+    with kiosk_screen(url, 1080, 1920) as page:
         page.locator("#start").click()
         page.locator("#kiosk-prompt textarea").fill("a tall tower in the clouds")
         page.locator("#create").click()
@@ -146,4 +149,3 @@ def test_kiosk_portrait_fills_the_height_and_keeps_no_run_history(kiosk_app):
         # Nothing of this visitor is kept in the shared browser: run history is off and its page is gone
         assert page.request.get(url + "gradio_api/runs").status == 404
         assert page.request.get(url + "config").json()["run_history"] is False
-        browser.close()

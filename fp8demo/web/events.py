@@ -10,7 +10,7 @@ from typing import Any
 
 import gradio as gr
 
-from ..errors import UserError
+from ..errors import Cancelled, UserError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,16 @@ def friendly(error: Exception) -> gr.Error:
     log.exception("request failed")
     return gr.Error("Something went wrong on the server while making this image; please try again.",
                     print_exception=False)
+
+
+def run_job(work: Callable[[], Any]) -> Any | None:
+    """An event's engine call: None when the visitor pressed Stop, any failure as a friendly gr.Error."""
+    try:
+        return work()
+    except Cancelled:
+        return None
+    except Exception as error:
+        raise friendly(error) from error
 
 
 def stream(work: Callable[[Callable], Iterable]) -> Iterator[tuple[str, Any]]:

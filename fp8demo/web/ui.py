@@ -14,7 +14,7 @@ from .. import config
 from ..errors import Cancelled, InvalidRequest
 from ..imageio import read_parameters
 from ..request import MAX_IMAGES, GenerationResult, parse_parameters, validate_num_images
-from .events import GPU, LIGHT, friendly, session_id, stream
+from .events import GPU, LIGHT, friendly, run_job, session_id, stream
 from .form import Defaults, field_errors, number, to_request
 from .presence import departure
 from .service import DemoService
@@ -376,13 +376,10 @@ def _compare_tab(service: DemoService, d: Defaults) -> dict:
         def on_step(i, n):
             progress((i, n), desc=f"step {i}/{n} ({'16-bit' if i <= n // 2 else 'FP8'})", unit="steps")
 
-        try:
-            res = service.compare(settings(seed, steps, guidance, aspect_ratio, prompt), baseline,
-                                  session_id(request), on_step, departure())
-        except Cancelled:
+        res = run_job(lambda: service.compare(settings(seed, steps, guidance, aspect_ratio, prompt), baseline,
+                                              session_id(request), on_step, departure()))
+        if res is None:  # stopped
             return (gr.skip(),) * 6
-        except Exception as error:
-            raise friendly(error) from error
         b, f = res.baseline, res.fp8
         return (
             (b.image, f.image),
@@ -399,13 +396,11 @@ def _compare_tab(service: DemoService, d: Defaults) -> dict:
         def on_step(i, n):
             progress((i, n), desc=f"step {i}/{n}", unit="steps")
 
-        try:
-            results = service.compare_sheet(sheet_lines(prompts), settings(seed, steps, guidance, aspect_ratio),
-                                            baseline, session_id(request), on_step, departure())
-        except Cancelled:
+        results = run_job(lambda: service.compare_sheet(sheet_lines(prompts), settings(seed, steps, guidance,
+                                                        aspect_ratio), baseline, session_id(request), on_step,
+                                                        departure()))
+        if results is None:  # stopped
             return gr.skip(), gr.skip()
-        except Exception as error:
-            raise friendly(error) from error
         return contact_sheet(results), sheet_table_text(results)
 
     run.click(compare, [prompt, seed, baseline, steps, guidance, aspect],
