@@ -6,7 +6,8 @@
         # writes benchmarks/results/memory-peaks-<model>-t5-<t5>-<device>.json
 
 --peaks runs each step in its own process and reads its peak from the kernel (wait4's ru_maxrss, the figure
-/usr/bin/time -v prints as "Maximum resident set size"), since a process's peak RSS never goes down:
+/usr/bin/time -v prints as "Maximum resident set size", taken the same way), since a process's peak RSS never goes
+down:
 - build: `python -m fp8demo info --model M --t5 T` (a random model is built and quantized block by block);
 - quantize: `python -m fp8demo quantize --model M --t5 T --out <temporary folder>` (build, write, load back);
 - load: Engine.load of that folder, then one byte read from every page of every weight: safetensors are memory-mapped
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -34,16 +34,29 @@ VARIANTS = {
 }
 
 
+# Runs the command given after the peak file and writes the command's ru_maxrss (KiB) to that file. The measured
+# process must not be a direct child of this one: Linux carries the high-water RSS of the process that forks and
+# execs into the new program's ru_maxrss, so a child of a process holding torch (or a test session holding models)
+# would report at least its parent's size. Forked from this small interpreter, it starts from a few MiB.
+_RUNNER = """import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+open(sys.argv[1], "w").write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def _run_measured(cmd: list[str]) -> tuple[dict, int, float]:
     """Run `cmd`, return the JSON its last stdout line prints, its peak RSS in bytes and its wall time."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed with status {proc.returncode}")
-    return json.loads(out.strip().splitlines()[-1]), usage.ru_maxrss * 1024, time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="fp8demo-peak-") as tmp:
+        peak_file = Path(tmp) / "maxrss_kib"
+        proc = subprocess.run([sys.executable, "-c", _RUNNER, str(peak_file), *cmd], stdout=subprocess.PIPE,
+                              text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed with status {proc.returncode}")
+        peak = int(peak_file.read_text()) * 1024
+    return json.loads(proc.stdout.strip().splitlines()[-1]), peak, time.perf_counter() - t0
 
 
 def touch_load(folder: str, t5: str) -> dict:

@@ -122,8 +122,8 @@ def peak_memory(device: str) -> tuple[int, str]:
 def return_freed_host_memory() -> None:
     """Give the pages of freed heap memory back to the operating system (glibc's malloc_trim; elsewhere nothing).
 
-    glibc keeps freed memory below its mmap threshold in the heap for reuse, and that threshold rises to 32 MiB as
-    soon as one large tensor is freed, so a build that frees one 16-bit layer after another keeps their pages:
+    glibc keeps freed blocks below its mmap threshold in the heap for reuse, and that threshold rises (up to 32 MiB)
+    each time a larger mmapped block is freed, so a build that frees one 16-bit layer after another keeps their pages:
     building random:medium's FP8 transformer block by block ended at 6.6 GiB of RSS for 2.1 GiB of live tensors,
     and at 2.6 GiB with a trim after each block (measured, and no slower). Freed memory is reused either way; a
     trim only stops idle pages from counting against the machine.
