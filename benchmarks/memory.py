@@ -1,12 +1,26 @@
-"""Resident bytes per component of a full-size architecture, bf16 against FP8 (no generation, CPU is fine).
+"""Resident bytes per component of a full-size architecture, bf16 against FP8 (no generation, CPU is fine); with
+--peaks, the peak RSS of building, quantizing and loading it against those resident bytes.
 
     python -m benchmarks.memory --model random:medium        # writes benchmarks/results/memory-<model>-<device>.json
+    python -m benchmarks.memory --model random:medium --t5 fp8 --peaks
+        # writes benchmarks/results/memory-peaks-<model>-t5-<t5>-<device>.json
+
+--peaks runs each step in its own process and reads its peak from the kernel (wait4's ru_maxrss, the figure
+/usr/bin/time -v prints as "Maximum resident set size", taken the same way), since a process's peak RSS never goes
+down:
+- build: `python -m fp8demo info --model M --t5 T` (a random model is built and quantized block by block);
+- quantize: `python -m fp8demo quantize --model M --t5 T --out <temporary folder>` (build, write, load back);
+- load: Engine.load of that folder, then one byte read from every page of every weight: safetensors are memory-mapped
+  and an untouched weight is not yet in RSS (the first image touches them all).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,14 +34,103 @@ VARIANTS = {
 }
 
 
+# Runs the command given after the peak file and writes the command's ru_maxrss (KiB) to that file. The measured
+# process must not be a direct child of this one: Linux carries the high-water RSS of the process that forks and
+# execs into the new program's ru_maxrss, so a child of a process holding torch (or a test session holding models)
+# would report at least its parent's size. Forked from this small interpreter, it starts from a few MiB.
+_RUNNER = """import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+open(sys.argv[1], "w").write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def _run_measured(cmd: list[str]) -> tuple[dict, int, float]:
+    """Run `cmd`, return the JSON its last stdout line prints, its peak RSS in bytes and its wall time."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fp8demo-peak-") as tmp:
+        peak_file = Path(tmp) / "maxrss_kib"
+        proc = subprocess.run([sys.executable, "-c", _RUNNER, str(peak_file), *cmd], stdout=subprocess.PIPE,
+                              text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed with status {proc.returncode}")
+        peak = int(peak_file.read_text()) * 1024
+    return json.loads(proc.stdout.strip().splitlines()[-1]), peak, time.perf_counter() - t0
+
+
+def touch_load(folder: str, t5: str) -> dict:
+    """Load an FP8 folder as the engine does and bring every page of every weight into memory."""
+    import torch
+
+    from fp8demo.precision import unique_tensors
+
+    engine = Engine(config.EngineConfig(model=folder, precision="fp8", t5=t5, offload="none", compile=False,
+                                        warmup_runs=0), hardware.cpu_capabilities())
+    engine.load()
+    pages = 0
+    for name in ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae"):
+        module = getattr(engine.pipe, name, None)
+        for t in unique_tensors(module) if module is not None else ():
+            names = t.__tensor_flatten__()[0] if hasattr(t, "__tensor_flatten__") else None
+            for inner in [getattr(t, n) for n in names] if names else [t]:
+                flat = inner.detach().reshape(-1).view(torch.uint8)
+                flat[::4096].sum()  # reads one byte of each 4 KiB page
+                pages += -(-flat.numel() // 4096)
+    return {"resident_bytes": sum(c.bytes for c in engine.report.components), "pages_touched": pages}
+
+
+def peaks(args) -> dict:
+    """Peak RSS of building, quantizing and loading `args.model` with T5 `args.t5`, each in its own process."""
+    python = [sys.executable, "-m"]
+    steps = {}
+    with tempfile.TemporaryDirectory(prefix="fp8demo-peaks-") as tmp:
+        folder = str(Path(tmp) / "fp8")
+        commands = {
+            "build": [*python, "fp8demo", "info", "--model", args.model, "--t5", args.t5],
+            "quantize": [*python, "fp8demo", "quantize", "--model", args.model, "--t5", args.t5, "--out", folder],
+            "load": [*python, "benchmarks.memory", "--touch-load", folder, "--t5", args.t5],
+        }
+        for step, cmd in commands.items():
+            out, peak, seconds = _run_measured(cmd)
+            resident = out.get("resident_bytes", out.get("total_bytes"))
+            steps[step] = {"command": " ".join(["python", "-m", *cmd[2:]]).replace(folder, "<folder>"),
+                           "peak_rss_bytes": peak, "resident_bytes": resident,
+                           "peak_over_resident": round(peak / resident, 3), "seconds": round(seconds, 1)}
+            print(step, json.dumps({k: steps[step][k] for k in ("peak_rss_bytes", "peak_over_resident")}),
+                  flush=True)
+    return steps
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default="random:medium")
     p.add_argument("--t5", default="auto", choices=config.T5_MODES)
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--peaks", action="store_true", help="peak RSS of build, quantize and load (see above)")
+    p.add_argument("--touch-load", metavar="FOLDER", help=argparse.SUPPRESS)  # the load step of --peaks
     args = p.parse_args(argv)
+    if args.touch_load:
+        print(json.dumps(touch_load(args.touch_load, args.t5)))
+        return
     logs.configure(verbose=True)
     caps = hardware.detect()
+    if args.peaks:
+        result = {
+            "benchmark": "peak RSS of build, quantize and load, each in its own process",
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "device": {"name": caps.name, "kind": caps.device, "cpu_count": caps.cpu_count},
+            "versions": bench.versions(),
+            "config": {"model": args.model, "t5": args.t5, "max_side": config.MAX_SIDE,
+                       "peak": "wait4 ru_maxrss of the step's process (= /usr/bin/time -v)"},
+            "steps": peaks(args),
+        }
+        slug = bench.device_slug({"device": {"name": caps.name}})
+        out = Path(args.out) / f"memory-peaks-{args.model.replace(':', '-')}-t5-{args.t5}-{slug}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(out)
+        return
     rows = {}
     for name, options in VARIANTS.items():
         t0 = time.perf_counter()

@@ -119,10 +119,38 @@ def peak_memory(device: str) -> tuple[int, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS"
 
 
+def return_freed_host_memory() -> None:
+    """Give the pages of freed heap memory back to the operating system (glibc's malloc_trim; elsewhere nothing).
+
+    glibc keeps freed blocks below its mmap threshold in the heap for reuse, and that threshold rises (up to 32 MiB)
+    each time a larger mmapped block is freed, so a build that frees one 16-bit layer after another keeps their pages:
+    building random:medium's FP8 transformer block by block ended at 6.6 GiB of RSS for 2.1 GiB of live tensors,
+    and at 2.6 GiB with a trim after each block (measured, and no slower). Freed memory is reused either way; a
+    trim only stops idle pages from counting against the machine.
+    """
+    import ctypes
+    import ctypes.util
+
+    global _LIBC
+    if _LIBC is None:
+        name = ctypes.util.find_library("c")
+        try:
+            libc = ctypes.CDLL(name) if name else None
+        except OSError:
+            libc = None
+        _LIBC = libc if libc is not None and hasattr(libc, "malloc_trim") else False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None  # the C library once looked up; False where it has no malloc_trim (musl, macOS, Windows)
+
+
 def release_cached_memory(device: str) -> None:
     import gc
 
     gc.collect()
+    return_freed_host_memory()
     if device == "cuda":
         import torch
 

@@ -394,11 +394,54 @@ def crop_positional_table(transformer, max_side: int) -> tuple[int, int] | None:
     table = pe.pos_embed.reshape(1, old, old, width)
     start = (old - new) // 2
     cropped = table[:, start : start + new, start : start + new, :].reshape(1, new * new, width)
-    pe.register_buffer("pos_embed", cropped.clone(), persistent=True)
+    _keep_table(transformer, cropped.clone(), old, new)
+    return old, new
+
+
+def _keep_table(transformer, table, old: int, new: int) -> None:
+    pe = transformer.pos_embed
+    pe.register_buffer("pos_embed", table, persistent=True)
     pe.pos_embed_max_size = new
     transformer.pos_embed_crop = (old, new)  # for the report when the crop happened while loading
     if hasattr(transformer, "register_to_config"):  # a saved copy must say how large its table is
         transformer.register_to_config(pos_embed_max_size=new)
+
+
+def central_positional_table(patch_embed, side: int):
+    """The central `side` x `side` part of a diffusers PatchEmbed's sin-cos table ([1, side^2, width], float32),
+    computed without the rest: the result equals cropping the whole table, which Medium's constructor builds at
+    384 x 384 through float64 intermediates (3.8 GiB of peak memory for a 96 x 96 crop).
+
+    diffusers' own get_2d_sincos_pos_embed makes each table entry from its grid coordinate alone (coordinate times
+    frequency, then sin and cos), so the same coordinates through diffusers' own get_2d_sincos_pos_embed_from_grid
+    give the same entries. The coordinates are computed as that function computes them, for the whole side (a few
+    hundred numbers), and sliced.
+    """
+    import torch
+    from diffusers.models.embeddings import get_2d_sincos_pos_embed_from_grid
+
+    old = patch_embed.pos_embed_max_size
+    width = patch_embed.proj.out_channels
+    start = (old - side) // 2
+    with torch.device("cpu"):  # also when called inside a meta-device construction
+        coords = torch.arange(old, dtype=torch.float32) / (old / patch_embed.base_size)
+        coords = (coords / patch_embed.interpolation_scale)[start : start + side]
+        grid = torch.stack(torch.meshgrid(coords, coords, indexing="xy"), dim=0).reshape(2, 1, side, side)
+        return get_2d_sincos_pos_embed_from_grid(width, grid, output_type="pt").float().unsqueeze(0)
+
+
+def build_positional_table(transformer, max_side: int) -> tuple[int, int] | None:
+    """Fill the positional table of a transformer constructed on the meta device: only its central crop covering
+    `max_side` (see crop_positional_table), or the whole table where no crop is smaller. Returns (old, new) sides
+    when cropped, as crop_positional_table does."""
+    pe = transformer.pos_embed
+    old = pe.pos_embed_max_size
+    new = cropped_side(old, transformer.config.patch_size, max_side)
+    table = central_positional_table(pe, new or old)
+    if new is None:
+        pe.register_buffer("pos_embed", table, persistent=True)
+        return None
+    _keep_table(transformer, table, old, new)
     return old, new
 
 

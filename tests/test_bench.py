@@ -103,3 +103,16 @@ def test_gpu_suite_refuses_without_a_gpu(tmp_path):
     done = _suite(OUT_DIR=str(out), CUDA_VISIBLE_DEVICES="")  # no GPU even where the tests run on one
     assert done.returncode == 2
     assert "no CUDA GPU" in done.stderr and not out.exists()
+
+
+def test_memory_peaks_read_each_step_process_peak_from_the_kernel():
+    """benchmarks.memory --peaks takes a step's peak RSS from wait4 (what /usr/bin/time -v prints)."""
+    from benchmarks import memory
+
+    code = "import json; b = bytearray(300 << 20); print('log line'); print(json.dumps({'a': 1}))"
+    cmd = [sys.executable, "-c", code]
+    out, peak, seconds = memory._run_measured(cmd)
+    assert out == {"a": 1} and seconds > 0
+    assert 300 << 20 < peak < 1 << 30
+    with pytest.raises(SystemExit, match="failed with status 3"):
+        memory._run_measured([sys.executable, "-c", "raise SystemExit(3)"])

@@ -239,6 +239,46 @@ def test_medium_width_transformer_file_is_at_most_052_of_bf16(tmp_path):
     assert torch.equal(w.scale, stored.scale)
 
 
+def _safetensors_parts(path):
+    """The header as data (safetensors writes its metadata in hash-map order, different in each process) and the
+    tensor bytes that follow it."""
+    import struct
+
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
+
+
+def test_save_without_copies_writes_what_save_pretrained_writes(tmp_path):
+    """The FP8 transformer and T5 saved through saved_without_copies: the same files as save_pretrained alone, and
+    the flattened state dict holds the model's own tensors, not clones."""
+    from fp8demo.precision import PrecisionOptions, plan_precision
+    from fp8demo.weights import sources
+
+    plan = plan_precision(PrecisionOptions(t5="fp8"), CPU)
+    build = random_models.BuildPrecision(plan, sources._dtypes(plan), 512)
+    components = random_models.build_components(random_models.TINY, fast_init=True, precision=build)
+    for name in ("transformer", "text_encoder_3"):
+        module = components[name]
+        fp8_format.make_savable(module, name, plan)
+        module.save_pretrained(tmp_path / "library" / name, safe_serialization=True)
+        with fp8_format.saved_without_copies(module):
+            module.save_pretrained(tmp_path / "ours" / name, safe_serialization=True)
+        assert "get_state_dict_and_metadata" not in vars(module.hf_quantizer)  # the library's method again
+        files = sorted(p.name for p in (tmp_path / "library" / name).iterdir())
+        assert files == sorted(p.name for p in (tmp_path / "ours" / name).iterdir())
+        for file in files:
+            a, b = tmp_path / "library" / name / file, tmp_path / "ours" / name / file
+            if file.endswith(".safetensors"):
+                assert _safetensors_parts(a) == _safetensors_parts(b), (name, file)
+            else:
+                assert a.read_bytes() == b.read_bytes(), (name, file)
+        own = {t.data_ptr() for p in module.state_dict().values()
+               for t in ([p.qdata, p.scale] if fp8_format.is_fp8(p) else [p])}
+        flat, _ = fp8_format._flatten_without_copies(module.state_dict())
+        assert {t.data_ptr() for t in flat.values()} <= own, name
+
+
 def test_truncated_file_is_refused_by_the_manifest(quantized, tmp_path, tiny_engine):
     folder = _copy(quantized, tmp_path)
     path = folder / "transformer" / "diffusion_pytorch_model.safetensors"

@@ -111,6 +111,34 @@ def test_odd_difference_crop_keeps_parity():
     assert t.pos_embed.pos_embed.reshape(8, 8)[0, 0].item() == 11.0  # row 1, column 1 of the original
 
 
+@pytest.mark.parametrize("old, patch, max_side", [(48, 2, 512), (40, 2, 400), (30, 1, 120), (24, 2, 2048)])
+def test_central_positional_table_is_the_crop_of_the_whole_one(old, patch, max_side):
+    """Computing only the kept centre gives the same float32 values as diffusers' whole table, then cropped."""
+    from diffusers.models.embeddings import PatchEmbed
+
+    pe = PatchEmbed(height=32, width=32, patch_size=patch, in_channels=4, embed_dim=24, pos_embed_max_size=old)
+    side = precision.cropped_side(old, patch, max_side) or old
+    start = (old - side) // 2
+    whole = pe.pos_embed.reshape(1, old, old, 24)
+    crop = whole[:, start : start + side, start : start + side].reshape(1, side * side, 24)
+    assert torch.equal(precision.central_positional_table(pe, side), crop)
+
+
+def test_random_build_computes_only_the_cropped_table():
+    """A build with a precision plan constructs the transformer on `meta` (the whole table is never computed) and
+    ends with the same table as building it whole and cropping, in the same dtype."""
+    from diffusers import SD3Transformer2DModel
+
+    spec = dict(random_models.TINY.transformer, pos_embed_max_size=48)  # tiny's 128 needs no crop at 512 px
+    build = random_models.BuildPrecision(plan_precision(PrecisionOptions(), CPU), {"default": torch.bfloat16}, 512)
+    built = random_models._construct(lambda: SD3Transformer2DModel(**spec), True, 0, "transformer", build)
+    whole = random_models._construct(lambda: SD3Transformer2DModel(**spec), True, 0)
+    assert precision.crop_positional_table(whole, 512) == (48, 32) == built.pos_embed_crop
+    assert built.config.pos_embed_max_size == whole.config.pos_embed_max_size == 32
+    assert torch.equal(built.pos_embed.pos_embed, whole.pos_embed.pos_embed.to(torch.bfloat16))
+    assert not any(t.is_meta for t in [*built.parameters(), *built.buffers()])
+
+
 @pytest.fixture(scope="module")
 def medium2():
     tr = random_models.build_random_transformer("medium", 2)

@@ -259,6 +259,67 @@ def make_savable(module, component: str, plan) -> None:
     module.hf_quantizer = quantizer
 
 
+def _flatten_without_copies(state_dict: dict) -> tuple[dict, dict]:
+    """What torchao's flatten_tensor_state_dict returns (the tensors and metadata of the safetensors layout that
+    diffusers and transformers write), holding the model's own inner tensors instead of clones of them all.
+
+    torchao clones the FP8 data and scales of every weight before the file is written, so a save held a second copy
+    of all FP8 weights (T5-XXL: 4.3 GiB more; Large's transformer: about 7 GiB more). Here torchao flattens one
+    weight at a time, and each clone is swapped for the tensor it was cloned from (found by identical bytes among
+    the weight's inner tensors), so at most one weight's clone exists. The names and metadata are torchao's own.
+    """
+    import torch
+    from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
+
+    def same(a, b) -> bool:
+        return (a is b) or (a.dtype == b.dtype and a.shape == b.shape and a.is_contiguous() and b.is_contiguous()
+                            and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)))
+
+    tensors, metadata = {}, {}
+    for name, tensor in state_dict.items():
+        part, meta = flatten_tensor_state_dict({name: tensor})
+        # a tensor subclass names its inner tensors in PyTorch's __tensor_flatten__ protocol; a plain one is its own
+        subclass = type(tensor) is not torch.Tensor and hasattr(tensor, "__tensor_flatten__")
+        inner = [getattr(tensor, n) for n in tensor.__tensor_flatten__()[0]] if subclass else [tensor]
+        for key, value in part.items():
+            tensors[key] = next((t for t in inner if isinstance(t, torch.Tensor) and same(t, value)), value)
+        meta.pop("tensor_names", None)
+        metadata.update(meta)
+    metadata["tensor_names"] = json.dumps(list(state_dict))  # as torchao writes it: every name, in order
+    return tensors, metadata
+
+
+@contextlib.contextmanager
+def saved_without_copies(module):
+    """While inside, `module.save_pretrained` writes exactly what it writes otherwise, without the extra copy of the
+    FP8 weights that torchao's flattening makes (see _flatten_without_copies).
+
+    diffusers and transformers both ask the model's quantizer, `hf_quantizer.get_state_dict_and_metadata`, for the
+    flattened state dict; this quantizer object alone gets that method replaced, and only for the duration.
+    """
+    quantizer = getattr(module, "hf_quantizer", None)
+    if quantizer is None or "get_state_dict_and_metadata" in vars(quantizer):
+        yield
+        return
+    import torch
+
+    original = quantizer.get_state_dict_and_metadata
+
+    def flattened(*args, **kwargs):
+        if args and isinstance(args[0], torch.nn.Module):  # transformers: (model)
+            return _flatten_without_copies(args[0].state_dict())
+        safe = kwargs.get("safe_serialization", args[1] if len(args) > 1 else False)  # diffusers: (state_dict, safe)
+        if not safe:
+            return original(*args, **kwargs)  # a pickle file: nothing is flattened
+        return _flatten_without_copies(args[0] if args else kwargs["state_dict"])
+
+    quantizer.get_state_dict_and_metadata = flattened
+    try:
+        yield
+    finally:
+        del quantizer.get_state_dict_and_metadata  # the class's own method again
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -296,7 +357,8 @@ def save_quantized(pipe, report, source_name: str, out_dir: Path, revision: str 
         if fp8:
             if getattr(component, "hf_quantizer", None) is None:
                 make_savable(component, name, plan)
-            component.save_pretrained(out_dir / name, safe_serialization=True)
+            with saved_without_copies(component):
+                component.save_pretrained(out_dir / name, safe_serialization=True)
             dtype_maps[name] = _dtype_map(component)
         elif source_folder is not None and (Path(source_folder) / name).is_dir():
             shutil.copytree(Path(source_folder) / name, out_dir / name)
