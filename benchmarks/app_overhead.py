@@ -14,6 +14,7 @@ import statistics
 import time
 from pathlib import Path
 
+from benchmarks.results_file import write_result
 from fp8demo import bench, config, hardware, logs
 from fp8demo.web.server import launch
 from fp8demo.web.service import DemoService
@@ -112,10 +113,7 @@ def main(argv=None) -> None:
         "target_ms": 50,
         "runs": rows,
     }
-    slug = bench.device_slug({"device": {"name": caps.name}})
-    out = Path(args.out) / f"app-overhead-{slug}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    out = write_result(result, args.out, "app-overhead", caps.name)
     print(json.dumps({k: result[k] for k in ("overhead_ms", "engine_ms_median", "framework_floor_ms")}), out)
 
 

@@ -16,7 +16,8 @@ import json
 import os
 import tempfile
 import time
-from pathlib import Path
+
+from benchmarks.results_file import write_result
 
 MODES = ("blocks-dynamic", "whole-static", "whole-dynamic")
 
@@ -41,7 +42,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="inductor-"))  # a cold compile
 
-    from fp8demo import bench, config, hardware, logs
+    from fp8demo import config, hardware, logs
     from fp8demo.engine import Engine
     from fp8demo.request import GenerationRequest
 
@@ -71,10 +72,7 @@ def main(argv=None) -> None:
     out = {"mode": args.mode, "model": args.model, "steps": args.steps, "device": caps.describe(),
            "versions": hardware.versions(), "requests": rows,
            "failed": sum("error" in r for r in rows)}
-    slug = bench.device_slug({"device": {"name": caps.name}})
-    path = Path(args.out) / f"compile-shapes-{args.mode}-{slug}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    path = write_result(out, args.out, f"compile-shapes-{args.mode}", caps.name)
     print(path)
 
 

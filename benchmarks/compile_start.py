@@ -23,6 +23,8 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from benchmarks.results_file import write_result  # noqa: E402
+
 
 def child(cache: str, compile_: bool, model: str, steps: int) -> dict:
     from fp8demo import config, hardware, logs
@@ -71,7 +73,6 @@ def main(argv=None) -> None:
         print(json.dumps(child(args.child, not args.eager, args.model, args.steps)))
         return
 
-    from fp8demo import bench
     from fp8demo.weights import random_models
 
     cache = tempfile.mkdtemp(prefix="fp8demo-compile-start-")
@@ -91,10 +92,7 @@ def main(argv=None) -> None:
     }
     out = {"model": args.model, "steps": args.steps, "device": runs["cold"]["device"], "summary": summary,
            "runs": runs}
-    slug = bench.device_slug({"device": {"name": runs["cold"]["device_name"]}})
-    path = Path(args.out) / f"compile-start-{slug}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    path = write_result(out, args.out, "compile-start", runs["cold"]["device_name"])
     print(json.dumps(summary, indent=1))
     print(path)
 

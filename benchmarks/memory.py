@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.results_file import write_result
 from fp8demo import bench, config, hardware, logs
 from fp8demo.engine import Engine
 
@@ -125,10 +126,7 @@ def main(argv=None) -> None:
                        "peak": "wait4 ru_maxrss of the step's process (= /usr/bin/time -v)"},
             "steps": peaks(args),
         }
-        slug = bench.device_slug({"device": {"name": caps.name}})
-        out = Path(args.out) / f"memory-peaks-{args.model.replace(':', '-')}-t5-{args.t5}-{slug}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1) + "\n")
+        out = write_result(result, args.out, f"memory-peaks-{args.model.replace(':', '-')}-t5-{args.t5}", caps.name)
         print(out)
         return
     rows = {}
@@ -159,10 +157,7 @@ def main(argv=None) -> None:
         "config": {"model": args.model, "t5": args.t5, "max_side": config.MAX_SIDE},
         "variants": rows,
     }
-    slug = bench.device_slug({"device": {"name": caps.name}})
-    out = Path(args.out) / f"memory-{args.model.replace(':', '-')}-{slug}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    out = write_result(result, args.out, f"memory-{args.model.replace(':', '-')}", caps.name)
     print(out)
 
 
