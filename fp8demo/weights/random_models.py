@@ -224,7 +224,11 @@ def _t5(spec: dict, tokenizer, vocab_size: int):
         eos_token_id=tokenizer.eos_token_id,
         **spec,
     )
-    return T5EncoderModel(cfg)
+    model = T5EncoderModel(cfg)
+    # One embedding, as in the released T5-XXL: transformers ties encoder.embed_tokens to `shared` only when it loads
+    # weights, so a random build would otherwise fill (and save) two different tables.
+    model.encoder.embed_tokens = model.shared
+    return model
 
 
 def _vae(arch: Architecture):
