@@ -64,7 +64,7 @@ def touch_load(folder: str, t5: str) -> dict:
     """Load an FP8 folder as the engine does and bring every page of every weight into memory."""
     import torch
 
-    from fp8demo.precision import unique_tensors
+    from fp8demo.precision import inner_tensors, unique_tensors
 
     engine = Engine(config.EngineConfig(model=folder, precision="fp8", t5=t5, offload="none", compile=False,
                                         warmup_runs=0), hardware.cpu_capabilities())
@@ -73,8 +73,7 @@ def touch_load(folder: str, t5: str) -> dict:
     for name in ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae"):
         module = getattr(engine.pipe, name, None)
         for t in unique_tensors(module) if module is not None else ():
-            names = t.__tensor_flatten__()[0] if hasattr(t, "__tensor_flatten__") else None
-            for inner in [getattr(t, n) for n in names] if names else [t]:
+            for inner in inner_tensors(t):
                 flat = inner.detach().reshape(-1).view(torch.uint8)
                 flat[::4096].sum()  # reads one byte of each 4 KiB page
                 pages += -(-flat.numel() // 4096)

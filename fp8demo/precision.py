@@ -238,19 +238,22 @@ def resolve_offload(plan: PrecisionPlan, free_bytes: int | None, resident_bytes:
 # Byte accounting
 
 
-def tensor_bytes(t) -> int:
-    """Bytes a tensor holds, looking inside tensor subclasses (torchao keeps FP8 data and scales as inner tensors)."""
+def inner_tensors(t) -> list:
+    """The plain tensors that hold `t`'s data: the inner tensors a tensor subclass names in PyTorch's
+    __tensor_flatten__ protocol (torchao keeps FP8 data and scales so), or `t` itself."""
     if hasattr(t, "__tensor_flatten__"):
         names, _ = t.__tensor_flatten__()
-        return sum(tensor_bytes(getattr(t, n)) for n in names)
-    return t.numel() * t.element_size()
+        return [leaf for n in names for leaf in inner_tensors(getattr(t, n))]
+    return [t]
+
+
+def tensor_bytes(t) -> int:
+    """Bytes a tensor holds, looking inside tensor subclasses."""
+    return sum(leaf.numel() * leaf.element_size() for leaf in inner_tensors(t))
 
 
 def _leaf_dtype(t) -> str:
-    if hasattr(t, "__tensor_flatten__"):
-        names, _ = t.__tensor_flatten__()
-        return str(getattr(t, names[0]).dtype).replace("torch.", "")
-    return str(t.dtype).replace("torch.", "")
+    return str(inner_tensors(t)[0].dtype).replace("torch.", "")
 
 
 def unique_tensors(module):

@@ -122,19 +122,24 @@ def test_plain_diffusers_loads_the_folder_and_makes_the_same_image(quantized, ti
     assert hashlib.sha256(np.asarray(image).tobytes()).hexdigest() == digest  # bit for bit
 
 
+class FakeHubApi:
+    """Stands in for huggingface_hub.HfApi: records the calls, uploads nothing. `last` is the newest instance."""
+    last = None
+
+    def __init__(self, token=None):
+        self.calls = []
+        FakeHubApi.last = self
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(("upload_folder", kwargs))
+        return type("Commit", (), {"commit_url": f"https://huggingface.co/{kwargs['repo_id']}/commit/abc"})()
+
+
 def test_push_to_hub_uploads_the_verified_folder(quantized):
-    class FakeApi:
-        def __init__(self):
-            self.calls = []
-
-        def create_repo(self, repo_id, **kwargs):
-            self.calls.append(("create_repo", repo_id, kwargs))
-
-        def upload_folder(self, **kwargs):
-            self.calls.append(("upload_folder", kwargs))
-            return type("Commit", (), {"commit_url": f"https://huggingface.co/{kwargs['repo_id']}/commit/abc"})()
-
-    api = FakeApi()
+    api = FakeHubApi()
     url = fp8_format.push_to_hub(quantized, "me/sd35-tiny-fp8", private=True, api=api)
     assert url == "https://huggingface.co/me/sd35-tiny-fp8/commit/abc"
     (_, repo, options), (_, upload) = api.calls

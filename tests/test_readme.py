@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 from test_app import free_port
+from test_checkpoint import FakeHubApi
 
 from fp8demo.__main__ import main
 from fp8demo.imageio import read_parameters
@@ -66,21 +67,6 @@ def test_plans_per_card_block(capsys):
         assert plan["fits"] is True and plan["resident_bytes"] < plan["peak_run_bytes"]
 
 
-class FakeHubApi:
-    """Records what `--push-to-hub` would send to the Hub."""
-    uploads: list = []
-
-    def __init__(self, token=None):
-        pass
-
-    def create_repo(self, repo_id, **kwargs):
-        pass
-
-    def upload_folder(self, **kwargs):
-        FakeHubApi.uploads.append(kwargs)
-        return type("Commit", (), {"commit_url": f"https://huggingface.co/{kwargs['repo_id']}/commit/1"})()
-
-
 def test_fp8_checkpoint_blocks(tmp_path, monkeypatch, capsys, cache_dir):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("huggingface_hub.HfApi", FakeHubApi)
@@ -93,8 +79,9 @@ def test_fp8_checkpoint_blocks(tmp_path, monkeypatch, capsys, cache_dir):
         args[model] = "tiny"
         assert main(args) == 0, argv
     published = last_json(capsys.readouterr().out)["published"]
-    assert published == "https://huggingface.co/you/sd35-large-turbo-fp8/commit/1"
-    assert Path(FakeHubApi.uploads[-1]["folder_path"]).resolve() == (tmp_path / "sd35-fp8-for-hub").resolve()
+    assert published == "https://huggingface.co/you/sd35-large-turbo-fp8/commit/abc"
+    _, upload = FakeHubApi.last.calls[-1]
+    assert Path(upload["folder_path"]).resolve() == (tmp_path / "sd35-fp8-for-hub").resolve()
     folder = tmp_path / "sd35-large-turbo-fp8"
 
     # python app.py --model sd35-large-turbo-fp8: the app serves the folder

@@ -60,6 +60,11 @@ def result_line(r: GenerationResult) -> str:
     )
 
 
+def picture(entry: dict) -> tuple[str, str]:
+    """A history entry as the result gallery shows it: its PNG and its seed."""
+    return entry["png"], f"seed {entry['seed']}"
+
+
 def download_links(names: list[str]) -> str:
     """Links to /take/<name> (relative, so they work under a proxy prefix such as a Space's)."""
     label = "Download PNG" if len(names) == 1 else "PNG {i}"
@@ -219,7 +224,7 @@ def _generate_tab(service: DemoService, d: Defaults) -> dict:
         images = [(one.image, f"seed {one.request.seed}") for one in each]
         # a plain list (not an update), so that API callers get [{"image": path, "caption": ...}, ...]
         yield (images, r.seed, result_line(result), download_links([p.name for p in pngs]), new_history, "",
-               [(str(png), f"seed {one.request.seed}") for one, png in zip(each, pngs, strict=True)])
+               [picture(e) for e in entries])
 
     def generate(prompt: str, negative_prompt: str | None = None, seed: float = 0, randomize_seed: bool = True,
                  steps: float = d.steps, guidance: float = d.guidance, aspect_ratio: str = d.aspect,
@@ -264,9 +269,9 @@ def _generate_tab(service: DemoService, d: Defaults) -> dict:
         """The picture and its settings together: the result shows it, the form is set to make it again."""
         e = history_[evt.index]
         width, height = (int(v) for v in e["size"].split("x"))
-        picture = [(e["png"], f"seed {e['seed']}")]
         return (e["prompt"], e["negative"], e["seed"], False, e["steps"], e["guidance"], d.aspect_label(width, height),
-                1, gr.Gallery(value=picture, selected_index=0), download_links([Path(e["png"]).name]), picture, "")
+                1, gr.Gallery(value=[picture(e)], selected_index=0), download_links([Path(e["png"]).name]),
+                [picture(e)], "")
 
     gallery.select(reuse, history, [*form, result, download, shown, run_error], **LIGHT)
 

@@ -271,6 +271,8 @@ def _flatten_without_copies(state_dict: dict) -> tuple[dict, dict]:
     import torch
     from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
 
+    from ..precision import inner_tensors
+
     def same(a, b) -> bool:
         return (a is b) or (a.dtype == b.dtype and a.shape == b.shape and a.is_contiguous() and b.is_contiguous()
                             and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)))
@@ -278,11 +280,9 @@ def _flatten_without_copies(state_dict: dict) -> tuple[dict, dict]:
     tensors, metadata = {}, {}
     for name, tensor in state_dict.items():
         part, meta = flatten_tensor_state_dict({name: tensor})
-        # a tensor subclass names its inner tensors in PyTorch's __tensor_flatten__ protocol; a plain one is its own
-        subclass = type(tensor) is not torch.Tensor and hasattr(tensor, "__tensor_flatten__")
-        inner = [getattr(tensor, n) for n in tensor.__tensor_flatten__()[0]] if subclass else [tensor]
+        inner = inner_tensors(tensor)
         for key, value in part.items():
-            tensors[key] = next((t for t in inner if isinstance(t, torch.Tensor) and same(t, value)), value)
+            tensors[key] = next((t for t in inner if same(t, value)), value)
         meta.pop("tensor_names", None)
         metadata.update(meta)
     metadata["tensor_names"] = json.dumps(list(state_dict))  # as torchao writes it: every name, in order

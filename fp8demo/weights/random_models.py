@@ -357,9 +357,10 @@ def _fill_random(module, seed: int, built=None) -> None:
 
     generator = torch.Generator().manual_seed(seed)
     seen: set[int] = set()
-    freed = [0]  # bytes of float32 temporaries freed since memory was last returned
+    freed = 0  # bytes of float32 temporaries freed since memory was last returned
 
     def fill(prefix: str, mod) -> None:
+        nonlocal freed
         if id(mod) in seen:  # a shared module (T5's embedding) is filled once, where named_modules() lists it
             return
         seen.add(id(mod))
@@ -376,10 +377,10 @@ def _fill_random(module, seed: int, built=None) -> None:
                 # in place: a second float32 copy of T5's 32128 x 4096 embedding would be 0.5 GiB more peak
                 value = torch.randn(shape, generator=generator).mul_(1.0 / math.sqrt(fan_in))
             mod._parameters[name] = torch.nn.Parameter(value.to(torch.bfloat16), requires_grad=False)
-            freed[0] += value.numel() * value.element_size()
-            if freed[0] > TRIM_EVERY:  # the heap keeps them (hardware.return_freed_host_memory says why)
+            freed += value.numel() * value.element_size()
+            if freed > TRIM_EVERY:  # the heap keeps them (hardware.return_freed_host_memory says why)
                 hardware.return_freed_host_memory()
-                freed[0] = 0
+                freed = 0
         for name, child in mod.named_children():
             fill(f"{prefix}.{name}" if prefix else name, child)
         if built is not None:
