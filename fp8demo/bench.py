@@ -165,7 +165,7 @@ def fidelity(base: config.EngineConfig, caps: Capabilities, size: tuple[int, int
     from .calibrate import CALIBRATION_PROMPTS, calibrate, fake_quantize_activations
     from .compare import Comparer
     from .engine import Engine
-    from .request import GenerationRequest
+    from .request import GenerationRequest, Job
 
     engine = Engine(replace(base, precision="fp8", compile=False, warmup_runs=0, embedding_cache_size=0), caps)
     engine.load()
@@ -196,12 +196,12 @@ def fidelity(base: config.EngineConfig, caps: Capabilities, size: tuple[int, int
                 series.append([])
             request = GenerationRequest(PROMPT, seed=seed, steps=steps, guidance=guidance, width=size[0],
                                         height=size[1])
-            engine.generate(request, transformer=base_tr, label=baseline)
+            engine.run(Job(request, transformer=base_tr, label=baseline))
     finally:
         handle.remove()
     for seed in seeds:
         request = GenerationRequest(PROMPT, seed=seed, steps=steps, guidance=guidance, width=size[0], height=size[1])
-        images.append(comparer.compare(request, baseline).metrics.as_dict())
+        images.append(comparer.compare(Job(request), baseline).metrics.as_dict())
     def summary(series):
         return [
             {

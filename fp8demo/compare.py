@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 from PIL import Image
 
 from . import compiler, hardware
-from .engine import Engine, ProgressFn
+from .engine import Engine
 from .errors import InvalidRequest, OutOfMemory, SetupError
 from .metrics import ImageMetrics, compare_images, difference_heatmap
 from .precision import OFFLOAD_HEADROOM_BYTES, PrecisionOptions, apply_precision, plan_precision, tensor_bytes
-from .request import GenerationRequest, GenerationResult, resolve, validate
+from .request import GenerationResult, Job, resolve, validate
 from .weights import sources
 
 log = logging.getLogger(__name__)
@@ -140,17 +140,13 @@ class Comparer:
         log.info("comparison transformer waits on the CPU (%.1f GiB, %.1f GiB free)", size / 2**30, free / 2**30)
         return False
 
-    def compare(
-        self,
-        request: GenerationRequest,
-        baseline: str = "bf16",
-        progress: ProgressFn | None = None,
-        cancel: threading.Event | None = None,
-    ) -> CompareResult:
+    def compare(self, job: Job, baseline: str = "bf16") -> CompareResult:
+        """`job.request` through the `baseline` transformer, then the FP8 one; progress counts over both."""
+        progress = job.progress
         if baseline not in BASELINES:
             raise SetupError(f"Unknown baseline {baseline!r}: choose {' or '.join(BASELINES)}.")
         # Resolve once, so both sides get the same seed even when the request left it random.
-        request = resolve(validate(request, self.engine.cfg.max_side), self.engine.preset)
+        request = resolve(validate(job.request, self.engine.cfg.max_side), self.engine.preset)
         try:
             base_module, base_label, base_resident, load_b = self._variant(baseline)
             fp8_module, fp8_label, fp8_resident, load_f = self._variant("fp8")
@@ -176,8 +172,8 @@ class Comparer:
                     self._out_of_memory(error, f"moving the {kind} transformer onto the GPU")
                     raise
             try:
-                results[kind] = self.engine.generate(
-                    request, half(offset * steps), cancel, transformer=module, label=label
+                results[kind] = self.engine.run(
+                    replace(job, request=request, progress=half(offset * steps), transformer=module, label=label)
                 )
             finally:
                 if not resident:
@@ -196,25 +192,19 @@ class Comparer:
             device=self.engine.caps.device,
         )
 
-    def compare_sheet(
-        self,
-        prompts: list[str],
-        request: GenerationRequest,
-        baseline: str = "bf16",
-        progress: ProgressFn | None = None,
-        cancel: threading.Event | None = None,
-    ) -> list[CompareResult]:
+    def compare_sheet(self, prompts: list[str], job: Job, baseline: str = "bf16") -> list[CompareResult]:
         """The same seed and settings through both transformers for each prompt (a contact sheet of FP8 vs 16-bit).
         Progress counts over all of them."""
         prompts = [p for p in prompts if p and p.strip()]
         if not prompts:
             raise InvalidRequest("Write at least one prompt for the sheet.")
-        request = resolve(validate(request, self.engine.cfg.max_side), self.engine.preset)  # one seed for all
-        per = 2 * request.steps
+        request = resolve(validate(job.request, self.engine.cfg.max_side), self.engine.preset)  # one seed for all
+        per, progress = 2 * request.steps, job.progress
         results = []
         for k, prompt in enumerate(prompts):
             step = None if progress is None else (lambda i, n, k=k: progress(k * per + i, len(prompts) * per))
-            results.append(self.compare(replace(request, prompt=prompt), baseline, step, cancel))
+            results.append(self.compare(replace(job, request=replace(request, prompt=prompt), progress=step),
+                                        baseline))
         return results
 
     def _out_of_memory(self, error: Exception, doing: str) -> None:

@@ -27,7 +27,16 @@ from .precision import (
     plan_precision,
     resolve_offload,
 )
-from .request import GenerationRequest, GenerationResult, Timings, batch_seed, resolve, validate, validate_num_images
+from .request import (
+    GenerationRequest,
+    GenerationResult,
+    Job,
+    Timings,
+    batch_seed,
+    resolve,
+    validate,
+    validate_num_images,
+)
 from .weights.sources import ModelSource, load_pipeline, resolve_model
 
 log = logging.getLogger(__name__)
@@ -186,7 +195,7 @@ class Engine:
             compiler.save(self.compile_cache)
             compiler.serve_stance()
         for i in range(self.cfg.warmup_runs):
-            result = self._generate(GenerationRequest(WARMUP_PROMPT, seed=i), None, None)
+            result = self._generate(Job(GenerationRequest(WARMUP_PROMPT, seed=i)))
             log.info("warm-up %d/%d: %.2f s", i + 1, self.cfg.warmup_runs, result.timings.total)
         if self.plan.is_fp8 and self.report is not None:
             self.report.extra["fp8_matmuls_per_forward"] = self._count_fp8_matmuls()
@@ -198,7 +207,7 @@ class Engine:
         """torch._scaled_mm calls in one transformer forward (a 1-step, smallest-size image): what really ran."""
         probe = GenerationRequest(WARMUP_PROMPT, seed=0, steps=1, guidance=0.0, width=config.MIN_SIDE,
                                   height=config.MIN_SIDE)
-        calls = count_fp8_matmuls(lambda: self._generate(probe, None, None))
+        calls = count_fp8_matmuls(lambda: self._generate(Job(probe)))
         log.info("FP8 matmuls (torch._scaled_mm) in one transformer forward: %d", calls)
         return calls
 
@@ -217,7 +226,7 @@ class Engine:
         t0, graphs = time.perf_counter(), compiler.graphs_compiled()
         with compiler.stance("default"):
             for request in self.warmup_requests():
-                self._generate(request, None, None, transformer)
+                self._generate(Job(request, transformer=transformer))
                 if not compiler.is_compiled(transformer):
                     break  # the compiler failed and was turned off: nothing more to warm
         seconds = time.perf_counter() - t0
@@ -288,22 +297,17 @@ class Engine:
 
     # ---- generation -------------------------------------------------------------------------------------------
 
-    def generate(
-        self,
-        request: GenerationRequest,
-        progress: ProgressFn | None = None,
-        cancel: threading.Event | None = None,
-        transformer=None,
-        label: str | None = None,
-        preview: PreviewFn | None = None,
-        num_images: int = 1,
-    ) -> GenerationResult:
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        """One image for `request`, nothing to call while it runs (see `run`)."""
+        return self.run(Job(request))
+
+    def run(self, job: Job) -> GenerationResult:
         """Validate, then generate under the engine lock. Raises InvalidRequest, Cancelled or SetupError.
 
-        `transformer` runs another denoiser (the comparison's 16-bit one) with this engine's text encoders, VAE and
-        embedding cache; `label` names its precision in the result. `preview` gets a cheap picture of the latents
-        after each step. `num_images` (1-4) makes a batch with seeds seed, seed+1, ... (as Forge does): image i is
-        the image a single run with seed+i makes; all of them are in `result.images`.
+        `job.transformer` runs another denoiser (the comparison's 16-bit one) with this engine's text encoders, VAE
+        and embedding cache; `job.label` names its precision in the result. `job.preview` gets a cheap picture of
+        the latents after each step. `job.num_images` (1-4) makes a batch with seeds seed, seed+1, ... (as Forge
+        does): image i is the image a single run with seed+i makes; all of them are in `result.images`.
         """
         if self.state != "ready":
             raise SetupError(
@@ -311,12 +315,12 @@ class Engine:
                 if self.state in ("created", "loading", "warming")
                 else f"The engine is not available: {self.error}"
             )
-        validate_num_images(num_images)
-        return self._generate(request, progress, cancel, transformer, label, preview, num_images)
+        validate_num_images(job.num_images)
+        return self._generate(job)
 
-    def _generate(self, request, progress, cancel, transformer=None, label=None, preview=None,
-                  num_images=1) -> GenerationResult:
-        request = self._as_used(resolve(validate(request, self.cfg.max_side), self.preset))
+    def _generate(self, job: Job) -> GenerationResult:
+        request = self._as_used(resolve(validate(job.request, self.cfg.max_side), self.preset))
+        job = replace(job, request=request)
         warnings = []
         token_warning = self.token_info(request.prompt).warning()
         if token_warning:
@@ -325,10 +329,10 @@ class Engine:
         device = self.caps.device
         with self._lock:
             own = self.pipe.transformer
-            denoiser = own if transformer is None else transformer
+            denoiser = own if job.transformer is None else job.transformer
             try:
                 self.pipe.transformer = denoiser
-                images, timings, cached = self._denoise(request, progress, cancel, denoiser, preview, num_images)
+                images, timings, cached = self._denoise(job, denoiser)
             except Exception as error:
                 if not hardware.is_out_of_memory(error):
                     raise
@@ -347,34 +351,35 @@ class Engine:
             timings=timings,
             peak_memory_bytes=peak,
             peak_memory_kind=peak_kind,
-            precision=label or self.plan.label(),
+            precision=job.label or self.plan.label(),
             model=self.source.name,
             warnings=tuple(warnings),
             embeddings_cached=cached,
         )
 
-    def _denoise(self, request, progress, cancel, denoiser, preview=None, num_images=1):
+    def _denoise(self, job: Job, denoiser):
         """`_run`, made safe against the compiler: a visitor never waits for a compile or sees its error."""
         if not compiler.is_compiled(denoiser):
-            return self._run(request, progress, cancel, denoiser.dtype, preview, num_images)
+            return self._run(job, denoiser.dtype)
         try:
-            return self._run(request, progress, cancel, denoiser.dtype, preview, num_images)
+            return self._run(job, denoiser.dtype)
         except Exception as error:
             if hardware.is_out_of_memory(error) or not (
                 compiler.is_recompile_refused(error) or compiler.is_compile_error(error)
             ):
                 raise
+            request = job.request
             if compiler.is_recompile_refused(error):
                 self._note_once("recompile", "a %dx%d request (guidance %s) needed a new compiled graph: served "
                                 "without compiling it (%s)", request.width, request.height, request.guidance, error)
                 with compiler.stance("eager_on_recompile"):
-                    return self._run(request, progress, cancel, denoiser.dtype, preview, num_images)
+                    return self._run(job, denoiser.dtype)
             self._note_once("compile-failed", "torch.compile failed, running eagerly from now on: %s", error)
             compiler.uncompile(denoiser)
             if denoiser is self._transformer:
                 self.plan = replace(self.plan, compile=False,
                                     notes=self.plan.notes + (f"torch.compile failed and is off: {error}"[:300],))
-            return self._run(request, progress, cancel, denoiser.dtype, preview, num_images)
+            return self._run(job, denoiser.dtype)
 
     def _note_once(self, kind: str, message: str, *args) -> None:
         if kind not in self._noted:
@@ -406,9 +411,11 @@ class Engine:
             return embeds
         return tuple(e.repeat(num_images, *([1] * (e.dim() - 1))) if e is not None else None for e in embeds)
 
-    def _run(self, request, progress, cancel, dtype, preview=None, num_images=1):
+    def _run(self, job: Job, dtype):
         import torch
 
+        request, progress, preview, cancel, num_images = (job.request, job.progress, job.preview, job.cancel,
+                                                           job.num_images)
         device = self.caps.device
         hardware.reset_peak_memory(device)
         clock = hardware.StageClock(device)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +63,19 @@ class GenerationResult:
 
 
 MAX_IMAGES = 4  # images per run on the Generate page and the API
+
+
+@dataclass
+class Job:
+    """One generation on its way from a face through the engine: the request and what to call while it runs."""
+
+    request: GenerationRequest
+    num_images: int = 1  # a batch with seeds seed, seed+1, ...
+    progress: Callable[[int, int], None] | None = None  # (steps done, steps) after each step
+    preview: Callable[[Image.Image], None] | None = None  # a small picture of the latents after each step
+    cancel: threading.Event = field(default_factory=threading.Event)  # set: stop after the current step
+    transformer: Any = None  # another denoiser (the comparison's other side); None: the engine's own
+    label: str | None = None  # that denoiser's precision, as the result names it
 
 
 def batch_seed(seed: int, index: int) -> int:

@@ -19,7 +19,7 @@ from conftest import A100, CPU, H100, MPS
 from fp8demo import compiler, config, precision
 from fp8demo.errors import SetupError
 from fp8demo.precision import PrecisionOptions, plan_precision
-from fp8demo.request import GenerationRequest
+from fp8demo.request import GenerationRequest, Job
 from fp8demo.weights import random_models
 
 # ---- the plan --------------------------------------------------------------------------------------------------
@@ -242,7 +242,7 @@ def test_a_graph_missing_after_warm_up_is_served_without_compiling(engine_weight
     compiler.compile_blocks(other, "cpu")
     with caplog.at_level(logging.WARNING, logger="fp8demo.engine"):
         for _ in range(2):
-            engine_weight_only.generate(GenerationRequest("a cat", seed=2, steps=1), transformer=other)
+            engine_weight_only.run(Job(GenerationRequest("a cat", seed=2, steps=1), transformer=other))
     assert sum("without compiling" in r.getMessage() for r in caplog.records) == 1  # logged once
 
 
@@ -269,10 +269,10 @@ def test_compare_compiles_its_16bit_side_too(engine_weight_only):
     from fp8demo.compare import Comparer
 
     comparer = Comparer(engine_weight_only)
-    first = comparer.compare(GenerationRequest("a cat", seed=4, steps=1))
+    first = comparer.compare(Job(GenerationRequest("a cat", seed=4, steps=1)))
     assert "compiled" in first.baseline.precision and "compiled" in first.fp8.precision
     graphs = compiler.graphs_compiled()
-    again = comparer.compare(GenerationRequest("a cat", seed=4, steps=1, width=640, height=448, guidance=4.5))
+    again = comparer.compare(Job(GenerationRequest("a cat", seed=4, steps=1, width=640, height=448, guidance=4.5)))
     assert compiler.graphs_compiled() == graphs, "the 16-bit side compiled during a comparison"
     assert again.baseline.request.width == 640
 

@@ -3,6 +3,7 @@ denoising step. The job's event stream is closed by hand (httpx on 127.0.0.1), a
 
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 from gradio_raw import join, messages
@@ -20,24 +21,24 @@ STEP_S = 0.2  # each step made slow on purpose: a long job on a real GPU
 def slow_steps(tiny_engine, monkeypatch):
     """Every step takes STEP_S; records (time, step) and how each job ended."""
     steps, ends = [], []
-    real = tiny_engine.generate
+    real = tiny_engine.run
 
-    def generate(request, progress=None, cancel=None, **kwargs):
+    def run(job):
         def step(i, n):
             time.sleep(STEP_S)
             steps.append((time.monotonic(), i))
-            if progress is not None:
-                progress(i, n)
+            if job.progress is not None:
+                job.progress(i, n)
 
         try:
-            result = real(request, progress=step, cancel=cancel, **kwargs)
+            result = real(replace(job, progress=step))
         except BaseException as error:
             ends.append((time.monotonic(), type(error).__name__))
             raise
         ends.append((time.monotonic(), "done"))
         return result
 
-    monkeypatch.setattr(tiny_engine, "generate", generate)
+    monkeypatch.setattr(tiny_engine, "run", run)
     return steps, ends
 
 

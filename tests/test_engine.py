@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fp8demo.errors import Cancelled, InvalidRequest, SetupError
-from fp8demo.request import GenerationRequest
+from fp8demo.request import GenerationRequest, Job
 
 LONG_PROMPT = ", ".join(["a photo of a red fox in an autumn forest with golden leaves"] * 8) + ", unicorn finale"
 
@@ -67,7 +67,7 @@ def test_classifier_free_guidance_and_negative_prompt_change_the_image(tiny_engi
 
 def test_progress_callback_counts_every_step(tiny_engine):
     seen = []
-    tiny_engine.generate(GenerationRequest("a tree", seed=1, steps=3), progress=lambda i, n: seen.append((i, n)))
+    tiny_engine.run(Job(GenerationRequest("a tree", seed=1, steps=3), progress=lambda i, n: seen.append((i, n))))
     assert seen == [(1, 3), (2, 3), (3, 3)]
 
 
@@ -80,7 +80,7 @@ def test_cancel_stops_and_engine_stays_usable(tiny_engine):
         cancel.set()
 
     with pytest.raises(Cancelled):
-        tiny_engine.generate(GenerationRequest("a tree", seed=1, steps=6), progress=progress, cancel=cancel)
+        tiny_engine.run(Job(GenerationRequest("a tree", seed=1, steps=6), progress=progress, cancel=cancel))
     assert steps == [1]  # interrupted after the first step
     assert tiny_engine.generate(GenerationRequest("a tree", seed=1, steps=1)).image.size == (512, 512)
 

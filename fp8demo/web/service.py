@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .. import config
 from ..errors import InvalidRequest, SetupError
-from ..request import GenerationRequest, GenerationResult, validate
+from ..request import GenerationRequest, GenerationResult, Job, validate
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +180,7 @@ class DemoService:
 
     def _generate_now(self, request, session, progress, preview=None, num_images=1, gone=None):
         with self._job(session, progress, gone) as (cancel, on_step):
-            return self.engine.generate(request, progress=on_step, cancel=cancel, preview=preview,
-                                        num_images=num_images)
+            return self.engine.run(Job(request, num_images, on_step, preview, cancel))
 
     @contextlib.contextmanager
     def _job(self, session: str, progress, gone):
@@ -232,11 +231,11 @@ class DemoService:
 
     def _compare_sheet_now(self, prompts, request, baseline, session, progress, gone=None):
         with self._job(session, progress, gone) as (cancel, on_step):
-            return self.comparer.compare_sheet(prompts, request, baseline, progress=on_step, cancel=cancel)
+            return self.comparer.compare_sheet(prompts, Job(request, progress=on_step, cancel=cancel), baseline)
 
     def _compare_now(self, request, baseline, session, progress, gone=None):
         with self._job(session, progress, gone) as (cancel, on_step):
-            return self.comparer.compare(request, baseline, progress=on_step, cancel=cancel)
+            return self.comparer.compare(Job(request, progress=on_step, cancel=cancel), baseline)
 
     def cancel(self, session: str) -> bool:
         """Stop the session's running job at the next step. True when there was one."""
