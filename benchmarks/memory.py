@@ -64,7 +64,7 @@ def touch_load(folder: str, t5: str) -> dict:
     """Load an FP8 folder as the engine does and bring every page of every weight into memory."""
     import torch
 
-    from fp8demo.precision import inner_tensors, unique_tensors
+    from fp8demo.tensors import inner_tensors, unique_tensors
 
     engine = Engine(config.EngineConfig(model=folder, precision="fp8", t5=t5, offload="none", compile=False,
                                         warmup_runs=0), hardware.cpu_capabilities())

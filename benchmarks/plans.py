@@ -1,7 +1,7 @@
-"""Write README.md's "Plans per card" table from the card planner (offline, no weights, no GPU).
+"""Write README.md's "Plans per card" table from the run plan (offline, no weights, no GPU).
 
     python -m benchmarks.plans           # rewrite the table between the markers
-    python -m benchmarks.plans --check   # exit 1 when README.md does not match the planner (a test runs this)
+    python -m benchmarks.plans --check   # exit 1 when the table does not match the plans (a test runs this)
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from benchmarks import readme_sync
-from fp8demo import planner
+from fp8demo import cards, planner
 
 START, END = "<!-- plans:start -->", "<!-- plans:end -->"
 
@@ -26,11 +26,11 @@ def table() -> str:
     ]
     for model in planner.PLAN_MODELS:
         for gib in planner.CARD_SIZES_GIB:
-            plan = planner.plan_for_card(model, gib)
-            where = plan.summary() if plan.fits else "does not fit"
-            rows.append(f"| {model} | {gib} GiB | {where} | {_gib(plan.resident_bytes)} | "
-                        f"{_gib(plan.peak_load_bytes)} | {_gib(plan.peak_run_bytes)} | "
-                        f"{'yes' if plan.compile else 'no'} |")
+            plan = cards.plan_for_card(model, gib)
+            m = plan.memory
+            where = planner.summary(plan.placement) if m.fits else "does not fit"
+            rows.append(f"| {model} | {gib} GiB | {where} | {_gib(m.resident_bytes)} | {_gib(m.peak_load_bytes)} | "
+                        f"{_gib(m.peak_run_bytes)} | {'yes' if plan.compile else 'no'} |")
     return "\n".join([START, "", *rows, "", END])
 
 

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 
 from . import config, logs
 from .errors import UserError
@@ -36,28 +37,19 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--no-generate", dest="generate", action="store_false",
                         help="skip loading the model and making an image")
     config.add_engine_arguments(doctor)
-    plan = sub.add_parser("plan", help="offline: where each part goes on a card of --vram GiB, and its peak memory")
-    plan.add_argument("--model", default="large-turbo",
-                      help="large-turbo | large | medium, random:<arch>[:blocks] or an official repo id "
-                           "(default: %(default)s)")
+    plan = sub.add_parser("plan", help="offline: the run plan on a card of --vram GiB: where each part goes, peak "
+                                       "memory, and why")
     plan.add_argument("--vram", type=float, required=True, metavar="GIB", help="the card's memory in GiB")
-    plan.add_argument("--precision", choices=config.PRECISIONS, default=config.field_default(config.EngineConfig,
-                                                                                              "precision"))
-    plan.add_argument("--t5", choices=config.T5_MODES, default=config.field_default(config.EngineConfig, "t5"))
-    plan.add_argument("--modulation", choices=config.MODULATION_MODES,
-                      default=config.field_default(config.EngineConfig, "modulation"))
-    plan.add_argument("--max-side", type=int, default=config.MAX_SIDE,
-                      help="largest image side served, in px (default: %(default)s)")
     plan.add_argument("--compute-capability", default="8.9", metavar="MAJOR.MINOR",
                       help="the card's CUDA compute capability; FP8 matmuls from 8.9 (default: %(default)s, Ada)")
+    plan.add_argument("--json", action="store_true", help="print the run plan as one JSON line")
+    config.add_engine_arguments(plan, ("model", "precision", "fp8_matmul", "t5", "modulation", "offload", "compile",
+                                       "max_side"))
 
     quant = sub.add_parser("quantize", help="write an FP8 diffusers folder (loads with plain diffusers + torchao too)")
     quant.add_argument("--model", required=True, help="repo id, folder, tiny, random:<arch>[:blocks] or a file")
     quant.add_argument("--out", required=True, help="folder to write (must not exist or be empty)")
-    quant.add_argument("--t5", choices=("fp8", "bf16", "off"), default="bf16",
-                       help="store T5-XXL in FP8 too (fp8), keep it bf16, or leave it out (default: %(default)s)")
-    quant.add_argument("--modulation", choices=config.MODULATION_MODES, default="fp8")
-    quant.add_argument("--base", default=None, help="for a single-file --model: see generate --help")
+    config.add_engine_arguments(quant, ("t5", "modulation", "base"))
     quant.add_argument("--calibrate", type=int, default=0, metavar="N",
                        help="also store static activation scales measured on N built-in prompts (default: none)")
     quant.add_argument("--calibration-steps", type=int, default=None, help="default: the model preset's steps")
@@ -67,10 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     quant.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
 
     bench = sub.add_parser("bench", help="time and size every precision variant; write JSON, Markdown and a chart")
-    bench.add_argument("--model", default="random:medium:2", help="any --model value (default: %(default)s)")
-    bench.add_argument("--t5", choices=config.T5_MODES, default="auto")
-    bench.add_argument("--modulation", choices=config.MODULATION_MODES, default="fp8")
-    bench.add_argument("--offload", choices=config.OFFLOAD_MODES, default="auto")
+    config.add_engine_arguments(bench, ("model", "t5", "modulation", "offload"))
+    bench.set_defaults(model="random:medium:2")  # real widths, two blocks: minutes on a CPU, not hours
     bench.add_argument("--variants", default=None,
                        help="comma list of bf16,fp16,fp8-storage,fp8-native and their +compile twins; fp8 means "
                             "this device's FP8 variant (default: all)")
@@ -168,9 +158,9 @@ def cmd_doctor(args) -> dict | None:
         print(doctor.plain(out))
         return None
     return out
-def cmd_plan(args) -> dict:
-    from . import planner
-    from .precision import PrecisionOptions
+def cmd_plan(args) -> dict | None:
+    from . import cards
+    from .runplan import describe
 
     try:
         cc = tuple(int(x) for x in args.compute_capability.split("."))
@@ -178,9 +168,12 @@ def cmd_plan(args) -> dict:
         cc = ()
     if len(cc) != 2:
         raise UserError(f"--compute-capability must look like 8.9, got {args.compute_capability!r}.")
-    options = PrecisionOptions(precision=args.precision, t5=args.t5, modulation=args.modulation)
-    card = planner.plan_for_card(args.model, args.vram, options, args.max_side, cc)
-    return {"model": args.model, "vram_gib": args.vram, **card.as_dict()}
+    plan = cards.plan_for_card(args.model, args.vram, config.engine_config_from_args(args), cc)
+    if not args.json:
+        print("\n".join([f"model:         {args.model} on a {args.vram:g} GiB card (compute capability "
+                          f"{args.compute_capability})", *describe(plan.as_dict())]))
+        return None
+    return {"model": args.model, "vram_gib": args.vram, **plan.as_dict()}
 
 
 def cmd_quantize(args) -> dict:
@@ -188,27 +181,26 @@ def cmd_quantize(args) -> dict:
 
     from . import hardware
     from .engine import Engine
-    from .errors import UserError
     from .weights import fp8_format
+    from .weights.sources import SourceKind
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; choose a new folder.")
-    # Quantized on the CPU in the weight-only layout; the same per-row FP8 weights feed the native path on a GPU.
-    cfg = config.EngineConfig(model=args.model, precision="fp8", t5=args.t5, modulation=args.modulation,
-                              offload="none", compile=False, warmup_runs=0, base=args.base)
+    # Quantized on the CPU as FP8 weights; the same per-row FP8 weights feed FP8 matmuls on a GPU.
+    cfg = config.engine_config_from_args(args, precision="fp8", offload="none", compile=False, warmup_runs=0)
     engine = Engine(cfg, hardware.cpu_capabilities())
     engine.load()
     source_seconds = engine.load_seconds
     src = engine.source
     folder, revision = None, None
-    if src.kind == "tiny":
+    if src.kind is SourceKind.TINY:
         from .weights.random_models import tiny_path
 
         folder = tiny_path(cfg.cache_dir)
-    elif src.kind == "folder":
+    elif src.kind is SourceKind.FOLDER:
         folder = Path(src.location)
-    elif src.kind == "repo":
+    elif src.kind is SourceKind.REPO:
         from diffusers import DiffusionPipeline
 
         folder = Path(DiffusionPipeline.download(src.location, token=cfg.hf_token))  # the cached snapshot
@@ -233,8 +225,7 @@ def cmd_quantize(args) -> dict:
     # the peak
     hardware.release_cached_memory("cpu")
     t0 = time.perf_counter()
-    again = Engine(config.EngineConfig(model=str(out), precision="fp8", t5=args.t5, offload="none", compile=False,
-                                       warmup_runs=0), hardware.cpu_capabilities())
+    again = Engine(replace(cfg, model=str(out)), hardware.cpu_capabilities())
     again.load()
     published = None
     if args.push_to_hub:

@@ -19,7 +19,6 @@ import io
 import json
 import logging
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -80,25 +79,6 @@ def _webp_seconds(image) -> float:
     t0 = time.perf_counter()
     image.save(io.BytesIO(), format="WEBP", quality=90)
     return time.perf_counter() - t0
-
-
-def versions() -> dict:
-    import diffusers
-    import torch
-    import transformers
-
-    out = {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-           "transformers": transformers.__version__, "cuda": torch.version.cuda}
-    try:
-        import torchao
-
-        out["torchao"] = torchao.__version__
-    except ImportError:
-        out["torchao"] = None
-    from . import __version__
-
-    out["fp8demo"] = __version__
-    return out
 
 
 def bench_variant(variant: Variant, base: config.EngineConfig, caps: Capabilities, sizes, steps_list,
@@ -290,7 +270,7 @@ def run(args, on_progress=None) -> dict:
         "started": started,
         "device": {"name": caps.name, "kind": caps.device, "compute_capability": caps.compute_capability,
                    "total_memory": caps.total_memory, "cpu_count": caps.cpu_count, "fp8_native": caps.fp8_native},
-        "versions": versions(),
+        "versions": hardware.versions(),
         "config": {"model": args.model, "t5": args.t5, "modulation": args.modulation, "offload": args.offload,
                    "sizes": [list(s) for s in sizes], "steps": steps_list, "guidance": args.guidance,
                    "warmup": args.warmup, "runs": args.runs, "prompt": PROMPT,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 
+from .policy import Layer, layer_of
+
 log = logging.getLogger(__name__)
 
 E4M3_MAX = 448.0
@@ -28,12 +30,11 @@ CALIBRATION_PROMPTS = (
 
 
 def activation_layers(transformer) -> dict:
-    """{name: Linear} whose activations a native FP8 path quantizes: the block Linears except AdaLN modulation."""
+    """{name: Linear} whose activations FP8 matmuls quantize: the block Linears (policy.Layer.BLOCK)."""
     import torch
 
-    from .weights.fp8_format import is_block_linear
-
-    return {n: m for n, m in transformer.named_modules() if isinstance(m, torch.nn.Linear) and is_block_linear(n)}
+    return {n: m for n, m in transformer.named_modules()
+            if isinstance(m, torch.nn.Linear) and layer_of("transformer", n) is Layer.BLOCK}
 
 
 @contextlib.contextmanager

@@ -15,17 +15,20 @@ from dataclasses import dataclass, replace
 
 from PIL import Image
 
-from . import compiler, hardware
+from . import compiler, hardware, recipe, runplan
 from .engine import Engine
 from .errors import InvalidRequest, OutOfMemory, SetupError
 from .metrics import ImageMetrics, compare_images, difference_heatmap
-from .precision import OFFLOAD_HEADROOM_BYTES, PrecisionOptions, apply_precision, plan_precision, tensor_bytes
 from .request import GenerationResult, Job, resolve, validate
+from .tensors import module_bytes
 from .weights import sources
+from .weights.sources import SourceKind
 
 log = logging.getLogger(__name__)
 
 BASELINES = ("bf16", "fp16")
+# Room for activations, the VAE decode and allocator slack beside the second transformer on the device.
+WORKING_BYTES = 3 * 2**30
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ class Comparer:
 
     def _own_kind(self) -> str:
         plan = self.engine.plan
-        return "fp8" if plan.is_fp8 else ("fp16" if plan.compute_dtype == "float16" else "bf16")
+        return "fp8" if plan.is_fp8 else plan.precision
 
     def _variant(self, kind: str) -> tuple[object, str, bool, float]:
         """(transformer, label, on device, load seconds) for "fp8", "bf16" or "fp16"."""
@@ -108,21 +111,19 @@ class Comparer:
             return module, label, resident, time.perf_counter() - t0
 
     def _load(self, kind: str):
+        """The transformer of the engine's source in precision `kind`, with a run plan of its own: the engine's
+        options but that precision, T5 left out, everything resident, compiled like the engine's own side (so the
+        speed ratio shown is compiled against compiled)."""
         engine = self.engine
-        # Compiled like the engine's own side, so the speed ratio shown is compiled against compiled.
-        compiled = engine.plan.compile
-        options = PrecisionOptions(precision=kind, t5="off", offload="none", compile=compiled,
-                                   fp8_matmul=engine.cfg.fp8_matmul)
-        plan = plan_precision(options, engine.caps)
+        cfg = replace(engine.cfg, precision=kind, t5="off", offload="none", compile=engine.plan.compile)
+        plan = runplan.decide(cfg, engine.caps)
         module = sources.load_transformer(engine.source, plan, engine.cfg)
         if plan.is_fp8 and engine.caps.device == "cuda":
             module.to(engine.caps.device)  # torchao quantizes on the device it computes on
-        report = apply_precision(_Only(module), plan, engine.cfg.max_side)
-        if engine.plan.attention == "xformers":
-            module.enable_xformers_memory_efficient_attention()
-        log.info("comparison transformer %s loaded: %.2f GiB", kind, report.transformer_bytes / 2**30)
-        label = plan.label() if compiled or plan.is_fp8 else f"{kind} (eager)"
-        if not plan.is_fp8 and engine.source.kind in ("fp8-folder", "single-file"):
+        recipe.prepare_transformer(module, plan)
+        log.info("comparison transformer %s loaded: %.2f GiB", kind, module_bytes(module) / 2**30)
+        label = plan.label() if plan.compile or plan.is_fp8 else f"{kind} (eager)"
+        if not plan.is_fp8 and engine.source.kind in (SourceKind.FP8_FOLDER, SourceKind.SINGLE_FILE):
             label += ", dequantized from the FP8 checkpoint"  # no 16-bit original is at hand
         return module, label
 
@@ -130,10 +131,10 @@ class Comparer:
         device = self.engine.caps.device
         if device == "cpu":
             return True
-        size = sum(tensor_bytes(p) for p in module.parameters()) + sum(tensor_bytes(b) for b in module.buffers())
+        size = module_bytes(module)
         free = hardware.free_device_memory(device)
         on_device = next(module.parameters()).device.type == device
-        if on_device or free is None or size + OFFLOAD_HEADROOM_BYTES <= free:
+        if on_device or free is None or size + WORKING_BYTES <= free:
             module.to(device)
             return True
         module.to("cpu")
@@ -227,17 +228,4 @@ class Comparer:
         if device == "cpu":
             hardware.release_cached_memory(self.engine.caps.device)
         return time.perf_counter() - t0
-
-
-def module_bytes(module) -> int:
-    """Bytes a module's parameters and buffers hold, FP8 tensors and their scales counted as stored."""
-    return sum(tensor_bytes(p) for p in module.parameters()) + sum(tensor_bytes(b) for b in module.buffers())
-
-
-class _Only:
-    """A stand-in pipeline holding just a transformer, so apply_precision can be reused on it."""
-
-    def __init__(self, transformer):
-        self.transformer = transformer
-        self.text_encoder = self.text_encoder_2 = self.text_encoder_3 = self.vae = None
 

@@ -73,9 +73,8 @@ class CompileCache:
         }
 
 
-def identity(model: str, device_description: str, plan_label: str, blocks: str, modulation: str,
-             compute_dtype: str, mode: str) -> dict:
-    """Everything a compiled kernel depends on; any change gives another cache folder."""
+def identity(model: str, device_description: str, plan, mode: str) -> dict:
+    """Everything a compiled kernel depends on (`plan`: the run plan); any change gives another cache folder."""
     from .hardware import versions
 
     v = versions()
@@ -83,10 +82,9 @@ def identity(model: str, device_description: str, plan_label: str, blocks: str, 
         **{k: v[k] for k in ("torch", "torchao", "diffusers", "python", "cuda", "triton")},
         "device": device_description,
         "model": model,
-        "precision": plan_label,
-        "blocks": blocks,
-        "modulation": modulation,
-        "compute_dtype": compute_dtype,
+        "blocks": plan.blocks.value,
+        "modulation": plan.modulation.value,
+        "compute_dtype": plan.compute_dtype,
         "mode": mode,
     }
 

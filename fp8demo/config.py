@@ -286,37 +286,59 @@ def field_default(cls, name: str):
 # Command-line flags shared by `python -m fp8demo` and app.py; their defaults are the dataclasses' defaults.
 
 
-def add_engine_arguments(parser) -> None:
+ENGINE_FLAGS = ("model", "precision", "fp8_matmul", "t5", "modulation", "offload", "attention", "compile", "base",
+                "max_side")
+
+
+def add_engine_arguments(parser, names: tuple[str, ...] = ENGINE_FLAGS) -> None:
+    """The engine flags `names` (default: all), each with its default from EngineConfig. A command that only uses
+    some of them (plan, quantize, bench) takes those and no others."""
     d = EngineConfig
     g = parser.add_argument_group("model and precision")
-    g.add_argument("--model", default=field_default(d, "model"),
-                   help="auto | tiny | random:<large|large-turbo|medium>[:blocks] | Hub repo id | local folder "
-                        "(default: %(default)s: SD3.5 Large Turbo on a CUDA GPU, else tiny)")
-    g.add_argument("--precision", choices=PRECISIONS, default=field_default(d, "precision"),
-                   help="transformer precision (default: %(default)s)")
-    g.add_argument("--fp8-matmul", dest="fp8_matmul", choices=FP8_MATMUL_MODES,
-                   default=field_default(d, "fp8_matmul"),
-                   help="FP8 block matmuls: native (torch._scaled_mm, FP8 activations too; on a CPU a slow test "
-                        "path), weight-only (FP8 weights, 16-bit compute); auto = native on compute capability "
-                        ">= 8.9 (default: %(default)s)")
-    g.add_argument("--t5", choices=T5_MODES, default=field_default(d, "t5"),
-                   help="T5-XXL: auto = fp8 storage with --precision fp8, else bf16 (default: %(default)s)")
-    g.add_argument("--modulation", choices=MODULATION_MODES, default=field_default(d, "modulation"),
-                   help="AdaLN modulation Linears under fp8: fp8 weights or kept bf16 (default: %(default)s)")
-    g.add_argument("--offload", choices=OFFLOAD_MODES, default=field_default(d, "offload"),
-                   help="CPU offload; auto keeps everything on the GPU when it fits (default: %(default)s)")
-    g.add_argument("--attention", choices=ATTENTION_BACKENDS, default=field_default(d, "attention"),
-                   help="attention kernels: PyTorch SDPA or xformers if installed (default: %(default)s)")
-    g.add_argument("--compile", dest="compile", action="store_true", default=field_default(d, "compile"),
-                   help="torch.compile the transformer (default: on for native FP8 on CUDA)")
-    g.add_argument("--no-compile", dest="compile", action="store_false")
-    g.add_argument("--base", default=field_default(d, "base"),
-                   help="for a single .safetensors checkpoint: the diffusers folder or repo id that supplies "
-                        "tokenizers, scheduler, VAE and any text encoder the file lacks (default: the official repo)")
+    if "model" in names:
+        g.add_argument("--model", default=field_default(d, "model"),
+                       help="auto | tiny | random:<large|large-turbo|medium>[:blocks] | Hub repo id | local folder | "
+                            ".safetensors file (default: %(default)s; auto: SD3.5 Large Turbo on a CUDA GPU, "
+                            "else tiny)")
+    if "precision" in names:
+        g.add_argument("--precision", choices=PRECISIONS, default=field_default(d, "precision"),
+                       help="transformer precision (default: %(default)s)")
+    if "fp8_matmul" in names:
+        g.add_argument("--fp8-matmul", dest="fp8_matmul", choices=FP8_MATMUL_MODES,
+                       default=field_default(d, "fp8_matmul"),
+                       help="FP8 block matmuls: native (torch._scaled_mm, FP8 activations too; on a CPU a slow test "
+                            "path), weight-only (FP8 weights, 16-bit compute); auto = native on compute capability "
+                            ">= 8.9 (default: %(default)s)")
+    if "t5" in names:
+        g.add_argument("--t5", choices=T5_MODES, default=field_default(d, "t5"),
+                       help="T5-XXL: auto = FP8 weights with --precision fp8, else bf16; off leaves it out "
+                            "(default: %(default)s)")
+    if "modulation" in names:
+        g.add_argument("--modulation", choices=MODULATION_MODES, default=field_default(d, "modulation"),
+                       help="AdaLN modulation Linears under fp8: FP8 weights or kept bf16 (default: %(default)s)")
+    if "offload" in names:
+        g.add_argument("--offload", choices=OFFLOAD_MODES, default=field_default(d, "offload"),
+                       help="CPU offload; auto keeps everything on the GPU when it fits (default: %(default)s)")
+    if "attention" in names:
+        g.add_argument("--attention", choices=ATTENTION_BACKENDS, default=field_default(d, "attention"),
+                       help="attention kernels: PyTorch SDPA or xformers if installed (default: %(default)s)")
+    if "compile" in names:
+        g.add_argument("--compile", dest="compile", action="store_true", default=field_default(d, "compile"),
+                       help="torch.compile the transformer blocks (default: on for native FP8 on CUDA)")
+        g.add_argument("--no-compile", dest="compile", action="store_false")
+    if "base" in names:
+        g.add_argument("--base", default=field_default(d, "base"),
+                       help="for a single .safetensors checkpoint: the diffusers folder or repo id that supplies "
+                            "tokenizers, scheduler, VAE and any text encoder the file lacks (default: the official "
+                            "repo)")
+    if "max_side" in names:
+        g.add_argument("--max-side", dest="max_side", type=int, default=field_default(d, "max_side"),
+                       help="largest image side served, in px; the positional table is cropped to it "
+                            "(default: %(default)s)")
 
 
 def engine_config_from_args(args, **overrides) -> EngineConfig:
-    names = ("model", "precision", "fp8_matmul", "t5", "modulation", "offload", "attention", "compile", "base")
-    values = {k: getattr(args, k) for k in names}
+    """An EngineConfig from the engine flags a parser took (the others keep their defaults) and `overrides`."""
+    values = {k: getattr(args, k) for k in ENGINE_FLAGS if hasattr(args, k)}
     values.update(overrides)
     return EngineConfig(**values)

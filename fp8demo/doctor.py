@@ -16,6 +16,7 @@ from typing import Any
 
 from . import config, hardware
 from .errors import UserError
+from .runplan import describe
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +54,18 @@ def run(cfg: config.EngineConfig, generate: bool = True, caps: hardware.Capabili
         problems.append(str(error))
     if engine is not None:
         plan = engine.plan
-        out["plan"] = {"precision": plan.label(), "matmul": plan.matmul, "t5": plan.t5, "offload": plan.offload,
-                       "compile": plan.compile, "notes": list(plan.notes)}
+        out["plan"] = plan.as_dict()
         out["fp8"]["matmul"] = plan.matmul
         if plan.compile and not can_compile:
             problems.append(f"torch.compile is planned but cannot run: {why}.")
-        out["model"] = {"name": engine.source.name, "kind": engine.source.kind,
+        out["model"] = {"name": engine.source.name, "kind": engine.source.kind.value,
                         "random_weights": engine.source.random_weights, **_weights(engine.source, cfg)}
         if out["model"].get("problem"):
             problems.append(out["model"]["problem"])
         if engine.source.random_weights:
             notes.append(f"{engine.source.name} has random weights: its images are noise.")
         out["compile_cache"] = engine.compile_cache_for().state() if plan.compile else None
+        out["events"] = []
 
     if engine is not None and generate and not problems:
         try:
@@ -85,8 +86,9 @@ def run(cfg: config.EngineConfig, generate: bool = True, caps: hardware.Capabili
                 "peak_memory_kind": result.peak_memory_kind,
                 "precision": result.precision,
             }
-            out["plan"].update(offload=engine.plan.offload, compile=engine.plan.compile)
-            out["fp8"]["scaled_mm_calls_per_forward"] = engine.report.extra.get("fp8_matmuls_per_forward")
+            out["fp8"]["scaled_mm_calls_per_forward"] = engine.fp8_matmuls_per_forward
+            out["compiled"] = engine.compiled
+            out["events"] = [e.as_dict() for e in engine.events]
             if engine.compile_cache is not None:
                 out["compile_cache"] = engine.compile_cache.state()
         except Exception as error:  # the doctor reports; it does not crash
@@ -104,10 +106,12 @@ def _gib(n: int | None) -> float | None:
 
 def _weights(source, cfg: config.EngineConfig) -> dict:
     """Where the weights would come from and whether they can be had, without downloading them."""
-    if source.kind in ("tiny", "random"):
+    from .weights.sources import SourceKind
+
+    if source.kind in (SourceKind.TINY, SourceKind.RANDOM):
         return {"reachable": True, "how": "built offline with random weights"}
-    if source.kind != "repo":
-        return {"reachable": True, "how": f"local {source.kind}: {source.location}"}
+    if source.kind is not SourceKind.REPO:
+        return {"reachable": True, "how": f"local {source.kind.value}: {source.location}"}
     from huggingface_hub import try_to_load_from_cache
 
     cached = isinstance(try_to_load_from_cache(source.location, "model_index.json"), str)
@@ -182,9 +186,7 @@ def plain(out: dict) -> str:
     c = out["compile"]
     lines.append(f"torch.compile: {'available' if c['available'] else 'unavailable'} ({c['how']})")
     if "plan" in out:
-        p = out["plan"]
-        lines.append(f"plan:          {p['precision']}; T5 {p['t5']}; offload {p['offload']}; "
-                     f"compile {'on' if p['compile'] else 'off'}")
+        lines += describe(out["plan"])
     if "model" in out:
         m = out["model"]
         lines.append(f"model:         {m['name']} ({'reachable' if m['reachable'] else 'NOT reachable'}"
@@ -199,6 +201,8 @@ def plain(out: dict) -> str:
         lines.append(f"generation:    {gen['size']}, {gen['steps']} steps: text {t['text_encoding']:.2f} s, "
                      f"denoising {t['denoising']:.2f} s, VAE {t['vae_decode']:.2f} s, total {t['total']:.2f} s; "
                      f"ready after {gen['ready_seconds']:.1f} s")
+    for event in out.get("events", []):
+        lines.append(f"event:         {event['kind']}: {event['message']}")
     for note in out["notes"]:
         lines.append(f"note:          {note}")
     for problem in out["problems"]:

@@ -1,4 +1,8 @@
-"""The warm engine: loads the pipeline once, applies the precision plan, warms up, then turns requests into images.
+"""The warm engine: carries out a run plan (load, recipe, warm-up), then turns jobs into images.
+
+The plan is decided before anything loads (runplan.decide) and never changes; what happens while serving (a request
+that would need a new compiled graph, a compiler failure) is recorded as an event, logged once per kind and shown by
+/health/ready and `doctor`.
 
 One lock guards the pipeline: the GPU runs one generation at a time and callers queue in front of it (the web app
 bounds that queue). Text embeddings of recent prompts are kept in an LRU cache, so a repeated prompt skips the
@@ -11,22 +15,13 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import compiler, config, hardware, placement, planner
+from . import compiler, config, hardware, placement, recipe
 from .errors import Cancelled, OutOfMemory, SetupError, UserError
 from .hardware import Capabilities
-from .precision import (
-    PrecisionOptions,
-    PrecisionPlan,
-    PrecisionReport,
-    apply_precision,
-    count_fp8_matmuls,
-    plan_precision,
-    resolve_offload,
-)
+from .report import Report, count_fp8_matmuls
 from .request import (
     GenerationRequest,
     GenerationResult,
@@ -37,13 +32,13 @@ from .request import (
     validate,
     validate_num_images,
 )
+from .runplan import RunPlan
+from .weights.footprint import plan_for
 from .weights.sources import ModelSource, load_pipeline, resolve_model
 
 log = logging.getLogger(__name__)
 
 WARMUP_PROMPT = "a lighthouse on a cliff at sunset, oil painting"
-ProgressFn = Callable[[int, int], None]
-PreviewFn = Callable[[Any], None]  # receives a small PIL image of the latents after each step
 
 # Latent -> RGB for live previews, one linear map per pixel: ComfyUI's factors for SD3-family latents
 # (comfy/latent_formats.py, class SD3: latent_rgb_factors, latent_rgb_factors_bias), applied as its
@@ -86,25 +81,37 @@ class TokenInfo:
         return msg
 
 
-class Engine:
-    """Owns the pipeline. Create, then `start()` (load, precision, compile, warm-up), then `generate()`."""
+@dataclass(frozen=True)
+class Event:
+    """Something that happened while serving: the plan stays as decided, the engine records what changed."""
 
-    def __init__(self, cfg: config.EngineConfig, caps: Capabilities | None = None):
+    time: float  # time.time() of the first occurrence
+    kind: str  # "compile-failed": compiled blocks run eagerly from now on; "recompile-refused": one request ran eager
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"time": round(self.time, 3), "kind": self.kind, "message": self.message}
+
+
+class Engine:
+    """Owns the pipeline. Create (the plan is decided here), `start()` (load, recipe, warm-up), then `run(job)`."""
+
+    def __init__(self, cfg: config.EngineConfig, caps: Capabilities | None = None, plan: RunPlan | None = None):
         self.cfg = cfg
         self.caps = caps if caps is not None else hardware.detect()
         self.source: ModelSource = resolve_model(cfg.model, self.caps)
-        self.plan: PrecisionPlan = plan_precision(PrecisionOptions.from_config(cfg), self.caps)
-        self.report: PrecisionReport | None = None
-        self.card_plan: planner.CardPlan | None = None  # where each component lives on this CUDA card
+        self.plan: RunPlan = plan if plan is not None else plan_for(self.source, cfg, self.caps)
+        self.report: Report | None = None
         self.pipe = None
         self.state = "created"  # created -> loading -> warming -> ready | failed
         self.error: str | None = None
+        self.events: list[Event] = []
         self.load_seconds: float | None = None
         self.warmup_seconds: float | None = None
         self.compile_seconds: float | None = None  # compiling and warming the compiled graphs, part of warm-up
         self.compile_cache: compiler.CompileCache | None = None
-        self._transformer = None  # the engine's own denoiser (a comparison may lend another for one request)
-        self._noted: set[str] = set()
+        self.fp8_matmuls_per_forward: int | None = None  # counted in warm-up: what really ran
+        self._transformer = None  # the engine's own denoiser (a comparison may lend another for one job)
         self._lock = threading.Lock()
         self._embeddings: OrderedDict[tuple, tuple] = OrderedDict()
         if self.source.notice:
@@ -120,6 +127,11 @@ class Engine:
     def preset(self) -> config.Preset:
         return self.source.preset
 
+    @property
+    def compiled(self) -> bool:
+        """Compiled graphs serve right now (the plan compiles, and no compiler failure turned them off)."""
+        return self._transformer is not None and compiler.is_compiled(self._transformer)
+
     def start(self) -> Engine:
         """Load and warm up; on failure the engine is marked failed with the reason, and the error re-raised."""
         try:
@@ -132,54 +144,20 @@ class Engine:
         return self
 
     def load(self) -> None:
-        """Load with the precision applied as the weights arrive, each component straight onto the device the card
-        plan gives it (never a 16-bit model on the GPU), then offload what the plan offloads and compile."""
+        """Load with the plan's precision applied as the weights arrive, each component straight onto the device the
+        plan gives it (never a 16-bit model on the GPU), then run the recipe."""
         self.state = "loading"
         t0 = time.perf_counter()
-        log.info("Loading %s (%s) on %s", self.source.name, self.plan.mode, self.caps.describe())
-        free = hardware.free_device_memory(self.caps.device)
-        self.card_plan = self.plan_card(free)
-        if self.card_plan is not None:
-            self.plan = placement.precision_for(self.plan, self.card_plan)
-            pipe = load_pipeline(self.source, self.plan, self.cfg,
-                                 placement.load_devices(self.card_plan, self.caps.device))
-            self.report = apply_precision(pipe, self.plan, self.cfg.max_side)
-            placement.apply(pipe, self.card_plan, self.caps.device)
-        else:
-            # No card plan (not CUDA, or an architecture the planner does not know): load FP8 into host memory,
-            # then decide offload on the real resident bytes, and move only FP8 weights to the device.
-            pipe = load_pipeline(self.source, self.plan, self.cfg)
-            self.report = apply_precision(pipe, self.plan, self.cfg.max_side)
-            self.plan = resolve_offload(self.plan, free, sum(c.bytes for c in self.report.components))
-            self.report = replace(self.report, plan=self.plan)
-            if self.plan.offload == "none" and self.caps.device != "cpu":
-                pipe.to(self.caps.device)
-            elif self.plan.offload == "model":
-                pipe.enable_model_cpu_offload()
-            elif self.plan.offload == "sequential":
-                pipe.enable_sequential_cpu_offload()
-        self.report.extra["card_plan"] = self.card_plan_info()
-        if self.plan.compile:
-            self.compile_cache = self.compile_cache_for()
-            compiler.activate(self.compile_cache)
-            compiler.compile_blocks(pipe.transformer, self.caps.device)
-        pipe.set_progress_bar_config(disable=True)
+        log.info("Loading %s (%s; %s) on %s", self.source.name, self.plan.label(), self.plan.offload,
+                 self.caps.describe())
+        pipe = load_pipeline(self.source, self.plan, self.cfg, placement.load_devices(self.plan))
+        self.compile_cache = self.compile_cache_for() if self.plan.compile else None
+        self.report = recipe.prepare(pipe, self.plan, self.compile_cache)
         self.pipe = pipe
         self._transformer = pipe.transformer
         self.load_seconds = time.perf_counter() - t0
-        for note in self.plan.notes:
-            log.info("precision: %s", note)
-
-    def plan_card(self, free_bytes: int | None):
-        """The card planner's plan for this engine with `free_bytes` of device memory; None off CUDA or for an
-        architecture it does not know."""
-        return planner.plan_for_engine(self.source, self.plan, free_bytes, self.cfg.max_side)
-
-    def card_plan_info(self) -> dict:
-        """The card plan the engine uses, as a dict (what `info` and the precision report show)."""
-        if self.card_plan is not None:
-            return self.card_plan.as_dict()
-        return placement.fallback_card(self.plan, self.caps.device, self.plan.t5 != "off")
+        for decision, reason in self.plan.reasons.items():
+            log.info("plan, %s: %s", decision, reason)
 
     def warm_up(self) -> None:
         """Run generations so the first visitor pays for neither compilation nor allocation.
@@ -197,8 +175,8 @@ class Engine:
         for i in range(self.cfg.warmup_runs):
             result = self._generate(Job(GenerationRequest(WARMUP_PROMPT, seed=i)))
             log.info("warm-up %d/%d: %.2f s", i + 1, self.cfg.warmup_runs, result.timings.total)
-        if self.plan.is_fp8 and self.report is not None:
-            self.report.extra["fp8_matmuls_per_forward"] = self._count_fp8_matmuls()
+        if self.plan.is_fp8:
+            self.fp8_matmuls_per_forward = self._count_fp8_matmuls()
         self._embeddings.clear()
         self.warmup_seconds = time.perf_counter() - t0
         self.state = "ready"
@@ -233,22 +211,30 @@ class Engine:
         self.compile_seconds = (self.compile_seconds or 0.0) + seconds
         log.info("compiled %d graphs in %.1f s", compiler.graphs_compiled() - graphs, seconds)
 
-    def compile_cache_for(self, plan: PrecisionPlan | None = None) -> compiler.CompileCache:
-        """The compile cache folder this engine uses (or would use), for `doctor`."""
-        p = plan or self.plan
-        ident = compiler.identity(self.source.name, self.caps.describe(), replace(p, compile=True).label(), p.blocks,
-                                  p.modulation, p.compute_dtype, compiler.mode_for(self.caps.device))
-        return compiler.cache_for(self.cfg.cache_dir, ident)
+    def compile_cache_for(self) -> compiler.CompileCache:
+        """The compile cache folder this engine's plan uses (or would use, for `doctor`)."""
+        mode = compiler.mode_for(self.caps.device)
+        return compiler.cache_for(self.cfg.cache_dir, compiler.identity(self.source.name, self.caps.describe(),
+                                                                         self.plan, mode))
+
+    def record(self, kind: str, message: str) -> None:
+        """Record what happened while serving; logged the first time each kind happens."""
+        if not any(e.kind == kind for e in self.events):
+            log.warning("%s: %s", kind, message)
+            self.events.append(Event(time.time(), kind, message[:500]))
 
     def info(self) -> dict[str, Any]:
         return {
             "state": self.state,
             "model": self.source.name,
+            "source": self.source.kind.value,
             "precision": self.plan.label(),
-            "mode": self.plan.mode,
             "device": self.caps.describe(),
             "random_weights": self.source.random_weights,
-            "card_plan": self.card_plan_info(),
+            "plan": self.plan.as_dict(),
+            "compiled": self.compiled,
+            "fp8_matmuls_per_forward": self.fp8_matmuls_per_forward,
+            "events": [e.as_dict() for e in self.events],
             "error": self.error,
         }
 
@@ -368,24 +354,15 @@ class Engine:
                 compiler.is_recompile_refused(error) or compiler.is_compile_error(error)
             ):
                 raise
-            request = job.request
+            r = job.request
             if compiler.is_recompile_refused(error):
-                self._note_once("recompile", "a %dx%d request (guidance %s) needed a new compiled graph: served "
-                                "without compiling it (%s)", request.width, request.height, request.guidance, error)
+                self.record("recompile-refused", f"a {r.width}x{r.height} request (guidance {r.guidance}) needed a "
+                            f"new compiled graph: served without compiling it ({error})")
                 with compiler.stance("eager_on_recompile"):
                     return self._run(job, denoiser.dtype)
-            self._note_once("compile-failed", "torch.compile failed, running eagerly from now on: %s", error)
             compiler.uncompile(denoiser)
-            if denoiser is self._transformer:
-                self.plan = replace(self.plan, compile=False,
-                                    notes=self.plan.notes + (f"torch.compile failed and is off: {error}"[:300],))
+            self.record("compile-failed", f"torch.compile failed, the transformer runs eagerly from now on: {error}")
             return self._run(job, denoiser.dtype)
-
-    def _note_once(self, kind: str, message: str, *args) -> None:
-        if kind not in self._noted:
-            self._noted.add(kind)
-            log.warning(message, *args)
-
 
     @staticmethod
     def _as_used(request: GenerationRequest) -> GenerationRequest:

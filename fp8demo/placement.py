@@ -1,7 +1,8 @@
-"""Carry out a card plan's placement (planner.CardPlan) on a loaded pipeline.
+"""Carry out a run plan's placement on a loaded pipeline.
 
-The loader has already put every GPU-resident component on the GPU as it loaded (FP8 layers quantized on the way);
-what is left here is the rest of the plan:
+The loader has already put every component that stays on a CUDA device there as it loaded (FP8 layers quantized on
+the way); what is left here is the rest of the plan:
+- resident on another device (MPS): moved there now;
 - model offload: a component waits in host memory and visits the GPU while it runs, one visitor at a time, and a
   visitor leaves when anything else runs (the planner's phases count one visiting encoder, never two);
 - on the CPU: the component runs there; its inputs are moved to it and its outputs back (accelerate hook);
@@ -14,8 +15,8 @@ from __future__ import annotations
 
 import logging
 
-from . import planner
-from .precision import COMPONENTS, PrecisionPlan
+from .planner import Where, summary
+from .policy import COMPONENTS
 
 log = logging.getLogger(__name__)
 
@@ -24,26 +25,11 @@ log = logging.getLogger(__name__)
 BLOCKS_PER_GROUP = 1
 
 
-def load_devices(card: planner.CardPlan, device: str) -> dict[str, str]:
-    """Where each component loads: straight onto the GPU when it stays there, into host memory otherwise."""
-    return {c: device if card.placement[c] == planner.GPU else "cpu" for c in COMPONENTS}
-
-
-def precision_for(plan: PrecisionPlan, card: planner.CardPlan) -> PrecisionPlan:
-    """The precision plan as the card plan decides it: compile (off when the transformer is offloaded), offload."""
-    from dataclasses import replace
-
-    where = card.placement["transformer"]
-    if card.all_resident:
-        offload = "none"
-    elif where == planner.GROUP_OFFLOAD:
-        offload = "group"
-    elif where == planner.SEQUENTIAL:
-        offload = "sequential"
-    else:
-        offload = "model"  # the transformer stays resident; text encoders (or the VAE) move or run on the CPU
-    notes = tuple(n for n in card.notes if n not in plan.notes)
-    return replace(plan, compile=card.compile, offload=offload, notes=plan.notes + notes)
+def load_devices(plan) -> dict[str, str]:
+    """Where each component loads: straight onto a CUDA device when it stays there, into host memory otherwise
+    (torchao quantizes on the CPU for the other devices, which get their components moved afterwards)."""
+    on_cuda = plan.device == "cuda"
+    return {c: plan.device if on_cuda and plan.placement[c] is Where.DEVICE else "cpu" for c in COMPONENTS}
 
 
 class _Visits:
@@ -76,45 +62,33 @@ def _visit_hook(visits: _Visits, visitor: bool):
     return VisitHook()
 
 
-def apply(pipe, card: planner.CardPlan, device: str) -> None:
-    """Offload what the card plan offloads; the GPU-resident components are already on `device`."""
+def apply(pipe, plan) -> None:
+    """Offload what the plan offloads and move what stays resident off the CPU; CUDA-resident parts are there."""
     import torch
     from accelerate.hooks import AlignDevicesHook, add_hook_to_module
 
-    placement = card.placement
-    if placement["transformer"] == planner.SEQUENTIAL:
+    device, where = plan.device, plan.placement
+    if where["transformer"] is Where.SEQUENTIAL:
         pipe.enable_sequential_cpu_offload(device=device)
         return
-    if placement["transformer"] == planner.GROUP_OFFLOAD:
+    if where["transformer"] is Where.GROUP_OFFLOAD:
         pipe.transformer.enable_group_offload(
             onload_device=torch.device(device), offload_device=torch.device("cpu"), offload_type="block_level",
             num_blocks_per_group=BLOCKS_PER_GROUP, use_stream=True,
         )
-    visitors = [c for c in COMPONENTS if placement[c] == planner.MODEL_OFFLOAD]
+    modules = {c: getattr(pipe, c, None) for c in COMPONENTS}
+    if device not in ("cpu", "cuda"):
+        for name, module in modules.items():
+            if module is not None and where[name] is Where.DEVICE:
+                module.to(device)
+    visitors = [c for c in COMPONENTS if where[c] is Where.MODEL_OFFLOAD]
     if visitors:
         visits = _Visits(device)
-        for name in COMPONENTS:
-            module = getattr(pipe, name, None)
+        for name, module in modules.items():
             # every component that runs on the GPU gets the hook: its forward sends the last visitor out
-            if module is not None and placement[name] in (planner.GPU, planner.MODEL_OFFLOAD):
+            if module is not None and where[name] in (Where.DEVICE, Where.MODEL_OFFLOAD):
                 add_hook_to_module(module, _visit_hook(visits, name in visitors), append=True)
-    for name in (c for c in COMPONENTS if placement[c] == planner.CPU):
+    for name in (c for c in COMPONENTS if where[c] is Where.CPU):
         # runs on the CPU: inputs come from the GPU and the outputs go back to where the inputs came from
-        add_hook_to_module(getattr(pipe, name), AlignDevicesHook(execution_device="cpu", io_same_device=True),
-                           append=True)
-    log.info("placement: %s", card.summary())
-
-
-def fallback_card(plan: PrecisionPlan, device: str, has_t5: bool) -> dict:
-    """What the engine reports when the card planner has nothing to plan (not CUDA, or an architecture it does not
-    know, e.g. tiny): every component where the precision plan's offload puts it, in the card plan's words."""
-    where = planner.GPU if device == "cuda" and plan.offload == "none" else device
-    if plan.offload in ("model", "sequential"):
-        where = {"model": planner.MODEL_OFFLOAD, "sequential": planner.SEQUENTIAL}[plan.offload]
-    placement = {c: where for c in COMPONENTS}
-    if not has_t5:
-        placement["text_encoder_3"] = planner.OFF
-    return {"planner": None, "placement": placement, "offload": plan.offload, "compile": plan.compile,
-            "notes": [f"No card plan on {device} (the planner plans CUDA cards and the SD3.5 architectures): "
-                      f"every component runs on {device}" + ("." if plan.offload == "none" else
-                                                            f", offload {plan.offload}.")]}
+        add_hook_to_module(modules[name], AlignDevicesHook(execution_device="cpu", io_same_device=True), append=True)
+    log.info("placement: %s", summary(where, device))

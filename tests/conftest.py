@@ -22,6 +22,12 @@ A100 = Capabilities(device="cuda", name="A100", compute_capability=(8, 0), total
 MPS = Capabilities(device="mps", name="Apple MPS")
 
 
+def make_plan(caps: Capabilities, **options):
+    """The run plan of the engine flags `options` on `caps`, with no footprint (nothing placed by the planner)."""
+    from fp8demo import runplan
+
+    return runplan.decide(EngineConfig(**options), caps)
+
 
 def pytest_collection_modifyitems(config, items):
     from fp8demo.hardware import detect

@@ -8,15 +8,19 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import CPU
+from conftest import CPU, make_plan
 from safetensors.torch import load_file, save_file
 from test_fp8 import _forward, _tiny_transformer
 
+from fp8demo import recipe
 from fp8demo.__main__ import main
 from fp8demo.config import EngineConfig
 from fp8demo.engine import Engine
+from fp8demo.policy import Kind
 from fp8demo.request import GenerationRequest
-from fp8demo.weights import comfy, fp8_format, random_models
+from fp8demo.tensors import is_fp8
+from fp8demo.weights import comfy, fp8_format, quantize, random_models
+from fp8demo.weights.sources import SourceKind
 
 # ---------------------------------------------------------------------------------------------------------------
 # fp8demo folders
@@ -57,7 +61,8 @@ def test_folder_is_a_standard_diffusers_folder_with_a_manifest(quantized, tiny_c
     manifest = json.loads((quantized / fp8_format.MANIFEST).read_text())
     assert manifest["format"] == fp8_format.FORMAT and manifest["source"]["model"] == "tiny"
     assert "per-row" in manifest["precision"]["scale_granularity"]
-    assert manifest["precision"]["t5"] == "float8_e4m3fn weights"
+    assert manifest["precision"]["t5"] == manifest["precision"]["transformer_blocks"] == "fp8-weights"
+    assert Kind.parse(manifest["precision"]["modulation"]) is Kind.FP8_WEIGHTS
     assert manifest["versions"]["torch"] and manifest["versions"]["diffusers"] and manifest["versions"]["torchao"]
     t = manifest["dtype_map"]["transformer"]
     assert t["float8_e4m3fn"]["tensors"] > 0 and t["bfloat16"]["tensors"] > 0
@@ -203,8 +208,8 @@ def test_loading_skips_quantization_and_gives_the_same_image(quantized, tiny_eng
 def test_native_parameters_carry_dynamic_activation_settings():
     q = torch.randn(32, 64).to(torch.float8_e4m3fn)
     s = torch.rand(32, 1) + 0.5
-    native = fp8_format.fp8_parameter(q, s, native=True)
-    storage = fp8_format.fp8_parameter(q, s, native=False)
+    native = quantize.fp8_parameter(q, s, Kind.FP8_MATMUL)
+    storage = quantize.fp8_parameter(q, s, Kind.FP8_WEIGHTS)
     assert native.act_quant_kwargs is not None and storage.act_quant_kwargs is None
     assert torch.equal(native.qdata.view(torch.uint8), q.view(torch.uint8))  # as stored: no re-quantization
     assert torch.equal(native.scale, s)
@@ -227,11 +232,8 @@ def test_medium_width_transformer_file_is_at_most_052_of_bf16(tmp_path):
     tr = random_models.build_random_transformer("medium", 2)
     torch.nn.Module.to(tr, torch.bfloat16)
     bf16_bytes = sum(t.numel() * t.element_size() for t in tr.state_dict().values())
-    from fp8demo.precision import PrecisionOptions, crop_positional_table, plan_precision, quantize_transformer
-
-    crop_positional_table(tr, 1536)
-    plan = plan_precision(PrecisionOptions(), CPU)
-    quantize_transformer(tr, plan)
+    plan = _plan(CPU)
+    recipe.prepare_transformer(tr, plan)
     fp8_format.make_savable(tr, "transformer", plan)
     tr.save_pretrained(tmp_path)
     ratio = (tmp_path / "diffusion_pytorch_model.safetensors").stat().st_size / bf16_bytes
@@ -257,11 +259,10 @@ def _safetensors_parts(path):
 def test_save_without_copies_writes_what_save_pretrained_writes(tmp_path):
     """The FP8 transformer and T5 saved through saved_without_copies: the same files as save_pretrained alone, and
     the flattened state dict holds the model's own tensors, not clones."""
-    from fp8demo.precision import PrecisionOptions, plan_precision
     from fp8demo.weights import sources
 
-    plan = plan_precision(PrecisionOptions(t5="fp8"), CPU)
-    build = random_models.BuildPrecision(plan, sources._dtypes(plan), 512)
+    plan = _plan(CPU, t5="fp8")
+    build = random_models.BuildPrecision(plan, sources.torch_dtypes(plan), 512)
     components = random_models.build_components(random_models.TINY, fast_init=True, precision=build)
     for name in ("transformer", "text_encoder_3"):
         module = components[name]
@@ -279,7 +280,7 @@ def test_save_without_copies_writes_what_save_pretrained_writes(tmp_path):
             else:
                 assert a.read_bytes() == b.read_bytes(), (name, file)
         own = {t.data_ptr() for p in module.state_dict().values()
-               for t in ([p.qdata, p.scale] if fp8_format.is_fp8(p) else [p])}
+               for t in ([p.qdata, p.scale] if is_fp8(p) else [p])}
         flat, _ = fp8_format._flatten_without_copies(module.state_dict())
         assert {t.data_ptr() for t in flat.values()} <= own, name
 
@@ -484,7 +485,7 @@ def test_comfy_file_runs_through_the_fp8_path_end_to_end(comfy_file, tiny_engine
     path, tiny = comfy_file
     cfg = EngineConfig(model=str(path), base=str(tiny), cache_dir=tiny_engine_bf16.cfg.cache_dir)
     engine = Engine(cfg, CPU).start()
-    assert engine.source.kind == "single-file"
+    assert engine.source.kind is SourceKind.SINGLE_FILE
     # the file's FP8 data and per-tensor scales, used as stored (the precision policy quantizes nothing again)
     w = engine.pipe.transformer.transformer_blocks[0].attn.to_q.weight
     assert w.qdata.dtype == torch.float8_e4m3fn and w.scale.numel() == 1
@@ -525,9 +526,7 @@ def test_unknown_single_file_family_needs_base(tmp_path):
 
 
 def _plan(caps, **options):
-    from fp8demo.precision import PrecisionOptions, plan_precision
-
-    return plan_precision(PrecisionOptions(**options), caps)
+    return make_plan(caps, **options)
 
 
 def _cosine(a, b) -> float:

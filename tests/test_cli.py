@@ -18,7 +18,7 @@ def test_generate_writes_png_with_parameters_and_prints_json(tmp_path, capsys, c
     data = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (data["seed"], data["width"], data["height"], data["steps"], data["guidance"]) == (7, 384, 256, 2, 3.0)
     assert set(data["timings"]) == {"text_encoding", "denoising", "vae_decode", "total"}
-    assert data["precision"]["plan"]["mode"] == "fp8-storage"
+    assert data["precision"]["plan"]["blocks"] == "fp8-weights"
     assert data["precision"]["components"]["transformer"]["fp8_linears"] > 0
     params = read_parameters(out)
     assert params.startswith("a prompt\nNegative prompt: blurry\n")
@@ -28,7 +28,7 @@ def test_generate_writes_png_with_parameters_and_prints_json(tmp_path, capsys, c
 def test_info_prints_the_precision_report(capsys, cache_dir):
     assert main(["info", "--model", "tiny", "--precision", "bf16", "--t5", "off"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["plan"]["mode"] == "bf16"
+    assert (data["plan"]["precision"], data["plan"]["blocks"], data["plan"]["t5"]) == ("bf16", "16-bit", "off")
     assert data["components"]["text_encoder_3"]["bytes"] == 0
     assert data["transformer_ratio_vs_bf16"] == pytest.approx(1.0, abs=0.01)
 
@@ -65,7 +65,8 @@ def test_doctor_checks_the_machine_and_makes_one_image(capsys, cache_dir):
     data = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert data["ok"] and data["verdict"].startswith("READY: tiny on ")
     assert data["device"]["kind"] == "cpu" and data["versions"]["torch"]
-    assert data["plan"]["t5"] == "fp8" and "matmul" in data["fp8"]
+    assert data["plan"]["t5"] == "fp8-weights" and "matmul" in data["fp8"] and data["plan"]["reasons"]["blocks"]
+    assert data["events"] == [] and data["compiled"] is False
     assert data["model"]["reachable"] and data["model"]["random_weights"]
     assert set(data["generation"]["timings"]) == {"text_encoding", "denoising", "vae_decode", "total"}
     assert data["fp8"]["scaled_mm_calls_per_forward"] == 0  # weight-only on a CPU: no FP8 matmul ran

@@ -1,7 +1,7 @@
 """The GPU fast path, run on this CPU: native FP8 matmuls (torch._scaled_mm) and the compiled transformer.
 
 torchao's dynamic-activation FP8 config refuses to run below compute capability 8.9; `--fp8-matmul native` lifts
-that one check on a CPU (weights.fp8_format.native_fp8_on_cpu), where torch._scaled_mm runs real E4M3 matmuls. So the
+that one check on a CPU (weights.quantize.native_fp8_on_cpu), where torch._scaled_mm runs real E4M3 matmuls. So the
 code path of an Ada/Hopper GPU is tested here: the FP8 matmuls are counted, their output checked against bf16, and
 the compiled engine is walked through every size the app offers.
 """
@@ -14,41 +14,42 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import A100, CPU, H100, MPS
+from conftest import A100, CPU, H100, MPS, make_plan
 
-from fp8demo import compiler, config, precision
+from fp8demo import compiler, config
 from fp8demo.errors import SetupError
-from fp8demo.precision import PrecisionOptions, plan_precision
+from fp8demo.policy import Kind, Layer, layer_of
+from fp8demo.report import count_fp8_matmuls
 from fp8demo.request import GenerationRequest, Job
-from fp8demo.weights import random_models
+from fp8demo.weights import quantize, random_models
 
 # ---- the plan --------------------------------------------------------------------------------------------------
 
 
 def test_fp8_matmul_auto_is_native_only_on_fp8_gpus():
-    assert plan_precision(PrecisionOptions(), H100).blocks == "fp8-dynamic"
-    assert plan_precision(PrecisionOptions(), A100).blocks == "fp8-weight-only"
-    assert plan_precision(PrecisionOptions(), CPU).blocks == "fp8-weight-only"
+    assert make_plan(H100).blocks is Kind.FP8_MATMUL
+    assert make_plan(A100).blocks is Kind.FP8_WEIGHTS
+    assert make_plan(CPU).blocks is Kind.FP8_WEIGHTS
 
 
 def test_fp8_matmul_native_on_cpu_is_the_test_path_not_compiled_by_default():
-    plan = plan_precision(PrecisionOptions(fp8_matmul="native"), CPU)
-    assert (plan.mode, plan.blocks, plan.compile) == ("fp8-native", "fp8-dynamic", False)
-    assert any("torch._scaled_mm" in n for n in plan.notes)
+    plan = make_plan(CPU, fp8_matmul="native")
+    assert (plan.blocks, plan.compile) == (Kind.FP8_MATMUL, False)
+    assert "torch._scaled_mm" in plan.reasons["blocks"]
     assert "torch._scaled_mm" in plan.matmul and "torch._scaled_mm" in plan.as_dict()["matmul"]
 
 
 @pytest.mark.parametrize("caps", [A100, MPS])
 def test_fp8_matmul_native_is_refused_where_it_cannot_run(caps):
     with pytest.raises(SetupError, match="--fp8-matmul weight-only"):
-        plan_precision(PrecisionOptions(fp8_matmul="native"), caps)
+        make_plan(caps, fp8_matmul="native")
 
 
 def test_fp8_matmul_weight_only_on_an_fp8_gpu():
-    plan = plan_precision(PrecisionOptions(fp8_matmul="weight-only"), H100)
-    assert (plan.mode, plan.blocks) == ("fp8-storage", "fp8-weight-only")
+    plan = make_plan(H100, fp8_matmul="weight-only")
+    assert plan.blocks is Kind.FP8_WEIGHTS and not plan.compile
     assert "dequantized" in plan.matmul
-    assert plan_precision(PrecisionOptions(precision="bf16", fp8_matmul="native"), CPU).matmul == "bfloat16 matmul"
+    assert make_plan(CPU, precision="bf16", fp8_matmul="native").matmul == "bfloat16 matmul"
 
 
 def test_cli_flag_reaches_the_engine_config():
@@ -82,23 +83,19 @@ def _forward(tr, inputs):
 
 
 def _fp8_block_linears(tr) -> int:
-    return sum(
-        1 for name, m in tr.named_modules()
-        if isinstance(m, torch.nn.Linear) and name.startswith("transformer_blocks.")
-        and not name.endswith(precision.MODULATION_SUFFIXES)
-    )
+    return sum(1 for name, m in tr.named_modules()
+               if isinstance(m, torch.nn.Linear) and layer_of("transformer", name) is Layer.BLOCK)
 
 
 def _native(tr):
-    plan = plan_precision(PrecisionOptions(fp8_matmul="native"), CPU)
-    precision.quantize_transformer(tr, plan)
+    quantize.quantize(tr, "transformer", make_plan(CPU, fp8_matmul="native"))
     return tr
 
 
 def _check_native(bf16, native, inputs):
     reference = _forward(bf16, inputs)
     _forward(native, inputs)  # compiled: the first call traces and compiles, which the profiler would count too
-    calls = precision.count_fp8_matmuls(lambda: _forward(native, inputs))
+    calls = count_fp8_matmuls(lambda: _forward(native, inputs))
     out = _forward(native, inputs)
     cosine = torch.nn.functional.cosine_similarity(out.flatten(), reference.flatten(), dim=0).item()
     return calls, cosine
@@ -143,10 +140,11 @@ def test_engine_report_counts_the_fp8_matmuls_that_ran(tiny_config):
     from fp8demo.engine import Engine
 
     native = Engine(replace(tiny_config, fp8_matmul="native", warmup_runs=0), CPU).start()
-    assert native.report.extra["fp8_matmuls_per_forward"] == _fp8_block_linears(native.pipe.transformer) > 0
+    assert native.fp8_matmuls_per_forward == _fp8_block_linears(native.pipe.transformer) > 0
+    assert native.info()["fp8_matmuls_per_forward"] == native.fp8_matmuls_per_forward
     assert "torch._scaled_mm" in native.report.as_dict()["plan"]["matmul"]
     weight_only = Engine(replace(tiny_config, fp8_matmul="weight-only", warmup_runs=0), CPU).start()
-    assert weight_only.report.extra["fp8_matmuls_per_forward"] == 0
+    assert weight_only.fp8_matmuls_per_forward == 0
 
 
 @pytest.fixture(scope="module")
@@ -211,15 +209,15 @@ def compiled_engine(request):
 
 
 def test_compiled_engine_serves_every_size_without_compiling(compiled_engine):
-    assert compiled_engine.plan.compile and compiler.is_compiled(compiled_engine.pipe.transformer)
-    expected = "fp8-native" if compiled_engine.cfg.fp8_matmul == "native" else "fp8-storage"
-    assert compiled_engine.plan.mode == expected
+    assert compiled_engine.plan.compile and compiled_engine.compiled
+    expected = Kind.FP8_MATMUL if compiled_engine.cfg.fp8_matmul == "native" else Kind.FP8_WEIGHTS
+    assert compiled_engine.plan.blocks is expected
     graphs = compiler.graphs_compiled()
     for request in _every_offered_request(compiled_engine):
         result = compiled_engine.generate(request)
         assert result.image.size == (request.width, request.height)
     assert compiler.graphs_compiled() == graphs, "a request after warm-up paid for a compile"
-    assert compiled_engine.plan.compile, "compilation was given up"
+    assert compiled_engine.compiled and not compiled_engine.events, "compilation was given up"
 
 
 def test_compile_cache_is_saved_and_keyed(engine_weight_only):
@@ -244,6 +242,8 @@ def test_a_graph_missing_after_warm_up_is_served_without_compiling(engine_weight
         for _ in range(2):
             engine_weight_only.run(Job(GenerationRequest("a cat", seed=2, steps=1), transformer=other))
     assert sum("without compiling" in r.getMessage() for r in caplog.records) == 1  # logged once
+    assert [e.kind for e in engine_weight_only.events] == ["recompile-refused"]
+    engine_weight_only.events.clear()  # the engine's own graphs are intact: other tests see it as it was
 
 
 def test_a_compiler_failure_falls_back_to_eager_once(tiny_config, tmp_path, caplog):
@@ -259,9 +259,11 @@ def test_a_compiler_failure_falls_back_to_eager_once(tiny_config, tmp_path, capl
         a = engine.generate(GenerationRequest("a cat", seed=3, steps=1))
         b = engine.generate(GenerationRequest("a cat", seed=3, steps=1))
     assert a.image.tobytes() == b.image.tobytes()
-    assert not compiler.is_compiled(engine.pipe.transformer)
-    assert sum("running eagerly" in r.getMessage() for r in caplog.records) == 1
+    assert not compiler.is_compiled(engine.pipe.transformer) and not engine.compiled
+    assert sum("runs eagerly" in r.getMessage() for r in caplog.records) == 1
     assert "simulated inductor crash" not in str(a.warnings)
+    assert [e.kind for e in engine.events] == ["compile-failed"]
+    assert "simulated inductor crash" in engine.info()["events"][0]["message"]
 
 
 @pytest.mark.slow  # compiles a second transformer: minutes on 2 cores

@@ -4,11 +4,10 @@ import copy
 
 import pytest
 import torch
-from conftest import CPU
+from conftest import CPU, make_plan
 
-from fp8demo import precision
-from fp8demo.precision import PrecisionOptions, plan_precision
-from fp8demo.weights import random_models
+from fp8demo.tensors import module_bytes
+from fp8demo.weights import footprint, pos_table, quantize, random_models
 
 E4M3 = torch.float8_e4m3fn
 
@@ -69,8 +68,8 @@ def _forward(tr, side_px: int, seed: int = 0):
 
 def test_modulation_bf16_keeps_adaln_16bit(tiny_config):
     tr = _tiny_transformer(tiny_config)
-    plan = plan_precision(PrecisionOptions(modulation="bf16"), CPU)
-    precision.quantize_transformer(tr, plan)
+    plan = make_plan(CPU, modulation="bf16")
+    quantize.quantize(tr, "transformer", plan)
     for name, m in tr.named_modules():
         if isinstance(m, torch.nn.Linear) and name.startswith("transformer_blocks."):
             is_mod = name.endswith(("norm1.linear", "norm1_context.linear"))
@@ -80,13 +79,13 @@ def test_modulation_bf16_keeps_adaln_16bit(tiny_config):
 def test_positional_crop_is_bit_identical_and_bounded(tiny_config):
     full = _tiny_transformer(tiny_config)
     cropped = copy.deepcopy(full)
-    assert precision.crop_positional_table(cropped, 1536) == (128, 96)
+    assert pos_table.crop(cropped, 1536) == (128, 96)
     assert cropped.pos_embed.pos_embed.shape[1] == 96 * 96
     for side in (256, 512, 1536):  # small, default and the largest served
         assert torch.equal(_forward(full, side), _forward(cropped, side)), side
     with pytest.raises(ValueError, match="pos_embed_max_size"):
         _forward(cropped, 1552)  # beyond the crop: diffusers refuses instead of reading garbage
-    assert precision.crop_positional_table(cropped, 1536) is None  # idempotent
+    assert pos_table.crop(cropped, 1536) is None  # idempotent
 
 
 def test_odd_difference_crop_keeps_parity():
@@ -107,7 +106,7 @@ def test_odd_difference_crop_keeps_parity():
             self.pos_embed = PE()
 
     t = T()
-    assert precision.crop_positional_table(t, 7 * 16) == (10, 8)
+    assert pos_table.crop(t, 7 * 16) == (10, 8)
     assert t.pos_embed.pos_embed.reshape(8, 8)[0, 0].item() == 11.0  # row 1, column 1 of the original
 
 
@@ -117,11 +116,11 @@ def test_central_positional_table_is_the_crop_of_the_whole_one(old, patch, max_s
     from diffusers.models.embeddings import PatchEmbed
 
     pe = PatchEmbed(height=32, width=32, patch_size=patch, in_channels=4, embed_dim=24, pos_embed_max_size=old)
-    side = precision.cropped_side(old, patch, max_side) or old
+    side = pos_table.cropped_side(old, patch, max_side) or old
     start = (old - side) // 2
     whole = pe.pos_embed.reshape(1, old, old, 24)
     crop = whole[:, start : start + side, start : start + side].reshape(1, side * side, 24)
-    assert torch.equal(precision.central_positional_table(pe, side), crop)
+    assert torch.equal(pos_table.central_table(pe, side), crop)
 
 
 def test_random_build_computes_only_the_cropped_table():
@@ -130,10 +129,10 @@ def test_random_build_computes_only_the_cropped_table():
     from diffusers import SD3Transformer2DModel
 
     spec = dict(random_models.TINY.transformer, pos_embed_max_size=48)  # tiny's 128 needs no crop at 512 px
-    build = random_models.BuildPrecision(plan_precision(PrecisionOptions(), CPU), {"default": torch.bfloat16}, 512)
+    build = random_models.BuildPrecision(make_plan(CPU), {"default": torch.bfloat16}, 512)
     built = random_models._construct(lambda: SD3Transformer2DModel(**spec), True, 0, "transformer", build)
     whole = random_models._construct(lambda: SD3Transformer2DModel(**spec), True, 0)
-    assert precision.crop_positional_table(whole, 512) == (48, 32) == built.pos_embed_crop
+    assert pos_table.crop(whole, 512) == (48, 32) == built.pos_embed_crop
     assert built.config.pos_embed_max_size == whole.config.pos_embed_max_size == 32
     assert torch.equal(built.pos_embed.pos_embed, whole.pos_embed.pos_embed.to(torch.bfloat16))
     assert not any(t.is_meta for t in [*built.parameters(), *built.buffers()])
@@ -143,7 +142,7 @@ def test_random_build_computes_only_the_cropped_table():
 def medium2():
     tr = random_models.build_random_transformer("medium", 2)
     torch.nn.Module.to(tr, torch.bfloat16)
-    precision.crop_positional_table(tr, 1536)
+    pos_table.crop(tr, 1536)
     return tr
 
 
@@ -151,7 +150,7 @@ def test_fp8_output_close_to_bf16_on_medium_width(medium2):
     ref = _forward(medium2, 256)
     for modulation in ("fp8", "bf16"):
         q = copy.deepcopy(medium2)
-        precision.quantize_transformer(q, plan_precision(PrecisionOptions(modulation=modulation), CPU))
+        quantize.quantize(q, "transformer", make_plan(CPU, modulation=modulation))
         out = _forward(q, 256)
         cos = torch.nn.functional.cosine_similarity(out.float().flatten(), ref.float().flatten(), dim=0).item()
         assert cos >= 0.99, (modulation, cos)
@@ -159,14 +158,12 @@ def test_fp8_output_close_to_bf16_on_medium_width(medium2):
 
 
 def test_estimate_is_exact_on_medium_width(medium2):
-    from types import SimpleNamespace
-
-    for options in (PrecisionOptions(), PrecisionOptions(modulation="bf16"), PrecisionOptions(precision="bf16")):
-        plan = plan_precision(options, CPU)
+    for options in ({}, {"modulation": "bf16"}, {"precision": "bf16"}):
+        plan = make_plan(CPU, **options)
         q = copy.deepcopy(medium2)
-        estimate = precision.estimate_resident_bytes(SimpleNamespace(transformer=q), plan)
-        precision.quantize_transformer(q, plan)
-        assert estimate == sum(precision.module_bytes(q).values()), options
+        estimate = footprint.component_bytes("transformer", q, plan.max_side).under(plan.kinds)
+        quantize.quantize(q, "transformer", plan)
+        assert estimate == module_bytes(q), options
 
 
 def _meta_transformer(arch):
@@ -181,12 +178,11 @@ def _meta_transformer(arch):
 @pytest.mark.parametrize("arch, ratio_fp8, ratio_mod16", [("medium", 0.51, 0.72), ("large", 0.51, 0.69)])
 def test_full_size_fp8_transformer_is_at_most_half_of_bf16(arch, ratio_fp8, ratio_mod16):
     """Full Medium (2.5B) and Large (8.1B) on the meta device: the byte arithmetic checked exact above, at scale."""
-    from types import SimpleNamespace
-
-    tr = SimpleNamespace(transformer=_meta_transformer(arch))
+    tr = _meta_transformer(arch)
 
     def size(**options):
-        return precision.estimate_resident_bytes(tr, plan_precision(PrecisionOptions(**options), CPU))
+        plan = make_plan(CPU, **options)
+        return footprint.component_bytes("transformer", tr, plan.max_side).under(plan.kinds)
 
     bf16 = size(precision="bf16")
     assert size() / bf16 <= ratio_fp8

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from fp8demo.config import EngineConfig
+from fp8demo.policy import Kind
 from fp8demo.request import GenerationRequest
 
 pytestmark = pytest.mark.gpu
@@ -17,7 +18,7 @@ def native_engine(cache_dir):
 
 
 def test_native_plan_uses_dynamic_fp8_on_blocks(native_engine):
-    assert native_engine.plan.mode == "fp8-native"
+    assert native_engine.plan.blocks is Kind.FP8_MATMUL
     tr = native_engine.pipe.transformer
     weight = tr.transformer_blocks[0].attn.to_q.weight
     assert weight.qdata.dtype == torch.float8_e4m3fn
@@ -56,7 +57,7 @@ def test_compiled_native_engine_serves_every_size_without_compiling(cache_dir):
 
     engine = Engine(EngineConfig(model="tiny", cache_dir=cache_dir, compile=True, warmup_runs=0)).start()
     try:
-        assert engine.plan.mode == "fp8-native" and compiler.is_compiled(engine.pipe.transformer)
+        assert engine.plan.blocks is Kind.FP8_MATMUL and engine.compiled
         graphs = compiler.graphs_compiled()
         sizes = list(config.aspect_sizes(engine.preset).values()) + [(256, 1536), (1008, 592)]
         for guidance in (0.0, 4.5):
@@ -64,7 +65,7 @@ def test_compiled_native_engine_serves_every_size_without_compiling(cache_dir):
                 result = engine.generate(GenerationRequest("a red fox", seed=1, steps=2, width=width, height=height,
                                                            guidance=guidance))
                 assert result.image.size == (width, height)
-        assert compiler.graphs_compiled() == graphs
+        assert compiler.graphs_compiled() == graphs and not engine.events
         assert engine.compile_cache.state()["mega_cache"]
     finally:
         torch.compiler.set_stance("default")

@@ -9,21 +9,20 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import CPU, H100
+from conftest import CPU, H100, make_plan
 
 from fp8demo import config
 from fp8demo.errors import ModelAccessError, UserError
-from fp8demo.precision import PrecisionOptions, plan_precision
 from fp8demo.weights import random_models
-from fp8demo.weights.sources import explain_load_error, load_pipeline, resolve_model
+from fp8demo.weights.sources import SourceKind, explain_load_error, load_pipeline, resolve_model
 
 
 def test_auto_is_large_turbo_on_cuda_and_tiny_with_a_notice_elsewhere():
     gpu = resolve_model("auto", H100)
-    assert gpu.kind == "repo" and gpu.location == "stabilityai/stable-diffusion-3.5-large-turbo"
+    assert gpu.kind is SourceKind.REPO and gpu.location == "stabilityai/stable-diffusion-3.5-large-turbo"
     assert (gpu.preset.steps, gpu.preset.guidance) == (4, 0.0)
     cpu = resolve_model("auto", CPU)
-    assert cpu.kind == "tiny" and cpu.random_weights
+    assert cpu.kind is SourceKind.TINY and cpu.random_weights
     assert "noise" in cpu.notice and "HF_TOKEN" in cpu.notice
 
 
@@ -38,18 +37,19 @@ def test_auto_is_large_turbo_on_cuda_and_tiny_with_a_notice_elsewhere():
 )
 def test_presets_follow_the_official_values(name, repo, steps, guidance):
     source = resolve_model(name, CPU)
-    assert source.kind == "repo" and source.location == repo
+    assert source.kind is SourceKind.REPO and source.location == repo
     assert (source.preset.steps, source.preset.guidance, source.preset.width) == (steps, guidance, 1024)
 
 
 def test_unknown_repo_ids_get_generic_settings():
     source = resolve_model("someone/sd3-finetune", CPU)
-    assert source.kind == "repo" and source.preset.name == "custom"
+    assert source.kind is SourceKind.REPO and source.preset.name == "custom"
 
 
 def test_random_architectures_with_block_counts():
     source = resolve_model("random:medium:2", CPU)
-    assert (source.kind, source.arch, source.num_layers, source.name) == ("random", "medium", 2, "random:medium:2")
+    assert source.kind is SourceKind.RANDOM
+    assert (source.arch, source.num_layers, source.name) == ("medium", 2, "random:medium:2")
     assert resolve_model("random:large-turbo", CPU).preset.steps == 4
     assert resolve_model("random:large", CPU).num_layers is None
 
@@ -72,7 +72,7 @@ def test_local_folder_named_like_an_official_repo_gets_its_preset(tmp_path):
     folder.mkdir()
     (folder / "model_index.json").write_text("{}")
     source = resolve_model(str(folder), CPU)
-    assert source.kind == "folder" and source.preset.name == "large-turbo"
+    assert source.kind is SourceKind.FOLDER and source.preset.name == "large-turbo"
 
 
 def test_tiny_model_is_a_real_diffusers_folder_with_sd35_structure(tiny_config):
@@ -89,7 +89,7 @@ def test_tiny_model_is_a_real_diffusers_folder_with_sd35_structure(tiny_config):
     ]
     assert random_models.ensure_tiny(tiny_config.cache_dir) == path  # cached: second call builds nothing
 
-    plan = plan_precision(PrecisionOptions(precision="bf16"), CPU)
+    plan = make_plan(CPU, precision="bf16")
     pipe = load_pipeline(resolve_model("tiny", CPU), plan, tiny_config)
     t = pipe.transformer.config
     assert (t.in_channels, t.patch_size, t.qk_norm) == (16, 2, "rms_norm")
@@ -101,7 +101,7 @@ def test_tiny_model_is_a_real_diffusers_folder_with_sd35_structure(tiny_config):
 
 
 def test_t5_off_loads_no_t5(tiny_config):
-    plan = plan_precision(PrecisionOptions(t5="off"), CPU)
+    plan = make_plan(CPU, t5="off")
     pipe = load_pipeline(resolve_model("tiny", CPU), plan, tiny_config)
     assert pipe.text_encoder_3 is None and pipe.tokenizer_3 is None
 
@@ -148,7 +148,7 @@ def test_offline_and_missing_repo_errors_are_explained():
 
 def test_loading_an_uncached_repo_offline_gives_a_message_not_a_traceback(tiny_config, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    plan = plan_precision(PrecisionOptions(precision="bf16"), CPU)
+    plan = make_plan(CPU, precision="bf16")
     with pytest.raises(ModelAccessError, match="gated|unreachable"):
         load_pipeline(resolve_model("large-turbo", CPU), plan, tiny_config)
 

@@ -24,7 +24,8 @@ import json
 import logging
 from pathlib import Path
 
-from .fp8_format import CheckpointError, assign_state, is_block_linear, is_block_modulation, load_tensors
+from ..policy import Kind, kind_of
+from .fp8_format import CheckpointError, assign_state, load_tensors
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,6 @@ TEXT_PREFIXES = {
     "text_encoder_2": "text_encoders.clip_g.transformer.",
     "text_encoder_3": "text_encoders.t5xxl.transformer.",
 }
-
-
-def is_single_file(path: Path) -> bool:
-    return Path(path).is_file() and Path(path).suffix == ".safetensors"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -203,23 +200,12 @@ def to_diffusers_names(state: dict, where: str) -> dict:
     return out
 
 
-def _transformer_modes(plan):
-    """For each FP8 weight of the file, what the precision plan makes of it: FP8 with FP8 matmuls ("native", block
-    Linears on FP8 GPUs), FP8 storage with 16-bit compute ("storage"), or 16-bit ("dequantize": the layers the plan
-    keeps 16-bit, and everything when the plan is not FP8)."""
-    fp8 = plan is not None and plan.is_fp8
-    blocks = {"fp8-dynamic": "native", "fp8-weight-only": "storage"}.get(plan.blocks) if fp8 else None
-    modulation = "storage" if fp8 and plan.modulation == "fp8-weight-only" else None
-
-    def mode(key: str) -> str:
-        fqn = key.removesuffix(".weight")
-        if is_block_linear(fqn):
-            return blocks or "dequantize"
-        if is_block_modulation(fqn):
-            return modulation or "dequantize"
-        return "dequantize"
-
-    return mode
+def _transformer_kinds(plan):
+    """For each FP8 weight of the file, what the run plan makes of it (policy.kind_of): FP8 with FP8 matmuls, FP8
+    weights with 16-bit compute, or 16-bit (the layers the plan keeps 16-bit, and everything without a plan)."""
+    if plan is None:
+        return lambda key: Kind.BITS16
+    return lambda key: kind_of(plan.kinds, "transformer", key)
 
 
 def _compute_dtype(plan):
@@ -242,7 +228,7 @@ def load_transformer(path: Path, head_dim: int = 64, plan=None):
     with init_empty_weights(include_buffers=True):
         transformer = SD3Transformer2DModel(**config)
     try:
-        assign_state(transformer, converted, where, _transformer_modes(plan), _compute_dtype(plan))
+        assign_state(transformer, converted, where, _transformer_kinds(plan), _compute_dtype(plan))
     except CheckpointError:
         del transformer, converted
         gc.collect()
@@ -294,7 +280,7 @@ def load_pipeline(path: Path, base: str, plan, dtypes: dict, token: str | None =
     classes = {"text_encoder": CLIPTextModelWithProjection, "text_encoder_2": CLIPTextModelWithProjection,
                "text_encoder_3": T5EncoderModel}
     for name, state in text_encoder_states(path).items():
-        if name == "text_encoder_3" and plan.t5 == "off":
+        if name == "text_encoder_3" and plan.t5 is None:
             continue
         config = AutoConfig.from_pretrained(base, subfolder=name, **kwargs)
         with init_empty_weights(include_buffers=False):
@@ -305,15 +291,15 @@ def load_pipeline(path: Path, base: str, plan, dtypes: dict, token: str | None =
             if "shared" + SCALE in state:
                 state["encoder.embed_tokens" + SCALE] = state["shared" + SCALE]
 
-        def mode(key: str, model=model, fp8_linears=t5 and plan.t5 == "fp8") -> str:
-            # CLIP stays 16-bit; T5's Linears keep their FP8 when the plan stores T5 in FP8 (never FP8 matmuls)
-            owner = model.get_submodule(key.rsplit(".", 1)[0])
-            return "storage" if fp8_linears and isinstance(owner, torch.nn.Linear) else "dequantize"
+        def kind(key: str, model=model, name=name) -> Kind:
+            # CLIP stays 16-bit; T5's Linears keep their FP8 where the plan stores T5 in FP8 (its embedding never)
+            linear = isinstance(model.get_submodule(key.rsplit(".", 1)[0]), torch.nn.Linear)
+            return kind_of(plan.kinds, name, key) if linear else Kind.BITS16
 
-        assign_state(model, state, f"{path} ({name})", mode, dtypes.get(name, dtypes["default"]))
+        assign_state(model, state, f"{path} ({name})", kind, dtypes[name])
         if t5:
             model.encoder.embed_tokens = model.shared
         components[name] = model.eval().requires_grad_(False)
-    if plan.t5 == "off":
+    if plan.t5 is None:
         components.update(text_encoder_3=None, tokenizer_3=None)
     return StableDiffusion3Pipeline.from_pretrained(base, dtype=dtypes, **components, **kwargs)

@@ -1,20 +1,10 @@
-"""The one home of the FP8 format: which layer is FP8 and how, quantizing it, writing and loading FP8 folders.
-
-Which layer becomes what is decided in one place, `layer_kinds`: an ordered table of layer-name patterns per
-component. The same table drives every way a model gets its FP8 weights:
-- quantize while loading: `diffusers_quantization` / `transformers_quantization` wrap it in the libraries' own
-  TorchAoConfig (an `FqnToConfig` for the transformer), so from_pretrained quantizes each Linear as it arrives;
-- quantize in memory (`quantize`): random builds, block by block as they are built, and anything loaded 16-bit;
-- the byte estimate before loading (`precision.estimate_module_bytes` asks `layer_kind`).
-The formats are torchao's: block Linears `Float8DynamicActivationFloat8WeightConfig(PerRow)` on FP8 GPUs (FP8
-activations too) or `Float8WeightOnlyConfig` elsewhere; AdaLN modulation always weight-only; T5's Linears
-weight-only; everything else (KEPT_16BIT, CLIP-L/G, the VAE) untouched.
+"""FP8 folders on disk: write one (save, manifest), check one (manifest, headers), read tensors back.
 
 An FP8 folder is what `save_pretrained` writes: safetensors files, torchao's tensor layout in their metadata and the
 `quantization_config` in each quantized component's config.json, so plain diffusers + torchao load it with no fp8demo
 code. Beside it: `fp8demo_manifest.json` (source, revision, versions, the precision, sha256 of every file), checked
 before loading, and after calibration `fp8demo_activation_scales.json` (the static activation scales, a sidecar the
-manifest describes).
+manifest describes). Which layer is FP8 is the policy's (policy.py); making it so is quantize.py's.
 """
 
 from __future__ import annotations
@@ -23,12 +13,15 @@ import contextlib
 import hashlib
 import json
 import logging
-import re
 import shutil
 import time
 from pathlib import Path
 
 from ..errors import ModelAccessError
+from ..hardware import versions
+from ..policy import KEPT_16BIT, Kind
+from ..tensors import bytes_by_dtype, inner_tensors, is_fp8
+from .quantize import fp8_parameter, library_config
 
 log = logging.getLogger(__name__)
 
@@ -37,202 +30,11 @@ MANIFEST = "fp8demo_manifest.json"
 ACTIVATION_SCALES = "fp8demo_activation_scales.json"
 GRANULARITY = "per-row: one float32 scale per output row, weight = fp8 * scale"
 
-MODULATION_SUFFIXES = ("norm1.linear", "norm1_context.linear")
-KEPT_16BIT = ("pos_embed", "time_text_embed", "context_embedder", "norm_out", "proj_out")
-# Patterns as torchao's FqnToConfig reads them ("re:" + a regex that must match the whole name). diffusers tries a
-# Linear's parameter name first, then its module name, so both forms match; the block pattern leaves the modulation
-# Linears out, so the two never overlap and their order does not matter.
-BLOCK_PATTERN = r"re:transformer_blocks\.\d+\.(?!norm1\.linear|norm1_context\.linear).+"
-MODULATION_PATTERN = r"re:transformer_blocks\.\d+\.norm1(_context)?\.linear(\.weight)?"
-EVERY_LINEAR = r"re:.+"
 QUANTIZED = ("transformer", "text_encoder_3")  # the components that can hold FP8 weights
 
 
 class CheckpointError(ModelAccessError):
     """A checkpoint file or folder that cannot be used as it is (corrupt, incomplete, wrong architecture)."""
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The decision: which layer is FP8, and how
-
-
-def is_modulation(fqn: str) -> bool:
-    return fqn.removesuffix(".weight").removesuffix(".bias").endswith(MODULATION_SUFFIXES)
-
-
-def is_block_linear(fqn: str) -> bool:
-    """A transformer block Linear whose activations a native FP8 path quantizes (not AdaLN modulation)."""
-    return fqn.startswith("transformer_blocks.") and not is_modulation(fqn)
-
-
-def is_block_modulation(fqn: str) -> bool:
-    return fqn.startswith("transformer_blocks.") and is_modulation(fqn)
-
-
-def layer_kinds(component: str, plan) -> dict[str, str]:
-    """{pattern: "dynamic" | "weight-only"} for `component` under `plan`, in order; Linears no pattern matches stay
-    16-bit. "dynamic": FP8 weights and activations (FP8 matmuls); "weight-only": FP8 weights, 16-bit compute."""
-    if component == "transformer":  # blocks and modulation are "16-bit" in a plan without FP8
-        kinds = {}
-        if plan.blocks != "16-bit":
-            kinds[BLOCK_PATTERN] = "dynamic" if plan.blocks == "fp8-dynamic" else "weight-only"
-        if plan.modulation != "16-bit":
-            # One vector per image goes through these: FP8 activations would cost quality and save nothing.
-            kinds[MODULATION_PATTERN] = "weight-only"
-        return kinds
-    if component == "text_encoder_3" and plan.t5 == "fp8":
-        return {EVERY_LINEAR: "weight-only"}  # T5 computes in bf16: no FP8 activations outside the blocks
-    return {}
-
-
-def _match(kinds: dict[str, str], fqn: str) -> str | None:
-    return next((kind for pattern, kind in kinds.items() if re.fullmatch(pattern[3:], fqn)), None)
-
-
-def layer_kind(component: str, fqn: str, plan) -> str | None:
-    """What the Linear `fqn` of `component` becomes under `plan`: "dynamic", "weight-only" or None (16-bit)."""
-    return _match(layer_kinds(component, plan), fqn)
-
-
-def torchao_config(kind: str):
-    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, Float8WeightOnlyConfig, PerRow
-
-    if kind == "dynamic":
-        return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
-    return Float8WeightOnlyConfig()
-
-
-def diffusers_quantization(plan):
-    """diffusers' TorchAoConfig that quantizes the transformer while it loads, or None when nothing is FP8."""
-    kinds = layer_kinds("transformer", plan)
-    if not kinds:
-        return None
-    from diffusers import TorchAoConfig
-    from torchao.quantization import FqnToConfig
-
-    return TorchAoConfig(FqnToConfig({pattern: torchao_config(kind) for pattern, kind in kinds.items()}))
-
-
-def transformers_quantization(plan):
-    """transformers' TorchAoConfig for T5-XXL (every Linear weight-only; its embedding stays 16-bit), or None."""
-    kinds = layer_kinds("text_encoder_3", plan)
-    if not kinds:
-        return None
-    from transformers import TorchAoConfig
-
-    assert set(kinds) == {EVERY_LINEAR}, kinds  # one config for every Linear is all transformers needs here
-    return TorchAoConfig(torchao_config(kinds[EVERY_LINEAR]))
-
-
-def quantization_config(component: str, plan):
-    """The library quantization config that makes `component` FP8 while it loads, or None (16-bit component)."""
-    if component == "transformer":
-        return diffusers_quantization(plan)
-    if component == "text_encoder_3":
-        return transformers_quantization(plan)
-    return None
-
-
-def is_fp8(tensor) -> bool:
-    """A torchao FP8 weight (float8 data inside a tensor subclass)."""
-    qdata = getattr(tensor, "qdata", None)
-    return qdata is not None and "float8" in str(qdata.dtype)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Quantizing
-
-
-@contextlib.contextmanager
-def native_fp8_on_cpu(plan):
-    """Let torchao build its dynamic-activation FP8 weights on a CPU, the one hardware check this project bypasses.
-
-    torchao asserts compute capability >= 8.9 when it quantizes (`_check_hardware_support`), but the matmul it then
-    calls, torch._scaled_mm, runs E4M3 x E4M3 with row-wise scales on CPUs too (torch >= 2.13). Lifting only that
-    assertion, and only on a CPU, runs the GPU's exact code path in tests and CI. Nothing else is patched.
-    """
-    if plan.blocks != "fp8-dynamic" or plan.device != "cpu":
-        yield
-        return
-    from torchao.quantization import quant_api
-
-    checked = quant_api._check_hardware_support
-    quant_api._check_hardware_support = lambda granularity: None
-    try:
-        yield
-    finally:
-        quant_api._check_hardware_support = checked
-
-
-def quantize(module, component: str, plan, prefix: str = "") -> None:
-    """Quantize the Linears of `module` (component `component`, or its submodule at `prefix`, e.g.
-    "transformer_blocks.3.") as `layer_kinds` says. A weight already in FP8 (loaded so) is never quantized twice."""
-    import torch
-    from torchao.quantization import quantize_
-
-    kinds = layer_kinds(component, plan)
-    for kind in dict.fromkeys(kinds.values()):
-        def selected(mod, fqn: str, kind=kind) -> bool:
-            return (isinstance(mod, torch.nn.Linear) and not is_fp8(mod.weight)
-                    and _match(kinds, prefix + fqn) == kind)
-
-        if any(selected(m, n) for n, m in module.named_modules()):
-            with native_fp8_on_cpu(plan):
-                quantize_(module, torchao_config(kind), filter_fn=selected)
-
-
-def fp8_parameter(qdata, scale, native: bool):
-    """A torchao Float8Tensor from stored data and scales, built as torchao's own configs build it (no requant).
-
-    `scale` is per row ([out_features, 1]) or per tensor (one value, ComfyUI's files); a per-tensor weight is given
-    per-tensor granularity, and so are its activations on the native path, as torchao's PerTensor config does (its
-    matmul pairs tensor-wise with tensor-wise and row-wise with row-wise).
-    """
-    import torch
-    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, PerTensor
-    from torchao.quantization.quantize_.common import KernelPreference
-    from torchao.quantization.quantize_.workflows.float8.float8_tensor import (
-        Float8Tensor,
-        QuantizeTensorToFloat8Kwargs,
-    )
-
-    per_tensor = scale.numel() == 1
-    if per_tensor:
-        scale, block, granularity = scale.reshape(1, 1), list(qdata.shape), PerTensor()
-    else:
-        block, granularity = [1, qdata.shape[1]], PerRow()
-    if native:
-        cfg = Float8DynamicActivationFloat8WeightConfig(granularity=granularity)
-        act_granularity, _ = cfg.granularity
-        act = QuantizeTensorToFloat8Kwargs(
-            cfg.activation_dtype,
-            act_granularity,
-            hp_value_lb=cfg.activation_value_lb,
-            hp_value_ub=cfg.activation_value_ub,
-            kernel_preference=cfg.kernel_preference,
-        )
-        weight = Float8Tensor(qdata, scale, block, cfg.mm_config, act, cfg.kernel_preference, dtype=torch.bfloat16)
-    else:
-        weight = Float8Tensor(qdata, scale, block, None, None, KernelPreference.AUTO, dtype=torch.bfloat16)
-    return torch.nn.Parameter(weight, requires_grad=False)
-
-
-def retarget(module, component: str, plan, dtype) -> None:
-    """Make the FP8 weights a folder was saved with what this machine's plan wants, from the stored bits (no
-    re-quantization): FP8 activations added on an FP8 GPU, dropped elsewhere, dequantized where the plan is 16-bit.
-
-    A folder written on a CPU (weight-only) thus feeds the native path on an H100, and the reverse."""
-    import torch
-
-    for name, mod in module.named_modules():
-        weight = getattr(mod, "weight", None)
-        if not isinstance(mod, torch.nn.Linear) or not is_fp8(weight):
-            continue
-        kind = layer_kind(component, name, plan)
-        if kind is None:
-            mod.weight = torch.nn.Parameter(weight.dequantize().to(dtype), requires_grad=False)
-        elif (kind == "dynamic") != (weight.act_quant_kwargs is not None):
-            mod.weight = fp8_parameter(weight.qdata, weight.scale, native=kind == "dynamic")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -242,10 +44,10 @@ def retarget(module, component: str, plan, dtype) -> None:
 def make_savable(module, component: str, plan) -> None:
     """Give a module quantized in memory what from_pretrained gives one quantized while loading: the library's
     quantizer and `quantization_config`, so that its save_pretrained writes the standard torchao layout."""
+    config = library_config(component, plan)
     if component == "transformer":
         from diffusers.quantizers import DiffusersAutoQuantizer
 
-        config = diffusers_quantization(plan)
         quantizer = DiffusersAutoQuantizer.from_config(config, pre_quantized=True)
         quantizer.validate_environment()
         quantizer.preprocess_model(module, device_map=None, keep_in_fp32_modules=[])
@@ -253,7 +55,6 @@ def make_savable(module, component: str, plan) -> None:
     else:
         from transformers.quantizers import AutoHfQuantizer
 
-        config = transformers_quantization(plan)
         quantizer = AutoHfQuantizer.from_config(config, pre_quantized=True)
         module.config.quantization_config = config
     module.hf_quantizer = quantizer
@@ -270,8 +71,6 @@ def _flatten_without_copies(state_dict: dict) -> tuple[dict, dict]:
     """
     import torch
     from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
-
-    from ..precision import inner_tensors
 
     def same(a, b) -> bool:
         return (a is b) or (a.dtype == b.dtype and a.shape == b.shape and a.is_contiguous() and b.is_contiguous()
@@ -328,17 +127,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _dtype_map(module) -> dict:
-    from ..precision import _leaf_dtype, tensor_bytes, unique_tensors
-
-    out: dict[str, dict] = {}
-    for t in unique_tensors(module):
-        d = out.setdefault(_leaf_dtype(t), {"tensors": 0, "bytes": 0})
-        d["tensors"] += 1
-        d["bytes"] += tensor_bytes(t)
-    return out
-
-
 def save_quantized(pipe, report, source_name: str, out_dir: Path, revision: str | None = None,
                    source_folder: Path | None = None, calibration: dict | None = None) -> dict:
     """Write `pipe` (precision applied) as a standard diffusers folder plus the manifest; return the manifest.
@@ -359,7 +147,7 @@ def save_quantized(pipe, report, source_name: str, out_dir: Path, revision: str 
                 make_savable(component, name, plan)
             with saved_without_copies(component):
                 component.save_pretrained(out_dir / name, safe_serialization=True)
-            dtype_maps[name] = _dtype_map(component)
+            dtype_maps[name] = bytes_by_dtype(component)
         elif source_folder is not None and (Path(source_folder) / name).is_dir():
             shutil.copytree(Path(source_folder) / name, out_dir / name)
         else:
@@ -379,17 +167,17 @@ def save_quantized(pipe, report, source_name: str, out_dir: Path, revision: str 
         "source": {"model": source_name, "revision": revision},
         "load_with": "diffusers DiffusionPipeline.from_pretrained (torchao installed); no fp8demo code needed",
         "precision": {
-            "transformer_blocks": f"float8_e4m3fn weights ({plan.blocks}), " + GRANULARITY,
-            "modulation": plan.modulation,
-            "t5": "float8_e4m3fn weights" if "text_encoder_3" in dtype_maps
-            else ("absent" if getattr(pipe, "text_encoder_3", None) is None else "bf16"),
+            "transformer_blocks": plan.blocks.value,
+            "modulation": plan.modulation.value,
+            "t5": Kind.FP8_WEIGHTS.value if "text_encoder_3" in dtype_maps
+            else ("absent" if getattr(pipe, "text_encoder_3", None) is None else Kind.BITS16.value),
             "kept_16bit": ", ".join(KEPT_16BIT) + ", CLIP-L/G, VAE",
             "scale_granularity": GRANULARITY,
             "pos_embed_crop": list(report.pos_embed_crop) if report.pos_embed_crop else None,
             "activation_scales": sidecar or "dynamic (per row, at run time)",
         },
         "dtype_map": dtype_maps,
-        "versions": _versions(),
+        "versions": versions(),
         "files": {
             str(p.relative_to(out_dir)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
             for p in sorted(out_dir.rglob("*")) if p.is_file() and p.name != MANIFEST
@@ -397,12 +185,6 @@ def save_quantized(pipe, report, source_name: str, out_dir: Path, revision: str 
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
-
-
-def _versions() -> dict:
-    from .. import hardware
-
-    return hardware.versions()
 
 
 def push_to_hub(folder: Path, repo_id: str, token: str | None = None, private: bool = False, api=None) -> str:
@@ -521,9 +303,9 @@ def load_tensors(path: Path) -> dict:
         raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {error}") from error
 
 
-def assign_state(module, state: dict, where: str, fp8, dtype, scale_suffix: str = ".weight_scale") -> None:
+def assign_state(module, state: dict, where: str, kind_of_key, dtype, scale_suffix: str = ".weight_scale") -> None:
     """Put `state` (FP8 weights with `<layer><scale_suffix>` beside them, ComfyUI's files) into a module built on
-    the meta device. `fp8`: "native", "storage" or "dequantize", or a function of the weight's key giving one.
+    the meta device. `kind_of_key(key)`: what the FP8 weight `key` becomes (policy.Kind; 16-bit: dequantized).
 
     Raises CheckpointError naming what is missing or left over, so a file of another architecture or one without
     its scales is refused, not half-loaded.
@@ -556,11 +338,11 @@ def assign_state(module, state: dict, where: str, fp8, dtype, scale_suffix: str 
         if value.dtype == torch.float8_e4m3fn:
             scale = state[key.removesuffix(".weight") + scale_suffix]
             owner = module.get_submodule(key.rsplit(".", 1)[0])
-            mode = fp8(key) if callable(fp8) else fp8
-            if mode == "dequantize":
+            kind = kind_of_key(key)
+            if kind is Kind.BITS16:
                 owner.weight = torch.nn.Parameter((value.float() * scale).to(dtype), requires_grad=False)
             else:
-                owner.weight = fp8_parameter(value, scale.float(), native=mode == "native")
+                owner.weight = fp8_parameter(value, scale.float(), kind)
         else:
             plain[key] = value.to(dtype) if value.is_floating_point() else value
     module.load_state_dict(plain, strict=False, assign=True)

@@ -21,6 +21,10 @@ from importlib import resources
 from itertools import pairwise
 from pathlib import Path
 
+from .. import hardware
+from ..tensors import is_fp8
+from . import pos_table, quantize
+
 log = logging.getLogger(__name__)
 
 TINY_VERSION = "v2"  # bump when the tiny recipe changes, so that stale caches are rebuilt
@@ -198,7 +202,7 @@ def build_t5_tokenizer():
 # Components
 
 
-def _clip(spec: dict, tokenizer, vocab_size: int):
+def clip_model(spec: dict, tokenizer, vocab_size: int):
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     cfg = CLIPTextConfig(
@@ -213,7 +217,7 @@ def _clip(spec: dict, tokenizer, vocab_size: int):
     return CLIPTextModelWithProjection(cfg)
 
 
-def _t5(spec: dict, tokenizer, vocab_size: int):
+def t5_model(spec: dict, tokenizer, vocab_size: int):
     from transformers import T5Config, T5EncoderModel
 
     cfg = T5Config(
@@ -231,7 +235,7 @@ def _t5(spec: dict, tokenizer, vocab_size: int):
     return model
 
 
-def _vae(arch: Architecture):
+def vae_model(arch: Architecture):
     from diffusers import AutoencoderKL
 
     n = len(arch.vae_channels)
@@ -269,7 +273,7 @@ class BuildPrecision:
     """How a random build leaves its modules: the precision plan, the dtype of each component and the largest side
     served (the transformer's positional table is cropped to it as soon as it exists)."""
 
-    plan: object  # precision.PrecisionPlan
+    plan: object  # runplan.RunPlan
     dtypes: dict  # component -> torch dtype
     max_side: int
 
@@ -285,8 +289,6 @@ def _construct(factory, fast_init: bool, seed: int, component: str | None = None
     """
     import torch
 
-    from .. import hardware
-
     if not fast_init:
         torch.manual_seed(seed)
         return factory()
@@ -298,24 +300,20 @@ def _construct(factory, fast_init: bool, seed: int, component: str | None = None
         # alone, equal to the crop of the whole one.
         with torch.device("meta"):
             module = factory()
-        from .. import precision as policy
-
-        policy.build_positional_table(module, precision.max_side)
+        pos_table.build(module, precision.max_side)
     else:
         with init_empty_weights(include_buffers=False):
             module = factory()
     if precision is None:
         _fill_random(module, seed)
         return module
-    from . import fp8_format
-
     dtype = precision.dtypes.get(component, precision.dtypes["default"])
     block = BLOCKS.get(component)
 
     def built(name: str, mod) -> None:
         if block is not None and block.fullmatch(name):
             _cast_plain(mod, dtype)  # as if the whole model had been cast first: the same FP8 values
-            fp8_format.quantize(mod, component, precision.plan, prefix=name + ".")
+            quantize.quantize(mod, component, precision.plan, prefix=name + ".")
             hardware.return_freed_host_memory()  # the block's 16-bit weights, or they add up (see there)
 
     _fill_random(module, seed, built)
@@ -330,8 +328,6 @@ def _construct(factory, fast_init: bool, seed: int, component: str | None = None
 def _cast_plain(module, dtype) -> None:
     """Cast floating parameters and buffers to `dtype`, leaving FP8 weights as they are (Module.to would not)."""
     import torch
-
-    from .fp8_format import is_fp8
 
     for mod in module.modules():
         for name, param in list(mod.named_parameters(recurse=False)):
@@ -352,8 +348,6 @@ def _fill_random(module, seed: int, built=None) -> None:
     `built(name, submodule)` is called as soon as a submodule and all its children are filled.
     """
     import torch
-
-    from .. import hardware
 
     generator = torch.Generator().manual_seed(seed)
     seen: set[int] = set()
@@ -404,15 +398,15 @@ def build_components(arch: Architecture, include_t5: bool = True, fast_init: boo
 
     components = {
         "transformer": build("transformer", lambda: SD3Transformer2DModel(**arch.transformer), 0),
-        "text_encoder": build("text_encoder", lambda: _clip(arch.clip_l, clip_tok, arch.clip_vocab), 1),
-        "text_encoder_2": build("text_encoder_2", lambda: _clip(arch.clip_g, clip_tok, arch.clip_vocab), 2),
+        "text_encoder": build("text_encoder", lambda: clip_model(arch.clip_l, clip_tok, arch.clip_vocab), 1),
+        "text_encoder_2": build("text_encoder_2", lambda: clip_model(arch.clip_g, clip_tok, arch.clip_vocab), 2),
         "text_encoder_3": (
-            build("text_encoder_3", lambda: _t5(arch.t5, t5_tok, arch.t5_vocab), 3) if include_t5 else None
+            build("text_encoder_3", lambda: t5_model(arch.t5, t5_tok, arch.t5_vocab), 3) if include_t5 else None
         ),
         "tokenizer": clip_tok,
         "tokenizer_2": clip_tok,
         "tokenizer_3": t5_tok,
-        "vae": build("vae", lambda: _vae(arch), 4),
+        "vae": build("vae", lambda: vae_model(arch), 4),
         "scheduler": _scheduler(),
     }
     for name in ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae"):

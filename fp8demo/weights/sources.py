@@ -6,16 +6,19 @@ built once, saved as a real diffusers folder and loaded back through that same p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from dataclasses import dataclass, replace
+from enum import Enum
 from pathlib import Path
 
 from .. import config
 from ..errors import ModelAccessError, UserError
 from ..hardware import Capabilities
-from ..precision import PrecisionPlan
-from . import comfy, fp8_format, random_models
+from ..policy import COMPONENTS
+from ..runplan import RunPlan
+from . import comfy, fp8_format, quantize, random_models
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +31,18 @@ TINY_NOTICE = (
 CUSTOM_PRESET = config.Preset("custom", None, steps=28, guidance=4.5, note="settings for an unrecognised SD3 folder")
 
 
+class SourceKind(str, Enum):
+    REPO = "repo"  # a Hub repo id
+    FOLDER = "folder"  # a local diffusers folder
+    FP8_FOLDER = "fp8-folder"  # a folder written by `quantize` (its manifest checked before loading)
+    SINGLE_FILE = "single-file"  # a ComfyUI .safetensors file
+    TINY = "tiny"  # the offline test model, built once into the cache
+    RANDOM = "random"  # a real architecture with random weights, built in memory
+
+
 @dataclass(frozen=True)
 class ModelSource:
-    kind: str  # "repo", "folder", "tiny" or "random"
+    kind: SourceKind
     name: str  # canonical name: repo id, folder path, "tiny", "random:medium:2"
     preset: config.Preset
     location: str | None = None  # what from_pretrained gets
@@ -42,7 +54,7 @@ class ModelSource:
 
     @property
     def random_weights(self) -> bool:
-        return self.random or self.kind in ("tiny", "random")
+        return self.random or self.kind in (SourceKind.TINY, SourceKind.RANDOM)
 
 
 def model_choices() -> list[str]:
@@ -57,9 +69,9 @@ def resolve_model(name: str, caps: Capabilities) -> ModelSource:
     if name == "auto":
         if caps.device == "cuda":
             return resolve_model(config.PRESETS["large-turbo"].repo_id, caps)
-        return ModelSource("tiny", "tiny", config.PRESETS["tiny"], notice=TINY_NOTICE)
+        return ModelSource(SourceKind.TINY, "tiny", config.PRESETS["tiny"], notice=TINY_NOTICE)
     if name == "tiny":
-        return ModelSource("tiny", "tiny", config.PRESETS["tiny"])
+        return ModelSource(SourceKind.TINY, "tiny", config.PRESETS["tiny"])
     if name in config.PRESETS and config.PRESETS[name].repo_id:
         return resolve_model(config.PRESETS[name].repo_id, caps)
     if name.startswith("random:"):
@@ -69,20 +81,20 @@ def resolve_model(name: str, caps: Capabilities) -> ModelSource:
         src = fp8_format.read_manifest(path, verify=False).get("source", {}).get("model") or ""
         random = src == "tiny" or src.startswith("random:")
         preset = _preset_of_source(src) or config.preset_for_repo(path.name) or CUSTOM_PRESET
-        return ModelSource("fp8-folder", str(path), preset, location=str(path), random=random)
+        return ModelSource(SourceKind.FP8_FOLDER, str(path), preset, location=str(path), random=random)
     if path.is_dir():
         if not (path / "model_index.json").exists():
             raise ModelAccessError(f"{path} is a folder but not a diffusers pipeline (no model_index.json in it).")
         preset = config.preset_for_repo(path.name) or CUSTOM_PRESET
-        return ModelSource("folder", str(path), preset, location=str(path))
+        return ModelSource(SourceKind.FOLDER, str(path), preset, location=str(path))
     if name.endswith(".safetensors"):
         if not path.is_file():
             raise ModelAccessError(f"No such file: {name}")
         preset = config.PRESETS.get(comfy.preset_name(path) or "", CUSTOM_PRESET)
-        return ModelSource("single-file", str(path), preset, location=str(path))
+        return ModelSource(SourceKind.SINGLE_FILE, str(path), preset, location=str(path))
     if _REPO_ID.match(name) and not path.exists():
         preset = config.preset_for_repo(name) or CUSTOM_PRESET
-        return ModelSource("repo", name, preset, location=name)
+        return ModelSource(SourceKind.REPO, name, preset, location=name)
     raise UserError(f"Unknown model {name!r}. Use one of: {', '.join(model_choices())}, a Hub repo id or a folder.")
 
 
@@ -110,23 +122,14 @@ def _resolve_random(name: str) -> ModelSource:
         layers = int(parts[2])
     canonical = f"random:{arch}" + (f":{layers}" if layers else "")
     preset = config.PRESETS[random_models.ARCHITECTURES[arch].preset]
-    return ModelSource("random", canonical, preset, arch=arch, num_layers=layers)
+    return ModelSource(SourceKind.RANDOM, canonical, preset, arch=arch, num_layers=layers)
 
 
-def _dtypes(plan: PrecisionPlan):
+def torch_dtypes(plan: RunPlan) -> dict:
+    """The plan's dtypes as torch dtypes, with the "default" entry diffusers' from_pretrained reads."""
     import torch
 
-    by_name = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-    return {
-        "default": by_name[plan.compute_dtype],
-        "text_encoder": by_name[plan.text_dtype],
-        "text_encoder_2": by_name[plan.text_dtype],
-        "text_encoder_3": torch.bfloat16,  # fp16 overflows in T5-XXL
-        "vae": by_name[plan.vae_dtype],
-    }
-
-
-COMPONENTS = ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae")
+    return {"default": getattr(torch, plan.compute_dtype), **{c: getattr(torch, d) for c, d in plan.dtypes.items()}}
 
 
 def _component_classes() -> dict:
@@ -137,59 +140,65 @@ def _component_classes() -> dict:
             "text_encoder_2": CLIPTextModelWithProjection, "text_encoder_3": T5EncoderModel, "vae": AutoencoderKL}
 
 
-def load_pipeline(source: ModelSource, plan: PrecisionPlan, cfg: config.EngineConfig,
-                  devices: dict[str, str] | None = None):
+def load_pipeline(source: ModelSource, plan: RunPlan, cfg: config.EngineConfig, devices: dict[str, str] | None = None):
     """The pipeline with the plan's precision applied while it loads, each component on the device `devices` names
     (default "cpu"): FP8 layers are quantized as each arrives (16-bit sources) or loaded as stored (FP8 folders),
-    so no component is ever whole in 16-bit, in RAM or on the device. The positional crop is left to
-    `precision.apply_precision` (random builds crop as they build)."""
+    so no component is ever whole in 16-bit, in RAM or on the device. The positional crop is left to the recipe
+    (random builds crop as they build)."""
     devices = devices or {}
-    dtypes = _dtypes(plan)
-    if source.kind == "random":
+    dtypes = torch_dtypes(plan)
+    if source.kind is SourceKind.RANDOM:
         build = random_models.BuildPrecision(plan, dtypes, cfg.max_side)
-        return _place(random_models.build_random_pipeline(source.arch, source.num_layers, plan.t5 != "off", build),
-                      devices)
-    if source.kind == "single-file":
+        pipe = random_models.build_random_pipeline(source.arch, source.num_layers, plan.t5 is not None, build)
+        return _place(pipe, devices)
+    if source.kind is SourceKind.SINGLE_FILE:
         base = cfg.base or source.preset.repo_id
         if base is None:
             raise UserError(f"{source.name}: say which model family it is with --base <folder or repo id> "
                             "(tokenizers, scheduler and VAE come from there).")
-        try:
+        with _explained(replace(source, location=base, name=base), cfg):
             return _place(comfy.load_pipeline(Path(source.location), base, plan, dtypes, cfg.hf_token), devices)
-        except Exception as error:
-            explained = explain_load_error(error, replace(source, location=base, name=base), cfg.hf_token is not None)
-            if explained is None:
-                raise
-            raise explained from error
-    if source.kind == "fp8-folder":
+    if source.kind is SourceKind.FP8_FOLDER:
         fp8_format.read_manifest(Path(source.location))  # sizes and sha256 of every file, before anything loads
         return _from_pretrained(source.location, plan, dtypes, devices, {}, stored_fp8=True)
-    location = str(random_models.ensure_tiny(cfg.cache_dir)) if source.kind == "tiny" else source.location
-    kwargs = {"token": cfg.hf_token} if source.kind == "repo" else {}
-    try:
+    location, kwargs = _location(source, cfg)
+    with _explained(source, cfg):
         return _from_pretrained(location, plan, dtypes, devices, kwargs, stored_fp8=False)
-    except Exception as error:  # mapped to a message when it is about access, re-raised otherwise
+
+
+def _location(source: ModelSource, cfg: config.EngineConfig) -> tuple[str, dict]:
+    """What from_pretrained gets for a tiny, folder or repo source, and its keyword arguments."""
+    if source.kind is SourceKind.TINY:
+        return str(random_models.ensure_tiny(cfg.cache_dir)), {}
+    return source.location, {"token": cfg.hf_token} if source.kind is SourceKind.REPO else {}
+
+
+@contextlib.contextmanager
+def _explained(source: ModelSource, cfg: config.EngineConfig):
+    """Turn an access problem while loading into its message (explain_load_error); re-raise anything else."""
+    try:
+        yield
+    except Exception as error:
         explained = explain_load_error(error, source, cfg.hf_token is not None)
         if explained is None:
             raise
         raise explained from error
 
 
-def _from_pretrained(location: str, plan: PrecisionPlan, dtypes: dict, devices: dict, kwargs: dict,
-                     stored_fp8: bool):
+def _from_pretrained(location: str, plan: RunPlan, dtypes: dict, devices: dict, kwargs: dict, stored_fp8: bool):
     """Each model component through its library's from_pretrained, straight onto its device; the tokenizers and
     the scheduler through the pipeline's. `stored_fp8`: an FP8 folder, whose files are checked first and whose
-    FP8 weights are then made what this machine's plan wants (`fp8_format.retarget`)."""
+    FP8 weights are then made what this machine's plan wants (`quantize.retarget`)."""
     from diffusers import StableDiffusion3Pipeline
 
     components = {}
     for name in COMPONENTS:
         absent = stored_fp8 and not (Path(location) / name).is_dir()  # an FP8 folder written with --t5 off
-        if name == "text_encoder_3" and (plan.t5 == "off" or absent):
+        if name == "text_encoder_3" and (plan.t5 is None or absent):
             components.update(text_encoder_3=None, tokenizer_3=None)
         else:
-            components[name] = _load_component(name, location, plan, dtypes.get(name, dtypes["default"]),
-                                               devices.get(name, "cpu"), kwargs, stored_fp8)
+            components[name] = _load_component(name, location, plan, dtypes[name], devices.get(name, "cpu"), kwargs,
+                                               stored_fp8)
     return StableDiffusion3Pipeline.from_pretrained(location, **components, **kwargs)
 
 
@@ -247,43 +256,36 @@ def explain_load_error(error: BaseException, source: ModelSource, has_token: boo
     return None
 
 
-def load_transformer(source: ModelSource, plan: PrecisionPlan, cfg: config.EngineConfig):
+def load_transformer(source: ModelSource, plan: RunPlan, cfg: config.EngineConfig):
     """Only the transformer of `source`, on the CPU, with the plan applied as it loads (the comparison's side)."""
-    dtype = _dtypes(plan)["default"]
-    if source.kind == "random":
+    dtypes = torch_dtypes(plan)
+    if source.kind is SourceKind.RANDOM:
         # same construction and seed as the whole pipeline: the same weights
-        build = random_models.BuildPrecision(plan, _dtypes(plan), cfg.max_side)
+        build = random_models.BuildPrecision(plan, dtypes, cfg.max_side)
         arch = random_models.random_architecture(source.arch, source.num_layers)
         return random_models.build_components(arch, include_t5=False, fast_init=True, precision=build)["transformer"]
-    if source.kind == "single-file":
+    if source.kind is SourceKind.SINGLE_FILE:
         return comfy.load_transformer(Path(source.location), plan=plan)  # FP8 kept where the plan has FP8
-    if source.kind == "fp8-folder":
-        return _load_component("transformer", source.location, plan, dtype, "cpu", {}, stored_fp8=True)
-    location = str(random_models.ensure_tiny(cfg.cache_dir)) if source.kind == "tiny" else source.location
-    kwargs = {"token": cfg.hf_token} if source.kind == "repo" else {}
-    try:
-        return _load_component("transformer", location, plan, dtype, "cpu", kwargs, stored_fp8=False)
-    except Exception as error:
-        explained = explain_load_error(error, source, cfg.hf_token is not None)
-        if explained is None:
-            raise
-        raise explained from error
+    if source.kind is SourceKind.FP8_FOLDER:
+        return _load_component("transformer", source.location, plan, dtypes["transformer"], "cpu", {}, stored_fp8=True)
+    location, kwargs = _location(source, cfg)
+    with _explained(source, cfg):
+        return _load_component("transformer", location, plan, dtypes["transformer"], "cpu", kwargs, stored_fp8=False)
 
 
-def _load_component(name: str, location: str, plan: PrecisionPlan, dtype, device: str, kwargs: dict,
-                    stored_fp8: bool):
-    """One model component, quantized as it loads where the plan has FP8 (the libraries' TorchAoConfig built by
-    fp8_format), or from an FP8 folder as stored, then retargeted to the plan."""
+def _load_component(name: str, location: str, plan: RunPlan, dtype, device: str, kwargs: dict, stored_fp8: bool):
+    """One model component, quantized as it loads where the plan has FP8 (the libraries' TorchAoConfig), or from
+    an FP8 folder as stored, then retargeted to the plan."""
     cls = _component_classes()[name]
     extra = {}
     if stored_fp8:
         fp8_format.check_component(Path(location) / name, cls)
     else:
-        quantization = fp8_format.quantization_config(name, plan)
+        quantization = quantize.library_config(name, plan)
         if quantization is not None:
             extra["quantization_config"] = quantization
-    with fp8_format.native_fp8_on_cpu(plan):
+    with quantize.native_fp8_on_cpu(plan):
         module = cls.from_pretrained(location, subfolder=name, dtype=dtype, device_map=device, **extra, **kwargs)
     if stored_fp8:
-        fp8_format.retarget(module, name, plan, dtype)
+        quantize.retarget(module, name, plan, dtype)
     return module.eval()  # requires_grad as from_pretrained leaves it: compiled graphs guard on it
