@@ -1,6 +1,6 @@
 """Which layers can be FP8, and the three things a layer can be. Pure: names in, kinds out; no torch.
 
-The rule (DESIGN.md section 3, written once here):
+The rule, written once here:
 - transformer block Linears (attention and MLP projections): FP8 weights with per-row scales; FP8 activations too
   where the matmul runs in FP8 (compute capability >= 8.9).
 - AdaLN modulation Linears (norm1.linear, norm1_context.linear): a third of the weights, but one vector per image

@@ -17,7 +17,7 @@ from fp8demo.weights import footprint, quantize, random_models
 GIB = 2**30
 CARDS = planner.CARD_SIZES_GIB
 MODELS = planner.PLAN_MODELS
-# The preference order of the issue, written out here rather than read from the planner
+# The preference order (fastest first), written out here rather than read from the planner
 TRANSFORMER_ORDER = ["device", "model-offload", "group-offload", "sequential"]
 # how close to the GPU a component is, to find a plan that dominates another
 NEARNESS = {"device": 0, "off": 0, "model-offload": 1, "group-offload": 1, "cpu": 2, "sequential": 3}
