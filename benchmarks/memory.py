@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from benchmarks.results_file import write_result
-from fp8demo import bench, config, hardware, logs
+from fp8demo import config, hardware, logs
 from fp8demo.engine import Engine
 
 VARIANTS = {
@@ -120,7 +120,7 @@ def main(argv=None) -> None:
             "benchmark": "peak RSS of build, quantize and load, each in its own process",
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "device": {"name": caps.name, "kind": caps.device, "cpu_count": caps.cpu_count},
-            "versions": bench.versions(),
+            "versions": hardware.versions(),
             "config": {"model": args.model, "t5": args.t5, "max_side": config.MAX_SIDE,
                        "peak": "wait4 ru_maxrss of the step's process (= /usr/bin/time -v)"},
             "steps": peaks(args),
@@ -152,7 +152,7 @@ def main(argv=None) -> None:
         "benchmark": "resident bytes per component",
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "device": {"name": caps.name, "kind": caps.device, "cpu_count": caps.cpu_count},
-        "versions": bench.versions(),
+        "versions": hardware.versions(),
         "config": {"model": args.model, "t5": args.t5, "max_side": config.MAX_SIDE},
         "variants": rows,
     }
