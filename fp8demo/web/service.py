@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import threading
 import time
 import uuid
@@ -17,12 +16,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import config
-from ..errors import InvalidRequest, SetupError
+from ..errors import SetupError
 from ..request import GenerationRequest, GenerationResult, Job, validate
 
 log = logging.getLogger(__name__)
 
-_SIZE = re.compile(r"(?<!\d)(\d{1,5})\s*[x×]\s*(\d{1,5})\s*$")
 RESTARTING = "The demo is restarting after a device error; please try again in a minute."
 ATTRACT_FOLDER = ".attract"  # in the outputs folder: the kiosk's metadata-free copies for its attract loop
 
@@ -34,15 +32,6 @@ def gpu_task(fn, duration: int = 120):
     except ImportError:
         return fn
     return spaces.GPU(duration=duration)(fn)
-
-
-def parse_size(label: str) -> tuple[int, int]:
-    """'16:9 · 1344x768' or '1344x768' -> (1344, 768). Range and multiple-of-16 checks come later, in validate()."""
-    match = _SIZE.search(label) if isinstance(label, str) and len(label) <= 64 else None
-    if not match:
-        shown = repr(label) if len(repr(label)) <= 40 else repr(label)[:37] + "..."
-        raise InvalidRequest(f"Unknown size {shown}: pick an aspect ratio or write WIDTHxHEIGHT, e.g. 1024x1024.")
-    return int(match.group(1)), int(match.group(2))
 
 
 class DemoService:

@@ -13,9 +13,9 @@ import gradio as gr
 from .. import config
 from ..errors import Cancelled, InvalidRequest
 from ..imageio import read_parameters
-from ..request import MAX_IMAGES, GenerationResult, parse_parameters, validate_num_images
+from ..request import MAX_IMAGES, GenerationResult, check_prompt, parse_parameters
 from .events import GPU, LIGHT, friendly, run_job, session_id, stream
-from .form import Defaults, field_errors, number, to_request
+from .form import Defaults, GenerateForm, settings_of, text
 from .presence import departure
 from .service import DemoService
 from .sheet import contact_sheet
@@ -31,6 +31,7 @@ EXAMPLES = [
 ]
 SHEET_PROMPTS = EXAMPLES[:4]
 BASELINES = ("bf16", "fp16")
+SETTINGS = ("seed", "steps", "guidance", "aspect_ratio")  # the Generate form's fields the Compare tab shares
 # GPU events take raw values (no Gradio preprocessing): form.py turns them into a request, and a value of the wrong
 # type gets a message naming its field instead of Gradio's "Could not preprocess input component at index N".
 RAW = dict(preprocess=False)
@@ -127,7 +128,7 @@ def _generate_tab(service: DemoService, d: Defaults) -> dict:
             with gr.Accordion("Advanced", open=False, elem_id="advanced"):
                 num_images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images per run",
                                        info="seeds seed, seed+1, …", elem_id="num-images")
-                negative = gr.Textbox(label="Negative prompt", placeholder="what to avoid", lines=1,
+                negative = gr.Textbox("", label="Negative prompt", placeholder="what to avoid", lines=1,
                                       max_length=max_chars, elem_id="negative")
                 negative_note = gr.Markdown(NEGATIVE_NOTE, visible=d.guidance <= 1.0, elem_id="negative-note")
                 with gr.Row():
@@ -164,22 +165,21 @@ def _generate_tab(service: DemoService, d: Defaults) -> dict:
     history = gr.State([])
     shown = gr.State(None)  # the result's last good pictures, (PNG, caption) pairs: put back when a run fails
     api_trigger = gr.Button(visible=False, elem_id="api-generate")
-    form = [prompt, negative, seed, randomize, steps, guidance, aspect, num_images]
+    # The form's widgets by GenerateForm's field names, which are also the API's argument names: the events pass them
+    # as keyword arguments (inputs_kwargs), so every handler takes **values and names no field itself.
+    form = dict(prompt=prompt, negative_prompt=negative, seed=seed, randomize_seed=randomize, steps=steps,
+                guidance=guidance, aspect_ratio=aspect, num_images=num_images)
 
-    def check(prompt: str, negative_prompt=None, seed=0, randomize_seed=True, steps=d.steps, guidance=d.guidance,
-              aspect_ratio=d.aspect, num_images=1, *states):
+    def check(**values):
         """Runs before the queue: each message appears under its own field and nothing else on the page changes."""
-        errors = field_errors(prompt, negative_prompt, seed, randomize_seed, steps, guidance, aspect_ratio,
-                              num_images, max_side, max_chars)
-        names = ["prompt", "negative", "seed", "randomize", "steps", "guidance", "aspect", "num_images"]
-        return [gr.validate(name not in errors, errors.get(name, "")) for name in names] + [None] * len(states)
+        errors = GenerateForm.of(values).errors(max_side, max_chars)
+        return [gr.validate(name not in errors, errors.get(name, "")) if name in form else None for name in values]
 
-    def job(form_values: tuple, history_: list | None, shown: list | None, request: gr.Request | None,
+    def job(values: dict, history_: list | None, shown: list | None, request: gr.Request | None,
             progress: gr.Progress, on_page: bool):
         """A generator of (result, seed, info, download, history, run_error, shown): the forming picture after each
         step, then the images, seed, timings and PNG links. On the page a failure or a Stop puts the last good
         result back and says what happened above it; an API caller gets the error itself."""
-        prompt, negative_prompt, seed, randomize_seed, steps, guidance, aspect_ratio, num_images = form_values
 
         def on_step(i, n):
             progress((i, n), desc=f"Denoising, step {i}/{n}", unit="steps")
@@ -188,8 +188,8 @@ def _generate_tab(service: DemoService, d: Defaults) -> dict:
             return (gr.Gallery(value=shown or [], selected_index=0), *(gr.skip(),) * 4, message, gr.skip())
 
         try:
-            req = to_request(prompt, negative_prompt, seed, randomize_seed, steps, guidance, aspect_ratio)
-            count = validate_num_images(number(num_images))
+            entered = GenerateForm.of(values)
+            req, count = entered.to_request(), entered.images()
         except Exception as error:
             raise friendly(error) from error
         sid, gone = session_id(request), departure()
@@ -217,39 +217,33 @@ def _generate_tab(service: DemoService, d: Defaults) -> dict:
         each = result.each_image()
         pngs = [service.save_png(r) for r in each]
         r = result.request
-        entries = [{"png": str(png), "prompt": one.request.prompt, "negative": r.negative_prompt,
-                    "seed": one.request.seed, "steps": r.steps, "guidance": r.guidance,
-                    "size": f"{r.width}x{r.height}"} for one, png in zip(each, pngs, strict=True)]
+        entries = [{"png": str(png), "prompt": one.request.prompt, "negative_prompt": r.negative_prompt,
+                    "seed": one.request.seed, "steps": r.steps, "guidance": r.guidance, "width": r.width,
+                    "height": r.height} for one, png in zip(each, pngs, strict=True)]
         new_history = (entries + list(history_ or []))[:HISTORY_LIMIT]
         images = [(one.image, f"seed {one.request.seed}") for one in each]
         # a plain list (not an update), so that API callers get [{"image": path, "caption": ...}, ...]
         yield (images, r.seed, result_line(result), download_links([p.name for p in pngs]), new_history, "",
                [picture(e) for e in entries])
 
-    def generate(prompt: str, negative_prompt: str | None = None, seed: float = 0, randomize_seed: bool = True,
-                 steps: float = d.steps, guidance: float = d.guidance, aspect_ratio: str = d.aspect,
-                 num_images: float = 1, history_: list | None = None, request: gr.Request = None,
-                 progress=gr.Progress()):
+    def generate(request: gr.Request = None, progress=gr.Progress(), **values):
         """The API's /generate: the forming picture after each step, then the images, seed, timings and PNG links;
         a failure is an error."""
-        form_values = (prompt, negative_prompt, seed, randomize_seed, steps, guidance, aspect_ratio, num_images)
-        for values in job(form_values, history_, None, request, progress, on_page=False):
-            yield values[:5]
+        for update in job(values, values.get("history"), None, request, progress, on_page=False):
+            yield update[:5]
 
-    def generate_on_page(prompt: str, negative_prompt: str | None = None, seed: float = 0,
-                         randomize_seed: bool = True, steps: float = d.steps, guidance: float = d.guidance,
-                         aspect_ratio: str = d.aspect, num_images: float = 1, history_: list | None = None,
-                         shown: list | None = None, request: gr.Request = None, progress=gr.Progress()):
-        form_values = (prompt, negative_prompt, seed, randomize_seed, steps, guidance, aspect_ratio, num_images)
-        yield from job(form_values, history_, shown, request, progress, on_page=True)
+    def generate_on_page(request: gr.Request = None, progress=gr.Progress(), **values):
+        yield from job(values, values.get("history"), values.get("shown"), request, progress, on_page=True)
 
     outputs = [result, seed, info, download, history]
     # The page and the API run the same job through two events: the page's is private and never raises (a failure
     # shows above the last good result), the API's /generate (a trigger the page never shows) raises as an API should.
-    event = gr.on([run.click, prompt.submit], generate_on_page, [*form, history, shown], [*outputs, run_error, shown],
-                  validator=check, show_progress_on=[result], js=SCROLL_TO_RESULT, api_visibility="private", **GPU,
-                  **RAW)
-    api_trigger.click(generate, [*form, history], outputs, api_name="generate", validator=check, **GPU, **RAW)
+    event = gr.on([run.click, prompt.submit], generate_on_page, inputs_kwargs={**form, "history": history,
+                                                                               "shown": shown},
+                  outputs=[*outputs, run_error, shown], validator=check, show_progress_on=[result],
+                  js=SCROLL_TO_RESULT, api_visibility="private", **GPU, **RAW)
+    api_trigger.click(generate, inputs_kwargs={**form, "history": history}, outputs=outputs, api_name="generate",
+                      validator=check, **GPU, **RAW)
 
     def show_gallery(history_: list):
         """Full pictures (the PNGs themselves, so a download is the PNG with its parameters)."""
@@ -268,31 +262,27 @@ def _generate_tab(service: DemoService, d: Defaults) -> dict:
     def reuse(history_: list, evt: gr.SelectData):
         """The picture and its settings together: the result shows it, the form is set to make it again."""
         e = history_[evt.index]
-        width, height = (int(v) for v in e["size"].split("x"))
-        return (e["prompt"], e["negative"], e["seed"], False, e["steps"], e["guidance"], d.aspect_label(width, height),
-                1, gr.Gallery(value=[picture(e)], selected_index=0), download_links([Path(e["png"]).name]),
-                [picture(e)], "")
+        values = {**settings_of(e, d), "num_images": 1}
+        return {**{form[name]: value for name, value in values.items()},
+                result: gr.Gallery(value=[picture(e)], selected_index=0),
+                download: download_links([Path(e["png"]).name]), shown: [picture(e)], run_error: ""}
 
-    gallery.select(reuse, history, [*form, result, download, shown, run_error], **LIGHT)
+    gallery.select(reuse, history, [*form.values(), result, download, shown, run_error], **LIGHT)
 
     def load_png(path: str | None):
         """Fill the form from a PNG's `parameters` text (ours, A1111's or Forge's)."""
         if not path:
-            return (gr.skip(),) * 8 + ("",)
+            return {png_note: ""}
         try:
-            text = read_parameters(path)
+            parameters = read_parameters(path)
         except Exception:  # not an image, or a broken one
-            text = None
-        if not text:
-            return (gr.skip(),) * 8 + ("⚠️ This file carries no generation parameters.",)
-        p = parse_parameters(text)
-        size = d.aspect_label(p["width"], p["height"]) if "width" in p else gr.skip()
-        has_seed = "seed" in p
-        return (p["prompt"], p["negative_prompt"], p.get("seed", gr.skip()), not has_seed if has_seed else gr.skip(),
-                p.get("steps", gr.skip()), p.get("guidance", gr.skip()), size, gr.skip(),
-                "✅ Settings loaded from the PNG.")
+            parameters = None
+        if not parameters:
+            return {png_note: "⚠️ This file carries no generation parameters."}
+        values = settings_of(parse_parameters(parameters), d)
+        return {**{form[name]: value for name, value in values.items()}, png_note: "✅ Settings loaded from the PNG."}
 
-    png_in.change(load_png, png_in, [*form, png_note], **LIGHT)
+    png_in.change(load_png, png_in, [*form.values(), png_note], **LIGHT)
     return {"run": run}
 
 
@@ -335,11 +325,16 @@ def _compare_tab(service: DemoService, d: Defaults) -> dict:
     max_side = service.cfg.engine.max_side
     max_chars = service.cfg.limits.max_prompt_chars
 
-    def settings(seed_, steps_, guidance_, aspect_ratio, prompt_="x"):
-        return to_request(prompt_, "", seed_, False, steps_, guidance_, aspect_ratio)
+    def settings(prompt_, seed_, steps_, guidance_, aspect_ratio) -> GenerateForm:
+        """The comparison's settings as the Generate form holds them: the same conversions and checks."""
+        return GenerateForm(prompt=prompt_, seed=seed_, randomize_seed=False, steps=steps_, guidance=guidance_,
+                            aspect_ratio=aspect_ratio)
+
+    def verdicts(errors: dict[str, str], names: tuple[str, ...]) -> list:
+        return [gr.validate(name not in errors, errors.get(name, "")) for name in names]
 
     def setting_errors(seed_, baseline_, steps_, guidance_, aspect_ratio) -> dict[str, str]:
-        errors = field_errors("x", "", seed_, False, steps_, guidance_, aspect_ratio, 1, max_side, max_chars)
+        errors = settings(None, seed_, steps_, guidance_, aspect_ratio).errors(max_side, max_chars, only=SETTINGS)
         if baseline_ not in BASELINES:
             errors["baseline"] = f"The 16-bit baseline must be {' or '.join(BASELINES)}."
         return errors
@@ -347,11 +342,8 @@ def _compare_tab(service: DemoService, d: Defaults) -> dict:
     def check(prompt_, seed_=42, baseline_="bf16", steps_=d.steps, guidance_=d.guidance, aspect_ratio=d.aspect):
         """Before the queue, as on the Generate tab: each message beside its own field."""
         errors = setting_errors(seed_, baseline_, steps_, guidance_, aspect_ratio)
-        prompt_error = field_errors(prompt_, "", 0, True, 1, 0.0, "512x512", 1, max_side, max_chars).get("prompt")
-        if prompt_error:
-            errors["prompt"] = prompt_error
-        names = ["prompt", "seed", "baseline", "steps", "guidance", "aspect"]
-        return [gr.validate(name not in errors, errors.get(name, "")) for name in names]
+        errors |= settings(prompt_, seed_, steps_, guidance_, aspect_ratio).errors(max_side, max_chars, ["prompt"])
+        return verdicts(errors, ("prompt", "seed", "baseline", "steps", "guidance", "aspect_ratio"))
 
     def check_sheet(prompts_, seed_=42, baseline_="bf16", steps_=d.steps, guidance_=d.guidance,
                     aspect_ratio=d.aspect):
@@ -359,9 +351,8 @@ def _compare_tab(service: DemoService, d: Defaults) -> dict:
         try:
             sheet_lines(prompts_)
         except InvalidRequest as error:
-            errors["prompt"] = str(error)
-        names = ["prompt", "seed", "baseline", "steps", "guidance", "aspect"]
-        return [gr.validate(name not in errors, errors.get(name, "")) for name in names]
+            errors["prompts"] = str(error)
+        return verdicts(errors, ("prompts", "seed", "baseline", "steps", "guidance", "aspect_ratio"))
 
     def sheet_lines(prompts_) -> list[str]:
         if not isinstance(prompts_, str):
@@ -370,9 +361,7 @@ def _compare_tab(service: DemoService, d: Defaults) -> dict:
         if not lines:
             raise InvalidRequest("Write at least one prompt for the sheet.")
         for line in lines:
-            errors = field_errors(line, "", 0, True, 1, 0.0, "512x512", 1, max_side, max_chars)
-            if "prompt" in errors:
-                raise InvalidRequest(errors["prompt"])
+            check_prompt(text(line, "prompt"), max_chars)
         return lines
 
     def compare(prompt: str, seed: float = 42, baseline: str = "bf16", steps: float = d.steps,
@@ -381,8 +370,8 @@ def _compare_tab(service: DemoService, d: Defaults) -> dict:
         def on_step(i, n):
             progress((i, n), desc=f"step {i}/{n} ({'16-bit' if i <= n // 2 else 'FP8'})", unit="steps")
 
-        res = run_job(lambda: service.compare(settings(seed, steps, guidance, aspect_ratio, prompt), baseline,
-                                              session_id(request), on_step, departure()))
+        res = run_job(lambda: service.compare(settings(prompt, seed, steps, guidance, aspect_ratio).to_request(),
+                                              baseline, session_id(request), on_step, departure()))
         if res is None:  # stopped
             return (gr.skip(),) * 6
         b, f = res.baseline, res.fp8
@@ -401,9 +390,12 @@ def _compare_tab(service: DemoService, d: Defaults) -> dict:
         def on_step(i, n):
             progress((i, n), desc=f"step {i}/{n}", unit="steps")
 
-        results = run_job(lambda: service.compare_sheet(sheet_lines(prompts), settings(seed, steps, guidance,
-                                                        aspect_ratio), baseline, session_id(request), on_step,
-                                                        departure()))
+        def work():
+            lines = sheet_lines(prompts)  # the first stands for all in the shared settings (one seed for every row)
+            shared = settings(lines[0], seed, steps, guidance, aspect_ratio).to_request()
+            return service.compare_sheet(lines, shared, baseline, session_id(request), on_step, departure())
+
+        results = run_job(work)
         if results is None:  # stopped
             return gr.skip(), gr.skip()
         return contact_sheet(results), sheet_table_text(results)
