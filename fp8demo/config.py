@@ -35,7 +35,7 @@ ATTENTION_BACKENDS = ("sdpa", "xformers")
 
 @dataclass(frozen=True)
 class Preset:
-    """Official sampling defaults for one model family (DESIGN.md section 2)."""
+    """Official sampling defaults for one model family, as the model cards give them."""
 
     name: str
     repo_id: str | None
@@ -175,11 +175,10 @@ class AppConfig:
     """Web-server settings on top of the engine's."""
 
     engine: EngineConfig = field(default_factory=EngineConfig)
-    kiosk_settings: KioskConfig = field(default_factory=KioskConfig)
+    face: str = "generate"  # the page served: "generate" (the Generate and Compare tabs) or "kiosk" (KioskConfig)
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False
-    kiosk: bool = False
     auth: str | None = None  # "user:password", read from FP8DEMO_AUTH when --auth is given
     max_queue: int = 16
     # where every picture is saved as a PNG with its parameters (--outputs, FP8DEMO_OUTPUTS)
@@ -190,7 +189,7 @@ class AppConfig:
 
 @dataclass(frozen=True)
 class Limits:
-    """What one client may ask of a public server (issue 13): every bound has a message, none a silent cut."""
+    """What one client may ask of a public server: every bound has a message, none a silent cut."""
 
     max_prompt_chars: int = field(default_factory=lambda: env_int("FP8DEMO_MAX_PROMPT_CHARS", MAX_PROMPT_CHARS))
     # queued + running jobs of one client address (the address: a client cannot mint new ones as it can session ids)

@@ -1,24 +1,23 @@
-"""The Gradio Blocks app: Generate and Compare tabs. Layout and wiring only; every handler is a short adapter from
+"""The Generate tab: a prompt and its settings (one GenerateForm) to pictures, with a live preview, a Stop button,
+this session's gallery and settings loaded from a PNG. Layout and wiring only; every handler is a short adapter from
 widget values to a DemoService call, and nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import gradio as gr
 
-from .. import config
-from ..errors import Cancelled, InvalidRequest
-from ..imageio import read_parameters
-from ..request import MAX_IMAGES, GenerationResult, check_prompt, parse_parameters
-from .events import GPU, LIGHT, friendly, run_job, session_id, stream
-from .form import Defaults, GenerateForm, settings_of, text
-from .presence import departure
-from .service import DemoService
-from .sheet import contact_sheet
+from ... import config
+from ...errors import Cancelled
+from ...imageio import read_parameters
+from ...request import MAX_IMAGES, GenerationResult, parse_parameters
+from ...web.events import GPU, LIGHT, RAW, friendly, session_id, stream
+from ...web.form import Defaults, GenerateForm, settings_of
+from ...web.presence import departure
+from ...web.service import DemoService
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +28,6 @@ EXAMPLES = [
     "a red fox in an autumn forest, golden leaves, wildlife photography",
     "isometric illustration of a tiny island with a castle and a waterfall",
 ]
-SHEET_PROMPTS = EXAMPLES[:4]
-BASELINES = ("bf16", "fp16")
-SETTINGS = ("seed", "steps", "guidance", "aspect_ratio")  # the Generate form's fields the Compare tab shares
-# GPU events take raw values (no Gradio preprocessing): form.py turns them into a request, and a value of the wrong
-# type gets a message naming its field instead of Gradio's "Could not preprocess input component at index N".
-RAW = dict(preprocess=False)
 HISTORY_LIMIT = 24
 NEGATIVE_NOTE = "ℹ️ Guidance is at most 1, so the negative prompt has no effect (and is not written into the PNG)."
 # On a phone the result column sits below the form: bring it into view when Run is pressed (wide screens see both),
@@ -51,7 +44,7 @@ SCROLL_TO_RESULT = """(...args) => {
 
 def result_line(r: GenerationResult) -> str:
     t = r.timings
-    mem = f"{r.peak_memory_bytes / 2**30:.2f} GiB ({r.peak_memory_kind})"
+    mem = f"{bytes_text(r.peak_memory_bytes)} ({r.peak_memory_kind})"
     count = f"{len(r.images)} images · " if len(r.images) > 1 else ""
     return (
         f"**{t.total:.2f} s** · {count}text {t.text_encoding * 1000:.0f} ms"
@@ -74,45 +67,7 @@ def download_links(names: list[str]) -> str:
     return f'<div class="downloads">{"".join(links)}<span>with its parameters</span></div>'
 
 
-def status_banner(status: dict) -> str:
-    if status.get("restarting"):
-        return "**The demo is restarting** after a device error; it will be back in a minute."
-    if status["state"] == "failed":
-        return f"**The model could not be started.** {status['error']}"
-    if not status["ready"]:
-        return f"**Warming up** ({status['state']}): loading the model and making a first image…"
-    text = f"Ready: **{status['model']}** · {status['precision']} · {status['device']}"
-    if status.get("random_weights"):
-        text += "  \n⚠️ This model has random weights: its images are noise. " + (status.get("notice") or "")
-    return text
-
-
-def build_ui(service: DemoService) -> gr.Blocks:
-    defaults = Defaults.of(service.preset)
-    with gr.Blocks(title="fp8demo: SD3.5 in FP8", fill_width=False) as demo:
-        gr.Markdown("# fp8demo · Stable Diffusion 3.5 with an FP8 transformer", elem_id="title")
-        status = gr.Markdown(status_banner(service.status()), elem_id="status")
-        timer = gr.Timer(1.0, active=not service.ready)
-
-        with gr.Tabs():
-            with gr.Tab("Generate", id="generate"):
-                g = _generate_tab(service, defaults)
-            with gr.Tab("Compare FP16/BF16 vs FP8", id="compare"):
-                c = _compare_tab(service, defaults)
-
-        def refresh():
-            s = service.status()
-            ready = s["ready"]
-            return (status_banner(s), gr.Timer(active=not ready and s["state"] != "failed"),
-                    *(gr.Button(interactive=ready) for _ in range(3)))
-
-        buttons = [g["run"], c["run"], c["sheet_run"]]
-        timer.tick(refresh, None, [status, timer, *buttons], **LIGHT)
-        demo.load(refresh, None, [status, timer, *buttons], **LIGHT)
-    return demo
-
-
-def _generate_tab(service: DemoService, d: Defaults) -> dict:
+def generate_tab(service: DemoService, d: Defaults) -> dict:
     max_side = service.cfg.engine.max_side
     max_chars = service.cfg.limits.max_prompt_chars
     with gr.Row(equal_height=False):
@@ -286,170 +241,6 @@ def _generate_tab(service: DemoService, d: Defaults) -> dict:
     return {"run": run}
 
 
-def _compare_tab(service: DemoService, d: Defaults) -> dict:
-    gr.Markdown(
-        "One prompt and one seed through the 16-bit transformer and the FP8 transformer, sharing the text encoders "
-        "and the VAE. Memory is what each transformer holds, and the device's own peak, reset before each side."
-    )
-    with gr.Row():
-        with gr.Column(scale=2):
-            prompt = gr.Textbox(label="Prompt", lines=1, max_lines=4, elem_id="compare-prompt",
-                                value="a lighthouse on a cliff at dusk, oil painting")
-            with gr.Row():
-                seed = gr.Number(label="Seed", value=42, precision=0, minimum=0, maximum=config.MAX_SEED)
-                baseline = gr.Radio(["bf16", "fp16"], value="bf16", label="16-bit baseline")
-            with gr.Accordion("Settings", open=False):
-                steps = gr.Slider(config.MIN_STEPS, min(50, config.MAX_STEPS), value=d.steps, step=1, label="Steps")
-                guidance = gr.Slider(config.MIN_GUIDANCE, 10.0, value=d.guidance, step=0.1, label="Guidance")
-                aspect = gr.Dropdown(list(d.aspects), value=d.aspect, label="Aspect ratio", allow_custom_value=True)
-            run = gr.Button("Compare", variant="primary", interactive=service.ready, elem_id="compare-run")
-        with gr.Column(scale=3):
-            slider = gr.ImageSlider(label="16-bit ◀ ▶ FP8 (drag)", type="pil", elem_id="slider")
-    with gr.Row():
-        left = gr.Image(label="16-bit", type="pil", format="webp", interactive=False, elem_id="compare-base")
-        right = gr.Image(label="FP8", type="pil", format="webp", interactive=False, elem_id="compare-fp8")
-        heat = gr.Image(label="Difference |16-bit − FP8|, with its scale", type="pil", format="webp",
-                        interactive=False, elem_id="compare-heat")
-    table = gr.Markdown("", label="Metrics", elem_id="compare-table")
-    details = gr.JSON(label="Details", visible=False)
-
-    with gr.Accordion("Sheet: the same seed, several prompts, FP8 beside 16-bit", open=False, elem_id="sheet"):
-        sheet_prompts = gr.Textbox(label="Prompts, one per line (up to 4)", value="\n".join(SHEET_PROMPTS),
-                                   lines=4, max_lines=4, elem_id="sheet-prompts")
-        sheet_run = gr.Button("Compare all", variant="primary", interactive=service.ready, elem_id="sheet-run")
-        # The sheet labels its own columns; Gradio's label badge would cover the first one.
-        sheet_image = gr.Image(label="Rows: prompts · columns: 16-bit, FP8", show_label=False, type="pil",
-                               format="jpeg", interactive=False, elem_id="sheet-image")
-        sheet_table = gr.Markdown("", elem_id="sheet-table")
-
-    max_side = service.cfg.engine.max_side
-    max_chars = service.cfg.limits.max_prompt_chars
-
-    def settings(prompt_, seed_, steps_, guidance_, aspect_ratio) -> GenerateForm:
-        """The comparison's settings as the Generate form holds them: the same conversions and checks."""
-        return GenerateForm(prompt=prompt_, seed=seed_, randomize_seed=False, steps=steps_, guidance=guidance_,
-                            aspect_ratio=aspect_ratio)
-
-    def verdicts(errors: dict[str, str], names: tuple[str, ...]) -> list:
-        return [gr.validate(name not in errors, errors.get(name, "")) for name in names]
-
-    def setting_errors(seed_, baseline_, steps_, guidance_, aspect_ratio) -> dict[str, str]:
-        errors = settings(None, seed_, steps_, guidance_, aspect_ratio).errors(max_side, max_chars, only=SETTINGS)
-        if baseline_ not in BASELINES:
-            errors["baseline"] = f"The 16-bit baseline must be {' or '.join(BASELINES)}."
-        return errors
-
-    def check(prompt_, seed_=42, baseline_="bf16", steps_=d.steps, guidance_=d.guidance, aspect_ratio=d.aspect):
-        """Before the queue, as on the Generate tab: each message beside its own field."""
-        errors = setting_errors(seed_, baseline_, steps_, guidance_, aspect_ratio)
-        errors |= settings(prompt_, seed_, steps_, guidance_, aspect_ratio).errors(max_side, max_chars, ["prompt"])
-        return verdicts(errors, ("prompt", "seed", "baseline", "steps", "guidance", "aspect_ratio"))
-
-    def check_sheet(prompts_, seed_=42, baseline_="bf16", steps_=d.steps, guidance_=d.guidance,
-                    aspect_ratio=d.aspect):
-        errors = setting_errors(seed_, baseline_, steps_, guidance_, aspect_ratio)
-        try:
-            sheet_lines(prompts_)
-        except InvalidRequest as error:
-            errors["prompts"] = str(error)
-        return verdicts(errors, ("prompts", "seed", "baseline", "steps", "guidance", "aspect_ratio"))
-
-    def sheet_lines(prompts_) -> list[str]:
-        if not isinstance(prompts_, str):
-            raise InvalidRequest("The prompts must be text, one per line.")
-        lines = [p.strip() for p in prompts_.splitlines() if p.strip()][:4]
-        if not lines:
-            raise InvalidRequest("Write at least one prompt for the sheet.")
-        for line in lines:
-            check_prompt(text(line, "prompt"), max_chars)
-        return lines
-
-    def compare(prompt: str, seed: float = 42, baseline: str = "bf16", steps: float = d.steps,
-                guidance: float = d.guidance, aspect_ratio: str = d.aspect, request: gr.Request = None,
-                progress=gr.Progress()):
-        def on_step(i, n):
-            progress((i, n), desc=f"step {i}/{n} ({'16-bit' if i <= n // 2 else 'FP8'})", unit="steps")
-
-        res = run_job(lambda: service.compare(settings(prompt, seed, steps, guidance, aspect_ratio).to_request(),
-                                              baseline, session_id(request), on_step, departure()))
-        if res is None:  # stopped
-            return (gr.skip(),) * 6
-        b, f = res.baseline, res.fp8
-        return (
-            (b.image, f.image),
-            gr.Image(value=b.image, label=f"16-bit: {b.precision}"),
-            gr.Image(value=f.image, label=f"FP8: {f.precision}"),
-            res.heatmap,
-            compare_table(res),
-            res.summary(),
-        )
-
-    def compare_sheet(prompts: str, seed: float = 42, baseline: str = "bf16", steps: float = d.steps,
-                      guidance: float = d.guidance, aspect_ratio: str = d.aspect, request: gr.Request = None,
-                      progress=gr.Progress()):
-        def on_step(i, n):
-            progress((i, n), desc=f"step {i}/{n}", unit="steps")
-
-        def work():
-            lines = sheet_lines(prompts)  # the first stands for all in the shared settings (one seed for every row)
-            shared = settings(lines[0], seed, steps, guidance, aspect_ratio).to_request()
-            return service.compare_sheet(lines, shared, baseline, session_id(request), on_step, departure())
-
-        results = run_job(work)
-        if results is None:  # stopped
-            return gr.skip(), gr.skip()
-        return contact_sheet(results), sheet_table_text(results)
-
-    run.click(compare, [prompt, seed, baseline, steps, guidance, aspect],
-              [slider, left, right, heat, table, details], api_name="compare", show_progress_on=[slider],
-              validator=check, **GPU, **RAW)
-    sheet_run.click(compare_sheet, [sheet_prompts, seed, baseline, steps, guidance, aspect],
-                    [sheet_image, sheet_table], api_name="compare_sheet", validator=check_sheet, **GPU, **RAW)
-    return {"run": run, "sheet_run": sheet_run}
-
-
-def _gib(n: int) -> str:
+def bytes_text(n: int) -> str:
+    """A size for people: GiB from a tenth of one, MiB below."""
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 / 10 else f"{n / 2**20:.1f} MiB"
-
-
-def compare_table(res) -> str:
-    b, f, m = res.baseline, res.fp8, res.metrics
-    psnr = "∞ (identical)" if math.isinf(m.psnr_db) else f"{m.psnr_db:.2f} dB"
-    speed = b.timings.denoising / f.timings.denoising if f.timings.denoising > 0 else float("nan")
-    ratio = res.fp8_transformer_bytes / res.baseline_transformer_bytes if res.baseline_transformer_bytes else 0
-    if res.device == "cpu":
-        peak = "n/a on a CPU (the process's peak RSS only rises)"
-        peak_row = f"| device peak (reset per side) | {peak} | |"
-    else:
-        peak_row = f"| device peak (reset per side) | {_gib(b.peak_memory_bytes)} | {_gib(f.peak_memory_bytes)} |"
-    speed_note = "" if res.speed_representative else " ⚠️ on a CPU: not representative of a GPU"
-    rows = [
-        "| | 16-bit | FP8 |",
-        "|---|---|---|",
-        f"| precision (storage / compute) | {b.precision} | {f.precision} |",
-        f"| transformer, resident | {_gib(res.baseline_transformer_bytes)} | "
-        f"{_gib(res.fp8_transformer_bytes)} (**{ratio:.2f}x**) |",
-        peak_row,
-        f"| denoising | {b.timings.denoising:.3f} s | {f.timings.denoising:.3f} s ({speed:.2f}x){speed_note} |",
-        f"| total | {b.timings.total:.3f} s | {f.timings.total:.3f} s |",
-        "",
-        f"**PSNR** {psnr} · **SSIM** {m.ssim:.4f} (scikit-image) · **mean |Δ|** {m.mean_abs_diff:.2f} / 255 · "
-        f"**max |Δ|** {m.max_abs_diff} · seed {f.request.seed}",
-    ]
-    if res.swap_seconds:
-        rows.append(f"\nThe 16-bit transformer waits on the CPU: moving it in and out took {res.swap_seconds:.2f} s "
-                    "(not counted above).")
-    if res.load_seconds >= 0.1:
-        rows.append(f"\nFirst comparison: loading the second transformer took {res.load_seconds:.1f} s.")
-    return "\n".join(rows)
-
-
-def sheet_table_text(results) -> str:
-    rows = ["| prompt | PSNR | SSIM | mean abs diff |", "|---|---|---|---|"]
-    for res in results:
-        m = res.metrics
-        psnr = "∞" if math.isinf(m.psnr_db) else f"{m.psnr_db:.2f} dB"
-        rows.append(f"| {res.fp8.request.prompt[:60]} | {psnr} | {m.ssim:.4f} | {m.mean_abs_diff:.2f} |")
-    if results:
-        rows.append(f"\nseed {results[0].fp8.request.seed} for every row")
-    return "\n".join(rows)
