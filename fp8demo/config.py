@@ -137,7 +137,9 @@ class EngineConfig:
     hf_token: str | None = field(default_factory=lambda: env_str("HF_TOKEN"), repr=False)
 
 
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+# The files the app needs at run time (stylesheets, the kiosk's prompts, word lists and attract pictures): package
+# data, found here and only here, so that a checkout and `pip install .` serve the same files.
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 KIOSK_NEGATIVE = "nsfw, nudity, gore, blood, violence, weapon, text, watermark, lowres, deformed"
 
 
