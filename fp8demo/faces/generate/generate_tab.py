@@ -121,7 +121,8 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
     shown = gr.State(None)  # the result's last good pictures, (PNG, caption) pairs: put back when a run fails
     api_trigger = gr.Button(visible=False, elem_id="api-generate")
     # The form's widgets by GenerateForm's field names, which are also the API's argument names: the events pass them
-    # as keyword arguments (inputs_kwargs), so every handler takes **values and names no field itself.
+    # as keyword arguments (inputs_kwargs), so every handler takes **values and names no field itself. The API's
+    # default for each argument is its widget's initial value (hence the negative prompt's explicit "").
     form = dict(prompt=prompt, negative_prompt=negative, seed=seed, randomize_seed=randomize, steps=steps,
                 guidance=guidance, aspect_ratio=aspect, num_images=num_images)
 
@@ -130,11 +131,12 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
         errors = GenerateForm.of(values).errors(max_side, max_chars)
         return [gr.validate(name not in errors, errors.get(name, "")) if name in form else None for name in values]
 
-    def job(values: dict, history_: list | None, shown: list | None, request: gr.Request | None,
-            progress: gr.Progress, on_page: bool):
-        """A generator of (result, seed, info, download, history, run_error, shown): the forming picture after each
-        step, then the images, seed, timings and PNG links. On the page a failure or a Stop puts the last good
-        result back and says what happened above it; an API caller gets the error itself."""
+    def job(values: dict, request: gr.Request | None, progress: gr.Progress, on_page: bool):
+        """A generator of (result, seed, info, download, history, run_error, shown) from the event's values (the
+        form's, the session's history and, on the page, the pictures shown): the forming picture after each step,
+        then the images, seed, timings and PNG links. On the page a failure or a Stop puts the last good result back
+        and says what happened above it; an API caller gets the error itself."""
+        history_, shown = values.get("history"), values.get("shown")
 
         def on_step(i, n):
             progress((i, n), desc=f"Denoising, step {i}/{n}", unit="steps")
@@ -184,11 +186,11 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
     def generate(request: gr.Request = None, progress=gr.Progress(), **values):
         """The API's /generate: the forming picture after each step, then the images, seed, timings and PNG links;
         a failure is an error."""
-        for update in job(values, values.get("history"), None, request, progress, on_page=False):
+        for update in job(values, request, progress, on_page=False):
             yield update[:5]
 
     def generate_on_page(request: gr.Request = None, progress=gr.Progress(), **values):
-        yield from job(values, values.get("history"), values.get("shown"), request, progress, on_page=True)
+        yield from job(values, request, progress, on_page=True)
 
     outputs = [result, seed, info, download, history]
     # The page and the API run the same job through two events: the page's is private and never raises (a failure
