@@ -65,7 +65,7 @@ def face_for(app_cfg: config.AppConfig) -> Face:
     if app_cfg.face == "kiosk":
         from .faces.kiosk.face import face
 
-        return face(config.KioskConfig())
+        return face()  # it reads its own settings (config.KioskConfig)
     raise SetupError(f"Unknown face {app_cfg.face!r}: choose one of {', '.join(FACES)}.")
 
 
