@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import replace
 
-from . import config, logs
+from . import config, logs, serve
 from .errors import UserError
 
 
@@ -20,6 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fp8demo", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
+    serve.add_arguments(sub.add_parser("serve", help="serve the web app (the Generate and Compare tabs, or --kiosk); "
+                                                     "the same as python app.py"))
 
     gen = sub.add_parser("generate", help="generate one image and print its timings as JSON")
     gen.add_argument("prompt")
@@ -262,7 +264,11 @@ def cmd_bench(args) -> dict:
     return {"files": paths}
 
 
-COMMANDS = {"generate": cmd_generate, "info": cmd_info, "doctor": cmd_doctor, "plan": cmd_plan,
+def cmd_serve(args) -> None:
+    serve.serve(args)  # until stopped
+
+
+COMMANDS = {"serve": cmd_serve, "generate": cmd_generate, "info": cmd_info, "doctor": cmd_doctor, "plan": cmd_plan,
             "quantize": cmd_quantize,
             "bench": cmd_bench}
 

@@ -35,7 +35,7 @@ ATTENTION_BACKENDS = ("sdpa", "xformers")
 
 @dataclass(frozen=True)
 class Preset:
-    """Official sampling defaults for one model family (DESIGN.md section 2)."""
+    """Official sampling defaults for one model family, as the model cards give them."""
 
     name: str
     repo_id: str | None
@@ -137,7 +137,9 @@ class EngineConfig:
     hf_token: str | None = field(default_factory=lambda: env_str("HF_TOKEN"), repr=False)
 
 
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+# The files the app needs at run time (stylesheets, the kiosk's prompts, word lists and attract pictures): package
+# data, found here and only here, so that a checkout and `pip install .` serve the same files.
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 KIOSK_NEGATIVE = "nsfw, nudity, gore, blood, violence, weapon, text, watermark, lowres, deformed"
 
 
@@ -175,11 +177,10 @@ class AppConfig:
     """Web-server settings on top of the engine's."""
 
     engine: EngineConfig = field(default_factory=EngineConfig)
-    kiosk_settings: KioskConfig = field(default_factory=KioskConfig)
+    face: str = "generate"  # the page served: "generate" (the Generate and Compare tabs) or "kiosk" (KioskConfig)
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False
-    kiosk: bool = False
     auth: str | None = None  # "user:password", read from FP8DEMO_AUTH when --auth is given
     max_queue: int = 16
     # where every picture is saved as a PNG with its parameters (--outputs, FP8DEMO_OUTPUTS)
@@ -190,7 +191,7 @@ class AppConfig:
 
 @dataclass(frozen=True)
 class Limits:
-    """What one client may ask of a public server (issue 13): every bound has a message, none a silent cut."""
+    """What one client may ask of a public server: every bound has a message, none a silent cut."""
 
     max_prompt_chars: int = field(default_factory=lambda: env_int("FP8DEMO_MAX_PROMPT_CHARS", MAX_PROMPT_CHARS))
     # queued + running jobs of one client address (the address: a client cannot mint new ones as it can session ids)

@@ -83,12 +83,6 @@ def batch_seed(seed: int, index: int) -> int:
     return (seed + index) % (config.MAX_SEED + 1)
 
 
-def validate_num_images(num_images) -> int:
-    if isinstance(num_images, bool) or not isinstance(num_images, int) or not 1 <= num_images <= MAX_IMAGES:
-        raise InvalidRequest(f"Images per run must be a whole number from 1 to {MAX_IMAGES}, got {num_images!r}.")
-    return num_images
-
-
 def resolve(request: GenerationRequest, preset: config.Preset, rng_seed: int | None = None) -> GenerationRequest:
     """Fill unset fields from the preset. `is None`, never `or`: an explicit 0 (seed, guidance) must survive."""
     seed = request.seed
@@ -106,42 +100,77 @@ def resolve(request: GenerationRequest, preset: config.Preset, rng_seed: int | N
 
 def validate(request: GenerationRequest, max_side: int = config.MAX_SIDE,
              max_prompt_chars: int | None = None) -> GenerationRequest:
-    """Raise InvalidRequest with a message a visitor understands; return the request with the prompt stripped.
+    """Raise InvalidRequest with a message a visitor understands; return the request with the prompts stripped.
 
+    One check per field, in turn; a form calls the same checks one by one to put each message beside its own field.
     `max_prompt_chars` bounds both prompts (the web faces pass their limit; the CLI has none)."""
-    if not isinstance(request.prompt, str):
-        raise InvalidRequest(f"The prompt must be text, got {_short(request.prompt)}.")
-    if not request.prompt.strip():
+    prompt = check_prompt(request.prompt, max_prompt_chars)
+    negative_prompt = check_negative_prompt(request.negative_prompt, max_prompt_chars)
+    check_seed(request.seed)
+    check_steps(request.steps)
+    check_guidance(request.guidance)
+    check_size(request.width, request.height, max_side)
+    return replace(request, prompt=prompt, negative_prompt=negative_prompt)
+
+
+# One check per field of a request. None (the preset's value) always passes; each returns the value it accepts.
+
+
+def check_prompt(prompt, max_chars: int | None = None) -> str:
+    if not isinstance(prompt, str):
+        raise InvalidRequest(f"The prompt must be text, got {_short(prompt)}.")
+    if not prompt.strip():
         raise InvalidRequest("The prompt is empty: describe the picture you want.")
-    if not isinstance(request.negative_prompt, str):
-        raise InvalidRequest(f"The negative prompt must be text, got {_short(request.negative_prompt)}.")
-    if max_prompt_chars is not None:
-        for name, text in (("prompt", request.prompt), ("negative prompt", request.negative_prompt)):
-            if len(text) > max_prompt_chars:
-                raise InvalidRequest(f"The {name} is {len(text):,} characters long; the limit is "
-                                     f"{max_prompt_chars:,}. Shorten it (the text encoders read ~1,000 at most).")
-    if request.seed is not None:
-        if isinstance(request.seed, bool) or not isinstance(request.seed, int):
-            raise InvalidRequest(f"The seed must be a whole number, got {_short(request.seed)}.")
-        if not 0 <= request.seed <= config.MAX_SEED:
-            raise InvalidRequest(f"The seed must be between 0 and {config.MAX_SEED} (2^32 - 1), got {request.seed}.")
-    if request.steps is not None:
-        if isinstance(request.steps, bool) or not isinstance(request.steps, int):
-            raise InvalidRequest(f"Steps must be a whole number, got {_short(request.steps)}.")
-        if not config.MIN_STEPS <= request.steps <= config.MAX_STEPS:
-            raise InvalidRequest(
-                f"Steps must be between {config.MIN_STEPS} and {config.MAX_STEPS}, got {request.steps}."
-            )
-    if request.guidance is not None:
-        if isinstance(request.guidance, bool) or not isinstance(request.guidance, (int, float)):
-            raise InvalidRequest(f"Guidance must be a number, got {_short(request.guidance)}.")
-        if not config.MIN_GUIDANCE <= request.guidance <= config.MAX_GUIDANCE:
-            raise InvalidRequest(
-                f"Guidance must be between {config.MIN_GUIDANCE:g} and {config.MAX_GUIDANCE:g}, "
-                f"got {request.guidance:g}."
-            )
-    for name in ("width", "height"):
-        value = getattr(request, name)
+    _check_length("prompt", prompt, max_chars)
+    return prompt.strip()
+
+
+def check_negative_prompt(negative_prompt, max_chars: int | None = None) -> str:
+    if not isinstance(negative_prompt, str):
+        raise InvalidRequest(f"The negative prompt must be text, got {_short(negative_prompt)}.")
+    _check_length("negative prompt", negative_prompt, max_chars)
+    return negative_prompt.strip()
+
+
+def _check_length(name: str, text: str, max_chars: int | None) -> None:
+    if max_chars is not None and len(text) > max_chars:
+        raise InvalidRequest(f"The {name} is {len(text):,} characters long; the limit is {max_chars:,}. Shorten it "
+                             "(the text encoders read ~1,000 at most).")
+
+
+def check_seed(seed) -> int | None:
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InvalidRequest(f"The seed must be a whole number, got {_short(seed)}.")
+    if not 0 <= seed <= config.MAX_SEED:
+        raise InvalidRequest(f"The seed must be between 0 and {config.MAX_SEED} (2^32 - 1), got {seed}.")
+    return seed
+
+
+def check_steps(steps) -> int | None:
+    if steps is None:
+        return None
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        raise InvalidRequest(f"Steps must be a whole number, got {_short(steps)}.")
+    if not config.MIN_STEPS <= steps <= config.MAX_STEPS:
+        raise InvalidRequest(f"Steps must be between {config.MIN_STEPS} and {config.MAX_STEPS}, got {steps}.")
+    return steps
+
+
+def check_guidance(guidance) -> float | None:
+    if guidance is None:
+        return None
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)):
+        raise InvalidRequest(f"Guidance must be a number, got {_short(guidance)}.")
+    if not config.MIN_GUIDANCE <= guidance <= config.MAX_GUIDANCE:
+        raise InvalidRequest(f"Guidance must be between {config.MIN_GUIDANCE:g} and {config.MAX_GUIDANCE:g}, "
+                             f"got {guidance:g}.")
+    return guidance
+
+
+def check_size(width, height, max_side: int = config.MAX_SIDE) -> tuple[int | None, int | None]:
+    for name, value in (("width", width), ("height", height)):
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int):
@@ -154,7 +183,14 @@ def validate(request: GenerationRequest, max_side: int = config.MAX_SIDE,
                 f"The {name} must be a multiple of {config.SIZE_MULTIPLE} pixels, got {value} "
                 f"(try {lower} or {lower + config.SIZE_MULTIPLE})."
             )
-    return replace(request, prompt=request.prompt.strip(), negative_prompt=request.negative_prompt.strip())
+    return width, height
+
+
+def validate_num_images(num_images) -> int:
+    """Images per run (a batch); not part of the request itself, so checked on its own."""
+    if isinstance(num_images, bool) or not isinstance(num_images, int) or not 1 <= num_images <= MAX_IMAGES:
+        raise InvalidRequest(f"Images per run must be a whole number from 1 to {MAX_IMAGES}, got {num_images!r}.")
+    return num_images
 
 
 def _short(value: Any) -> str:

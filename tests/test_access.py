@@ -1,4 +1,4 @@
-"""Issue 13, item 2: in kiosk mode only the screen's browser uses the page; the LAN gets take-home PNGs and health.
+"""In kiosk mode only the screen's browser uses the page; the LAN gets take-home PNGs and health.
 
 Every request goes to 127.0.0.1. Another machine is played by X-Forwarded-For, which the server (uvicorn) honours
 from a proxy on loopback only: the address the rule sees, as a request through a local proxy would carry it.
@@ -14,9 +14,10 @@ from test_app import free_port
 
 from fp8demo import config
 from fp8demo.errors import SetupError
-from fp8demo.kiosk.page import build_kiosk_ui
-from fp8demo.kiosk.service import KioskService
-from fp8demo.web.access import AccessPolicy
+from fp8demo.faces.kiosk.face import face as kiosk_face
+from fp8demo.faces.kiosk.page import build_kiosk_ui
+from fp8demo.faces.kiosk.service import KioskService
+from fp8demo.web.access import AccessRule
 from fp8demo.web.server import launch
 from fp8demo.web.service import DemoService
 
@@ -28,23 +29,23 @@ SETTINGS = config.KioskConfig(cooldown=30, clients=(SCREEN_2,), take_ttl=60,
 
 @pytest.fixture(scope="module")
 def kiosk_app(tiny_engine):
-    app_cfg = config.AppConfig(engine=tiny_engine.cfg, kiosk=True, kiosk_settings=SETTINGS, host="127.0.0.1",
-                               port=free_port())
+    app_cfg = config.AppConfig(engine=tiny_engine.cfg, face="kiosk", host="127.0.0.1", port=free_port())
     service = DemoService.from_engine(tiny_engine, app_cfg)
     kiosk = KioskService(service, SETTINGS)
     demo = build_kiosk_ui(kiosk)
-    launch(demo, service, app_cfg, block=False)
+    launch(demo, kiosk_face(SETTINGS), service, app_cfg, block=False)
     yield kiosk, f"http://127.0.0.1:{app_cfg.port}/"
     demo.close()
 
 
 def test_policy_allows_loopback_and_the_listed_clients_only():
-    policy = AccessPolicy(kiosk=True, clients=("192.0.2.7", "10.1.0.0/16"))
-    assert policy.allows("127.0.0.1") and policy.allows("::1") and policy.allows("127.0.0.2")
-    assert policy.allows("192.0.2.7") and policy.allows("10.1.200.3")
-    assert not policy.allows("192.0.2.8") and not policy.allows("10.2.0.1") and not policy.allows("local")
+    rule = kiosk_face(config.KioskConfig(clients=("192.0.2.7", "10.1.0.0/16"))).access
+    assert rule.allows("127.0.0.1") and rule.allows("::1") and rule.allows("127.0.0.2")
+    assert rule.allows("192.0.2.7") and rule.allows("10.1.200.3")
+    assert not rule.allows("192.0.2.8") and not rule.allows("10.2.0.1") and not rule.allows("local")
     with pytest.raises(SetupError, match="FP8DEMO_KIOSK_CLIENTS: 'kiosk-2' is not an IP address"):
-        AccessPolicy(kiosk=True, clients=("kiosk-2",))
+        kiosk_face(config.KioskConfig(clients=("kiosk-2",)))  # at start-up, before any model loading
+    assert AccessRule().allows("192.0.2.8")  # the Generate page's rule: everyone
 
 
 def test_kiosk_clients_come_from_the_environment(monkeypatch):

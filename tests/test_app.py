@@ -12,10 +12,10 @@ import yaml
 from PIL import Image
 
 from fp8demo import config
+from fp8demo.faces.generate.face import face as generate_face
 from fp8demo.metrics import compare_images
 from fp8demo.web.server import health_routes, launch
 from fp8demo.web.service import DemoService
-from fp8demo.web.ui import build_ui
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,8 +28,9 @@ def free_port() -> int:
 
 def serve(service, **app_changes):
     app_cfg = replace(service.cfg, host="127.0.0.1", port=free_port(), **app_changes)
-    demo = build_ui(service)
-    launch(demo, service, app_cfg, block=False)
+    face = generate_face(app_cfg.storage)
+    demo = face.build(service)
+    launch(demo, face, service, app_cfg, block=False)
     return demo, f"http://127.0.0.1:{app_cfg.port}/"
 
 
@@ -127,8 +128,9 @@ def test_negative_prompt_is_recorded_only_where_it_is_used(app, client):
 def test_pictures_are_kept_in_the_outputs_folder(app, client):
     service, url = app
     assert service.output_dir.name == "outputs"
-    # the web app keeps a long window (the kiosk a short one): config.StorageConfig
-    assert service.keep_pngs == 1000 and service.png_max_age == 30 * 86400
+    # the Generate page keeps a long window (the kiosk a short one): config.StorageConfig
+    keeping = generate_face(service.cfg.storage).keeping
+    assert keeping.pngs == 1000 and keeping.max_age == 30 * 86400
     _, seed, _, link = client.predict(prompt="a kept cat", steps=1, api_name="/generate")
     download(url, link)
     assert any(p.name.startswith(f"fp8demo-{seed}-") for p in service.output_dir.iterdir())
@@ -284,12 +286,26 @@ def test_app_flags_default_to_the_config_dataclasses():
     assert (args.host, args.port, args.max_queue) == ("127.0.0.1", 7860, 16)
     args = app_module.parse_args(["--no-compile", "--kiosk", "--share", "--port", "8080"])
     assert args.compile is False and args.kiosk and args.share and args.port == 8080
+    from fp8demo.__main__ import _parser
+    from fp8demo.serve import app_config
+
+    same = _parser().parse_args(["serve", "--no-compile", "--kiosk", "--share", "--port", "8080"])
+    assert {k: v for k, v in vars(same).items() if k not in ("command", "verbose")} == vars(args)  # one set of flags
+    assert app_config(args).face == "kiosk" and app_config(app_module.parse_args([])).face == "generate"
+
+
+def test_the_platform_names_no_face():
+    """web/ serves whichever face it is handed (web.face.Face): it imports none and holds no face's settings."""
+    for path in (ROOT / "fp8demo" / "web").glob("*.py"):
+        text = path.read_text().lower()
+        assert "kiosk" not in text and "fp8demo.faces" not in text and "..faces" not in text, path.name
 
 
 def test_a_thread_does_not_start_on_import():
     import importlib
 
     before = threading.active_count()
-    for name in ("fp8demo.web.ui", "fp8demo.web.server", "fp8demo.web.service", "fp8demo.compare", "fp8demo.engine"):
+    for name in ("fp8demo.faces.generate.face", "fp8demo.faces.kiosk.face", "fp8demo.web.server",
+                 "fp8demo.web.service", "fp8demo.serve", "fp8demo.compare", "fp8demo.engine"):
         importlib.import_module(name)
     assert threading.active_count() == before

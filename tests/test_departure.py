@@ -1,4 +1,4 @@
-"""Issue 13, item 3: a visitor who leaves (closed page, reload, dropped connection) frees the GPU slot within one
+"""A visitor who leaves (closed page, reload, dropped connection) frees the GPU slot within one
 denoising step. The job's event stream is closed by hand (httpx on 127.0.0.1), as a closing tab closes it."""
 
 import threading
@@ -11,7 +11,7 @@ from test_app import serve
 
 from fp8demo import config
 from fp8demo.errors import Cancelled
-from fp8demo.kiosk.service import KioskService
+from fp8demo.faces.kiosk.service import KioskService
 from fp8demo.web.service import DemoService
 
 STEP_S = 0.2  # each step made slow on purpose: a long job on a real GPU

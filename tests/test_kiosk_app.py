@@ -13,9 +13,10 @@ from test_app import free_port
 from test_browser import CHROMIUM, CHROMIUM_ARGS, shot
 
 from fp8demo import config
+from fp8demo.faces.kiosk.face import face as kiosk_face
+from fp8demo.faces.kiosk.page import build_kiosk_ui
+from fp8demo.faces.kiosk.service import KioskService
 from fp8demo.imageio import read_parameters
-from fp8demo.kiosk.page import build_kiosk_ui
-from fp8demo.kiosk.service import KioskService
 from fp8demo.web.server import launch
 from fp8demo.web.service import DemoService
 
@@ -26,10 +27,10 @@ SETTINGS = config.KioskConfig(idle_after=4, countdown=3, attract_every=1, cooldo
 @pytest.fixture(scope="module")
 def kiosk_app(tiny_engine):
     service = DemoService.from_engine(tiny_engine)
-    app_cfg = replace(service.cfg, host="127.0.0.1", port=free_port(), kiosk=True, kiosk_settings=SETTINGS)
+    app_cfg = replace(service.cfg, host="127.0.0.1", port=free_port(), face="kiosk")
     kiosk = KioskService(service, SETTINGS)
     demo = build_kiosk_ui(kiosk)
-    launch(demo, service, app_cfg, block=False)
+    launch(demo, kiosk_face(SETTINGS), service, app_cfg, block=False)
     yield kiosk, f"http://127.0.0.1:{app_cfg.port}/"
     demo.close()
 

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from fp8demo.kiosk.rules import IdleMachine, KioskRefusal, Line, SessionGate, place_text
+from fp8demo.faces.kiosk.rules import IdleMachine, KioskRefusal, Line, SessionGate, place_text
 
 
 def test_idle_machine_full_cycle():

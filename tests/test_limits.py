@@ -1,4 +1,4 @@
-"""Issue 13, items 5 and 6: bounds a public server needs outside the kiosk, and a clear message naming the field for
+"""Bounds a public server needs outside the kiosk, and a clear message naming the field for
 every bad input (never a 500, a generic text or a traceback per user mistake). The tiny app on 127.0.0.1."""
 
 import logging

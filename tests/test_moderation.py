@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from fp8demo import config
-from fp8demo.kiosk import moderation
-from fp8demo.kiosk.moderation import REFUSAL, Moderator, fold, read_list
+from fp8demo.faces.kiosk import moderation
+from fp8demo.faces.kiosk.moderation import REFUSAL, Moderator, fold, read_list
 
 DATA = Path(__file__).parent / "data"
 EVASIONS = read_list(DATA / "moderation_evasions.txt")
@@ -194,7 +194,7 @@ def test_bundled_lists_cover_the_kiosk_languages():
 
 
 def test_long_prompts_get_the_same_verdicts(mod):
-    # Speed is a figure, not a test (`python -m fp8demo.kiosk.moderation --report` prints it: 1-5 ms for 2,000
+    # Speed is a figure, not a test (`python -m fp8demo.faces.kiosk.moderation --report` prints it: 1-5 ms for 2,000
     # characters here); what must hold at the length limit is the verdict.
     innocent = (" ".join(INNOCENT) * 20)[:2000]
     assert mod.check(innocent).allowed
@@ -204,7 +204,8 @@ def test_long_prompts_get_the_same_verdicts(mod):
 
 
 
-def test_report_prints_the_shares(capsys):
+def test_report_prints_the_shares(capsys, monkeypatch):
+    monkeypatch.chdir(DATA.parent.parent)  # run from a checkout, as the README says: the lists are test data
     assert moderation.main(["--report"]) == 0
     out = capsys.readouterr().out
     assert "evasions blocked:" in out and "wrongly refused: 0.0%" in out

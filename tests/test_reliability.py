@@ -1,4 +1,4 @@
-"""Soak and load (issue 13, item 7): `python app.py --model tiny` in its own process on 127.0.0.1, so that its memory
+"""Soak and load: `python app.py --model tiny` in its own process on 127.0.0.1, so that its memory
 is measured alone. Minutes long on 2 cores: marked slow (`pytest -m slow`); the figures go to the README's
 Reliability section. Each test prints one summary line."""
 

@@ -72,3 +72,27 @@ def test_png_parameters_read_back_ours_and_a1111s():
     assert parse_parameters(forge) == {"prompt": "a fox", "negative_prompt": "blurry", "seed": 1234, "steps": 20,
                                        "guidance": 7.0, "width": 512, "height": 768}
     assert parse_parameters("just a prompt") == {"prompt": "just a prompt", "negative_prompt": ""}
+
+
+def test_the_generate_form_checks_each_field_with_the_requests_own_check():
+    from fp8demo.web.form import FIELDS, GenerateForm
+
+    good = GenerateForm(prompt="a cat", seed="7", randomize_seed=False, steps=2.0, guidance=3,
+                        aspect_ratio="16:9 · 1344x768", num_images=4)
+    assert good.errors() == {} and good.images() == 4
+    assert good.to_request() == GenerationRequest("a cat", "", seed=7, steps=2, guidance=3.0, width=1344, height=768)
+    bad = GenerateForm(prompt=" ", negative_prompt=5, seed="abc", randomize_seed=False, steps=0, guidance=21,
+                       aspect_ratio="1000x1000", num_images=9)
+    errors = bad.errors()
+    assert list(errors) == [name for name in FIELDS if name != "randomize_seed"]  # each beside its own field
+    for name, request in (("prompt", GenerationRequest(" ")), ("steps", GenerationRequest("x", steps=0)),
+                          ("guidance", GenerationRequest("x", guidance=21)),
+                          ("aspect_ratio", GenerationRequest("x", width=1000, height=1000))):
+        with pytest.raises(InvalidRequest) as raised:
+            validate(request)
+        assert errors[name] == str(raised.value)  # the same message as the whole request's validation
+    assert errors["negative_prompt"] == "The negative prompt must be text, got int."
+    assert errors["seed"] == "The seed must be a whole number, got 'abc'."
+    assert errors["num_images"].startswith("Images per run must be a whole number from 1 to 4")
+    assert bad.errors(only=["steps"]) == {"steps": errors["steps"]}
+    assert GenerateForm(seed="abc").errors(only=["seed"]) == {}  # a randomized seed is not read

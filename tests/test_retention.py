@@ -1,4 +1,4 @@
-"""Issue 13, item 4: bounded disk. The pruning rules on real files with a fake clock, and what the server prunes."""
+"""Bounded disk: the pruning rules on real files with a fake clock, and what the server prunes for each face."""
 
 import os
 import time
@@ -6,8 +6,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from fp8demo import config
-from fp8demo.web.retention import Janitor, Rule, prune
-from fp8demo.web.service import ATTRACT_FOLDER, DemoService
+from fp8demo.faces.generate.face import face as generate_face
+from fp8demo.faces.kiosk.face import face as kiosk_face
+from fp8demo.faces.kiosk.service import ATTRACT_FOLDER
+from fp8demo.web.retention import Janitor, Rule, prune, retention_rules
+from fp8demo.web.service import DemoService
 
 HOUR = 3600.0
 HASH = "0123456789abcdef" * 4  # Gradio's cache folders are named by a sha256
@@ -55,7 +58,8 @@ def test_the_server_prunes_its_pngs_stale_tmp_files_and_own_gradio_cache(tmp_pat
     stale = touch(service.output_dir / "fp8demo-9-abcdef09.tmp", age=2 * HOUR, now=now)
     writing = touch(service.output_dir / "fp8demo-8-abcdef08.tmp", age=5, now=now)
     cache = [touch(storage.gradio_cache / f"{i:064x}" / "image.webp", age=i * 60, now=now) for i in range(4)]
-    Janitor(lambda: service.retention_rules(storage.gradio_cache), every=60).run_once(now)
+    rules = retention_rules(generate_face(storage).keeping, service.output_dir, storage, storage.gradio_cache)
+    Janitor(lambda: rules, every=60).run_once(now)
     assert [p.exists() for p in pngs] == [True, True, True, False, False]
     assert not stale.exists() and writing.exists()  # a write under way is left alone
     assert [p.exists() for p in cache] == [True, True, False, False]
@@ -63,18 +67,16 @@ def test_the_server_prunes_its_pngs_stale_tmp_files_and_own_gradio_cache(tmp_pat
 
 def test_kiosk_keeps_take_home_pngs_for_their_ttl_and_few_attract_copies(tmp_path, tiny_config):
     now = time.time()
-    kiosk = config.KioskConfig(take_ttl=HOUR, recent_creations=2)
-    app_cfg = config.AppConfig(engine=tiny_config, outputs=tmp_path, kiosk=True, kiosk_settings=kiosk)
-    service = DemoService(app_cfg)
-    assert (service.keep_pngs, service.png_max_age) == (200, HOUR)
+    keeping = kiosk_face(config.KioskConfig(take_ttl=HOUR, recent_creations=2)).keeping
+    assert (keeping.pngs, keeping.max_age) == (200, HOUR)
     fresh = touch(tmp_path / "fp8demo-1-abcdef01.png", age=60, now=now)
     expired = touch(tmp_path / "fp8demo-2-abcdef02.png", age=HOUR + 60, now=now)
     copies = [touch(tmp_path / ATTRACT_FOLDER / f"fp8demo-{i}-abcdef0{i}.jpg", age=i, now=now) for i in range(4)]
-    for rule in service.retention_rules():
+    for rule in keeping.rules(tmp_path):
         prune(rule, now)
     assert fresh.exists() and not expired.exists()
     assert [p.exists() for p in copies] == [True, True, False, False]
-    assert service.expired(expired) and not service.expired(fresh)
+    assert keeping.expired(expired) and not keeping.expired(fresh)
 
 
 def test_defaults_keep_a_week_long_kiosk_under_two_gib():
@@ -104,7 +106,7 @@ def test_janitor_thread_runs_at_start_and_stops(tmp_path):
 
 
 def test_gradio_is_at_least_6_25():
-    """Before 6.25 Gradio's queue kept every request's payload for the life of the process (issue 13)."""
+    """Before 6.25 Gradio's queue kept every request's payload for the life of the process."""
     import gradio
 
     requirement = next(line for line in (Path(__file__).resolve().parent.parent / "requirements.txt").read_text()

@@ -1,13 +1,13 @@
 """Who may ask what, checked at the door (an ASGI middleware in front of Gradio's routes).
 
-- Kiosk mode: only the screen's own browser (loopback, or FP8DEMO_KIOSK_CLIENTS) uses the page, its events and its
-  files; every other client gets 403 except /take/<file> (visitors' phones) and /health/* (monitoring).
-- Every mode: a request body larger than the events ever need is refused before it is read, and one client address
+- The face's access rule: everyone, or only the machine's own browser (loopback) and listed addresses; every other
+  client then gets 403 except on the public routes, /take/<file> (take-home downloads) and /health/* (monitoring).
+- Every face: a request body larger than the events ever need is refused before it is read, and one client address
   may have only so many jobs queued or running, so that fire-and-forget joins cannot fill the queue.
 
 Clients are told apart by their address as the server sees it, which a client cannot mint the way it can mint
 Gradio session hashes (uvicorn takes X-Forwarded-For only from a proxy on loopback: put no proxy that omits it in
-front of a kiosk).
+front of a face that is not open to everyone).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ..errors import SetupError
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PREFIXES = ("/take/", "/health/")  # what the LAN may reach in kiosk mode
+PUBLIC_PREFIXES = ("/take/", "/health/")  # what every client may reach, whatever the access rule
 UPLOAD_SUFFIX = "/upload"  # multipart uploads: bounded by Gradio's own max_file_size instead
 JOIN_SUFFIX = "/queue/join"
 BUSY = "Busy: you already have {n} pictures on the way from this address; wait for one of them, then try again."
@@ -36,22 +36,28 @@ def client_address(request) -> str:
 
 
 @dataclass(frozen=True)
-class AccessPolicy:
-    kiosk: bool = False
-    clients: tuple[str, ...] = ()  # extra addresses or networks allowed in kiosk mode, besides loopback
-    jobs_per_client: int = 2
-    max_body_bytes: int = 256 * 1024
+class AccessRule:
+    """Who may use a face's page, its events and its files: everyone, or with `local_only` the machine's own browser
+    (loopback) and the addresses or networks in `clients`; every other client gets `refusal` (403) everywhere but on
+    the public routes. `setting` names where the clients came from, for the message about a bad entry."""
+
+    local_only: bool = False
+    clients: tuple[str, ...] = ()
+    refusal: str = "This page is served to its own screen only."
+    setting: str = "clients"
 
     def __post_init__(self):
         for entry in self.clients:
             try:
                 ipaddress.ip_network(entry, strict=False)
             except ValueError as error:
-                raise SetupError(f"FP8DEMO_KIOSK_CLIENTS: {entry!r} is not an IP address or network "
+                raise SetupError(f"{self.setting}: {entry!r} is not an IP address or network "
                                  "(e.g. 192.168.1.20 or 192.168.1.0/24).") from error
 
     def allows(self, host: str) -> bool:
-        """May this address use the kiosk page and its events?"""
+        """May this address use the page and its events?"""
+        if not self.local_only:
+            return True
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
@@ -59,6 +65,15 @@ class AccessPolicy:
         if address.is_loopback or getattr(address, "ipv4_mapped", None) and address.ipv4_mapped.is_loopback:
             return True
         return any(address in ipaddress.ip_network(entry, strict=False) for entry in self.clients)
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """What the door enforces: the face's access rule and the bounds every face shares."""
+
+    rule: AccessRule = AccessRule()
+    jobs_per_client: int = 2
+    max_body_bytes: int = 256 * 1024
 
 
 def queued_jobs(blocks) -> Callable[[str], int]:
@@ -85,10 +100,10 @@ class Guard:
             return await self.app(scope, receive, send)
         host = (scope.get("client") or ("local", 0))[0]
         path = scope.get("path", "")
-        if self.policy.kiosk and not self.policy.allows(host) and not path.startswith(PUBLIC_PREFIXES):
-            log.info("kiosk: refused %s %s from %s", scope.get("method", "WS"), path[:80], host)
-            return await _refuse(scope, send, 403, "This screen's page is for the screen itself; scan the QR code "
-                                                   "to take your picture home.")
+        rule = self.policy.rule
+        if not rule.allows(host) and not path.startswith(PUBLIC_PREFIXES):
+            log.info("refused %s %s from %s: not an allowed client", scope.get("method", "WS"), path[:80], host)
+            return await _refuse(scope, send, 403, rule.refusal)
         if scope["type"] == "websocket" or scope.get("method") != "POST":
             return await self.app(scope, receive, send)
         if not path.endswith(UPLOAD_SUFFIX):

@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 GPU = dict(concurrency_id="gpu", concurrency_limit=1)
 # Timers, resets, token counts: outside the queue, so they never wait behind a generation.
 LIGHT = dict(queue=False, api_visibility="private", show_progress="hidden")
+# GPU events take raw values (no Gradio preprocessing): the face turns them into a request, and a value of the wrong
+# type gets a message naming its field instead of Gradio's "Could not preprocess input component at index N".
+RAW = dict(preprocess=False)
 
 
 def session_id(request: gr.Request | None) -> str:

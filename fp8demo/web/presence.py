@@ -1,11 +1,11 @@
 """Is the visitor still there? A running job's client may close the page, reload it or lose the connection; its job
-should then stop within one denoising step instead of holding the GPU slot to the end (issue 13).
+should then stop within one denoising step, so that the GPU slot goes to the next visitor instead of a picture
+nobody will see.
 
-Gradio notices when a session's event stream closes (routes.py, queue_data_helper: the stream is cancelled on
-disconnect) and marks that session's events dead (Queue.clean_events sets `event.alive = False`, gradio 6.25-6.31),
-then simply stops reading the handler's output: the handler's own work would run on. `departure` hands that mark to
-the work, which polls it at every step (DemoService._job) and cancels.
-"""
+Gradio notices when a session's event stream closes (it cancels the stream on disconnect) and marks that session's
+events dead (`event.alive = False` in its queue, gradio 6.25-6.31), then simply stops reading the handler's output:
+the handler's own work would run on. `departure` hands that mark to the work, which polls it at every step
+(DemoService._job) and cancels."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Bounded disk: the folders a long-running server writes into, pruned by age and by count.
 
-A kiosk runs for weeks: without this, every picture leaves a PNG, a display copy in Gradio's cache (which also
-survives restarts) and a thumbnail. `prune` is pure file logic with the clock passed in; `Janitor` runs the
-rules every few minutes in one daemon thread that `launch` starts.
+A server may run for weeks: without this, every picture leaves a PNG, a display copy in Gradio's cache (which also
+survives restarts) and whatever its face keeps besides. `prune` is pure file logic with the clock passed in;
+`Janitor` runs the rules every few minutes in one daemon thread that `launch` starts. Each face says what it keeps
+(`Keeping`); the platform adds the rules for its own files.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import StorageConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,42 @@ class Rule:
     max_files: int | None = None
     max_age: float | None = None
     gradio_cache: bool = False
+
+
+@dataclass(frozen=True)
+class Keeping:
+    """What a face keeps of its pictures in the outputs folder: at most `pngs` PNGs (the newest), none older than
+    `max_age` seconds, which is also how long a picture may be downloaded. `folders` are its other rules, each
+    folder relative to the outputs folder. None: no bound of that kind."""
+
+    pngs: int | None = None
+    max_age: float | None = None
+    folders: tuple[Rule, ...] = ()
+
+    def rules(self, outputs: Path) -> list[Rule]:
+        """The rules for `outputs`: the PNGs, the PNG writer's .tmp files left by a process that died mid-write,
+        and the face's own folders."""
+        return [Rule(outputs, "fp8demo-*.png", self.pngs, self.max_age),
+                Rule(outputs, "fp8demo-*.tmp", None, STALE_TMP_AGE),
+                *(replace(rule, folder=outputs / rule.folder) for rule in self.folders)]
+
+    def expired(self, path: Path, now: float | None = None) -> bool:
+        """A PNG past its keeping time: gone for visitors even before the janitor deletes it."""
+        try:
+            age = (time.time() if now is None else now) - path.stat().st_mtime
+        except OSError:
+            return True
+        return self.max_age is not None and age > self.max_age
+
+
+def retention_rules(keeping: Keeping, outputs: Path, storage: StorageConfig,
+                    gradio_cache: Path | None = None) -> list[Rule]:
+    """What the janitor keeps: the face's pictures in `outputs`, and Gradio's cache when it is this app's own
+    folder (None: another program's, which only Gradio's own age rule touches)."""
+    rules = keeping.rules(outputs)
+    if gradio_cache is not None:
+        rules.append(Rule(gradio_cache, "*", storage.cache_files, storage.cache_hours * 3600, gradio_cache=True))
+    return rules
 
 
 def _entries(rule: Rule) -> Iterable[tuple[Path, float]]:

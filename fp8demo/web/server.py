@@ -1,4 +1,5 @@
-"""Serving: health routes on the Gradio app's own port, the bounded queue, auth, share links."""
+"""Serving a face: health routes and take-home downloads on the Gradio app's own port, the bounded queue, the door,
+the janitor, auth, share links."""
 
 from __future__ import annotations
 
@@ -9,18 +10,19 @@ from pathlib import Path
 
 from .. import config
 from ..errors import SetupError
+from .face import Face
+from .retention import Keeping
 from .service import DemoService
 
 log = logging.getLogger(__name__)
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
 TAKE_NAME = re.compile(r"fp8demo-\d{1,10}-[0-9a-f]{8}\.png")  # seed (< 2^32) and 8 hex: nothing else is served
 
 
 def health_routes(service: DemoService) -> list:
     """GET /health/live (the process serves) and /health/ready (the engine is warm and working).
 
-    Passed to the FastAPI constructor, so they come before Gradio's routes and outside its login.
+    Passed to the FastAPI constructor (with `take_route`), so they come before Gradio's routes and outside its login.
     """
     from fastapi.responses import JSONResponse
     from fastapi.routing import APIRoute
@@ -36,20 +38,25 @@ def health_routes(service: DemoService) -> list:
         reason = s["error"] if s["state"] == "failed" else f"warming up ({s['state']})"
         return JSONResponse({"status": s["state"], "reason": reason}, status_code=503)
 
-    def take(name: str):  # sync: FastAPI runs it in a worker thread while it waits for the PNG writer
-        """A visitor's PNG by its file name (the take-home QR code points here)."""
-        from fastapi.responses import FileResponse
-
-        path = service.output_dir / name
-        if not TAKE_NAME.fullmatch(name) or not service.wait_for_file(path, timeout=10.0) or service.expired(path):
-            return JSONResponse({"error": "This picture is no longer here."}, status_code=404)
-        return FileResponse(path, media_type="image/png", filename=name)
-
     return [
         APIRoute("/health/live", live, methods=["GET"]),
         APIRoute("/health/ready", ready, methods=["GET"]),
-        APIRoute("/take/{name}", take, methods=["GET"]),
     ]
+
+
+def take_route(service: DemoService, keeping: Keeping):
+    """GET /take/<name>: a picture's PNG by its file name (download links and take-home QR codes point here), while
+    the face keeps it."""
+    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.routing import APIRoute
+
+    def take(name: str):  # sync: FastAPI runs it in a worker thread while it waits for the PNG writer
+        path = service.output_dir / name
+        if not TAKE_NAME.fullmatch(name) or not service.wait_for_file(path, timeout=10.0) or keeping.expired(path):
+            return JSONResponse({"error": "This picture is no longer here."}, status_code=404)
+        return FileResponse(path, media_type="image/png", filename=name)
+
+    return APIRoute("/take/{name}", take, methods=["GET"])
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:
@@ -74,18 +81,18 @@ def check_port(host: str, port: int) -> None:
             ) from error
 
 
-def launch(demo, service: DemoService, app_cfg: config.AppConfig, block: bool = True, **extra):
-    """Queue, then serve on host:port. Returns (app, local_url, share_url); with `block`, serves until stopped."""
+def launch(demo, face: Face, service: DemoService, app_cfg: config.AppConfig, block: bool = True):
+    """Serve `demo` (the face's page) on host:port with the face's launch options, access rule and keeping, behind
+    the bounded queue. Returns (app, local_url, share_url); with `block`, serves until stopped."""
     from starlette.middleware import Middleware
 
     from .access import AccessPolicy, Guard, queued_jobs
-    from .retention import Janitor
+    from .retention import Janitor, retention_rules
 
     limits = app_cfg.limits
     demo.queue(max_size=app_cfg.max_queue, default_concurrency_limit=1)
     service.output_dir.mkdir(parents=True, exist_ok=True)
-    policy = AccessPolicy(kiosk=app_cfg.kiosk, clients=app_cfg.kiosk_settings.clients,
-                          jobs_per_client=limits.jobs_per_client, max_body_bytes=limits.max_body_bytes)
+    policy = AccessPolicy(face.access, jobs_per_client=limits.jobs_per_client, max_body_bytes=limits.max_body_bytes)
     # Gradio deletes this process's cache files past the age (and all of them at shutdown); the janitor also
     # bounds their count and clears what an earlier, killed process left
     storage = app_cfg.storage
@@ -98,19 +105,9 @@ def launch(demo, service: DemoService, app_cfg: config.AppConfig, block: bool = 
                  demo.GRADIO_CACHE)
 
     def rules():
-        return service.retention_rules(storage.gradio_cache if own_cache else None)
+        return retention_rules(face.keeping, service.output_dir, storage, storage.gradio_cache if own_cache else None)
 
     service.janitor = Janitor(rules, storage.prune_every).start()
-    css_paths = [ASSETS / "style.css"]
-    if app_cfg.kiosk:
-        from ..kiosk.page import HEAD
-
-        css_paths = [ASSETS / "kiosk" / "kiosk.css"]
-        # no footer, no API link: nothing on the page leads anywhere else; and no run history, which would keep
-        # every visitor's prompts and pictures in the shared browser for the next visitor to read
-        extra.setdefault("footer_links", [])
-        extra.setdefault("head", HEAD)
-        extra.setdefault("run_history", False)
     try:
         served = demo.launch(
             server_name=app_cfg.host,
@@ -121,14 +118,12 @@ def launch(demo, service: DemoService, app_cfg: config.AppConfig, block: bool = 
             prevent_thread_lock=True,
             show_error=True,
             quiet=True,  # Gradio's own hint names launch(share=True); ours names the flag
-            app_kwargs={"routes": health_routes(service),
+            app_kwargs={"routes": [*health_routes(service), take_route(service, face.keeping)],
                         "middleware": [Middleware(Guard, policy=policy, pending=queued_jobs(demo))]},
             allowed_paths=[str(service.output_dir)],
             max_file_size=limits.max_upload,
             state_session_capacity=limits.session_capacity,
-            css_paths=[p for p in css_paths if p.exists()] or None,
-            footer_links=extra.pop("footer_links", ["api"]),
-            **extra,
+            **face.launch_options(),
         )
     except OSError as error:  # lost a race for the port since check_port
         raise SetupError(f"Could not serve on {app_cfg.host}:{app_cfg.port} ({error}); choose another with --port.") \

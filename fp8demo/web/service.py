@@ -1,7 +1,7 @@
 """The demo's server-side state: the engine warming up in the background, per-session cancel, the PNG store.
 
-The UI modules call this and nothing below it, so every web face (Generate, Compare, kiosk, API) shares one engine
-and one set of rules, and none of them imports torch.
+The faces call this and nothing below it, so every face (and the API) shares one engine and one set of rules, and
+none of them imports torch. How long the PNGs are kept is the face's to say (face.Face.keeping).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import threading
 import time
 import uuid
@@ -17,14 +16,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import config
-from ..errors import InvalidRequest, SetupError
+from ..errors import SetupError
 from ..request import GenerationRequest, GenerationResult, Job, validate
 
 log = logging.getLogger(__name__)
 
-_SIZE = re.compile(r"(?<!\d)(\d{1,5})\s*[x×]\s*(\d{1,5})\s*$")
 RESTARTING = "The demo is restarting after a device error; please try again in a minute."
-ATTRACT_FOLDER = ".attract"  # in the outputs folder: the kiosk's metadata-free copies for its attract loop
 
 
 def gpu_task(fn, duration: int = 120):
@@ -34,15 +31,6 @@ def gpu_task(fn, duration: int = 120):
     except ImportError:
         return fn
     return spaces.GPU(duration=duration)(fn)
-
-
-def parse_size(label: str) -> tuple[int, int]:
-    """'16:9 · 1344x768' or '1344x768' -> (1344, 768). Range and multiple-of-16 checks come later, in validate()."""
-    match = _SIZE.search(label) if isinstance(label, str) and len(label) <= 64 else None
-    if not match:
-        shown = repr(label) if len(repr(label)) <= 40 else repr(label)[:37] + "..."
-        raise InvalidRequest(f"Unknown size {shown}: pick an aspect ratio or write WIDTHxHEIGHT, e.g. 1024x1024.")
-    return int(match.group(1)), int(match.group(2))
 
 
 class DemoService:
@@ -56,11 +44,8 @@ class DemoService:
         self.state = "starting"  # starting -> ready | failed
         self.error: str | None = None
         self.started_at = time.time()
-        # the PNG store: the web app's outputs folder, or the kiosk's take-home window; both pruned (retention.py)
+        # the PNG store, pruned by the janitor as the face says (retention.Keeping)
         self.output_dir = Path(app_cfg.outputs).resolve()
-        kiosk, storage = app_cfg.kiosk_settings, app_cfg.storage
-        self.keep_pngs = kiosk.keep_pngs if app_cfg.kiosk else storage.keep_pngs
-        self.png_max_age = kiosk.take_ttl if app_cfg.kiosk else storage.keep_days * 86400
         self.restarting = False  # set after an unrecoverable device error, until the process exits
         self.janitor = None  # the retention thread, started by server.launch
         self._cancels: dict[str, threading.Event] = {}
@@ -89,11 +74,6 @@ class DemoService:
         else:
             self._start()
         return self
-
-    def wait_ready(self, timeout: float | None = None) -> bool:
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self.ready
 
     def _start(self) -> None:
         from ..compare import Comparer
@@ -283,28 +263,6 @@ class DemoService:
             return path.is_file()
         except OSError:  # e.g. a name too long for the file system: no such picture
             return False
-
-    def expired(self, path: Path, now: float | None = None) -> bool:
-        """A PNG past its keeping time (the kiosk's take-home TTL): gone for visitors even before the janitor
-        deletes it."""
-        try:
-            return (time.time() if now is None else now) - path.stat().st_mtime > self.png_max_age
-        except OSError:
-            return True
-
-    def retention_rules(self, gradio_cache: Path | None = None) -> list:
-        """What the janitor keeps: the PNG store, its writers' stale .tmp files, and Gradio's cache."""
-        from .retention import STALE_TMP_AGE, Rule
-
-        storage = self.cfg.storage
-        rules = [Rule(self.output_dir, "fp8demo-*.png", self.keep_pngs, self.png_max_age),
-                 Rule(self.output_dir, "fp8demo-*.tmp", None, STALE_TMP_AGE)]
-        if self.cfg.kiosk:
-            kiosk = self.cfg.kiosk_settings
-            rules.append(Rule(self.output_dir / ATTRACT_FOLDER, "*.jpg", kiosk.recent_creations, self.png_max_age))
-        if gradio_cache is not None:
-            rules.append(Rule(gradio_cache, "*", storage.cache_files, storage.cache_hours * 3600, gradio_cache=True))
-        return rules
 
 
 def _exit_soon(service: DemoService, delay: float = 2.0, code: int = 70) -> None:

@@ -1,6 +1,6 @@
 """Kiosk prompt moderation: a layered text filter that the server runs on every kiosk request.
 
-Each layer undoes one family of evasions seen when the old filter was probed (issue 13):
+Each layer undoes one family of evasions that got through a plain word-list filter when it was probed:
 
 1. Characters: NFKC (full-width letters, ligatures, NBSP), invisible format characters dropped (U+200B, U+2063, soft
    hyphen), look-alikes from other scripts folded to Latin with Unicode's confusables data (package
@@ -19,8 +19,8 @@ Each layer undoes one family of evasions seen when the old filter was probed (is
    the text with separators removed.
 
 No torch and no network; the lists are compiled once per process on first use (about a second), after which a
-2,000-character prompt is checked in well under 10 ms (1-5 ms measured on a busy, shared 2-core CPU; see
-tests/test_moderation.py::test_long_prompt_is_fast).
+2,000-character prompt is checked in well under 10 ms (1-5 ms measured on a busy, shared 2-core CPU; `--report`
+below prints the figure).
 """
 
 from __future__ import annotations
@@ -452,10 +452,10 @@ class Moderator:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Report: python -m fp8demo.kiosk.moderation --report
+# Report: python -m fp8demo.faces.kiosk.moderation --report, from a checkout (the published prompt lists are test data,
+# not part of the package: the server never reads them)
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT / "tests" / "data"
+DATA = Path("tests") / "data"
 
 
 def report(moderator: Moderator, evasions: list[str], innocent: list[str]) -> dict[str, float]:
@@ -476,9 +476,12 @@ def report(moderator: Moderator, evasions: list[str], innocent: list[str]) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fp8demo.kiosk.moderation", description=__doc__.split("\n")[0])
+    from ... import config
+
+    parser = argparse.ArgumentParser(prog="python -m fp8demo.faces.kiosk.moderation",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--report", action="store_true", help="print the shares blocked and wrongly refused")
-    parser.add_argument("--blocklist", type=Path, default=ROOT / "assets" / "kiosk" / "blocklist.txt")
+    parser.add_argument("--blocklist", type=Path, default=config.field_default(config.KioskConfig, "blocklist"))
     parser.add_argument("--evasions", type=Path, default=DATA / "moderation_evasions.txt")
     parser.add_argument("--innocent", type=Path, default=DATA / "moderation_innocent.txt")
     parser.add_argument("--misses", type=Path, default=DATA / "moderation_known_misses.txt")

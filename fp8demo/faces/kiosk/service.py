@@ -13,16 +13,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import config
-from ..errors import Cancelled
-from ..request import GenerationRequest, GenerationResult
-from ..web.service import ATTRACT_FOLDER, DemoService
+from ... import config
+from ...errors import Cancelled
+from ...request import GenerationRequest, GenerationResult
+from ...web.service import DemoService
 from .moderation import Moderator
 from .rules import KioskRefusal, Line, SessionGate, place_text
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+ATTRACT_FOLDER = ".attract"  # in the outputs folder: metadata-free copies of recent creations for the attract loop
 ATTRACT_SIDE = 768  # the attract loop's copies: enough for the screen, and no PNG text chunk with the prompt
 
 
@@ -52,7 +53,7 @@ class KioskService:
         return [line.strip() for line in lines if line.strip() and not line.startswith("#")][:8]
 
     def attract_images(self) -> list[tuple[str, str]]:
-        """(picture, caption): recent approved creations first, then the pictures in assets/kiosk/attract/. The
+        """(picture, caption): recent approved creations first, then the operator's pictures (attract_dir). The
         caption is the creation's prompt only when the operator turned captions on (visitors' words stay private
         otherwise)."""
         captions = self.cfg.attract_captions

@@ -10,10 +10,10 @@ import time
 
 import gradio as gr
 
-from ..errors import Cancelled, UserError
-from ..web.access import client_address
-from ..web.events import LIGHT, friendly, stream
-from ..web.presence import departure
+from ...errors import Cancelled, UserError
+from ...web.access import client_address
+from ...web.events import LIGHT, friendly, stream
+from ...web.presence import departure
 from .rules import IdleMachine, KioskRefusal
 from .service import Creation, KioskService, qr_image
 

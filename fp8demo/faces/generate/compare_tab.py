@@ -1,0 +1,188 @@
+"""The Compare tab: one prompt and seed through the 16-bit and the FP8 transformer, side by side with their metrics,
+and a sheet of several prompts. Its settings are the Generate form's, checked by the same checks."""
+
+from __future__ import annotations
+
+import math
+
+import gradio as gr
+
+from ... import config
+from ...errors import InvalidRequest
+from ...request import check_prompt
+from ...web.events import GPU, RAW, run_job, session_id
+from ...web.form import Defaults, GenerateForm, text
+from ...web.presence import departure
+from ...web.service import DemoService
+from .generate_tab import EXAMPLES, bytes_text
+from .sheet import contact_sheet
+
+SHEET_PROMPTS = EXAMPLES[:4]
+BASELINES = ("bf16", "fp16")
+SETTINGS = ("seed", "steps", "guidance", "aspect_ratio")  # the Generate form's fields the Compare tab shares
+
+
+def compare_tab(service: DemoService, d: Defaults) -> dict:
+    gr.Markdown(
+        "One prompt and one seed through the 16-bit transformer and the FP8 transformer, sharing the text encoders "
+        "and the VAE. Memory is what each transformer holds, and the device's own peak, reset before each side."
+    )
+    with gr.Row():
+        with gr.Column(scale=2):
+            prompt = gr.Textbox(label="Prompt", lines=1, max_lines=4, elem_id="compare-prompt",
+                                value="a lighthouse on a cliff at dusk, oil painting")
+            with gr.Row():
+                seed = gr.Number(label="Seed", value=42, precision=0, minimum=0, maximum=config.MAX_SEED)
+                baseline = gr.Radio(list(BASELINES), value="bf16", label="16-bit baseline")
+            with gr.Accordion("Settings", open=False):
+                steps = gr.Slider(config.MIN_STEPS, min(50, config.MAX_STEPS), value=d.steps, step=1, label="Steps")
+                guidance = gr.Slider(config.MIN_GUIDANCE, 10.0, value=d.guidance, step=0.1, label="Guidance")
+                aspect = gr.Dropdown(list(d.aspects), value=d.aspect, label="Aspect ratio", allow_custom_value=True)
+            run = gr.Button("Compare", variant="primary", interactive=service.ready, elem_id="compare-run")
+        with gr.Column(scale=3):
+            slider = gr.ImageSlider(label="16-bit ◀ ▶ FP8 (drag)", type="pil", elem_id="slider")
+    with gr.Row():
+        left = gr.Image(label="16-bit", type="pil", format="webp", interactive=False, elem_id="compare-base")
+        right = gr.Image(label="FP8", type="pil", format="webp", interactive=False, elem_id="compare-fp8")
+        heat = gr.Image(label="Difference |16-bit − FP8|, with its scale", type="pil", format="webp",
+                        interactive=False, elem_id="compare-heat")
+    table = gr.Markdown("", label="Metrics", elem_id="compare-table")
+    details = gr.JSON(label="Details", visible=False)
+
+    with gr.Accordion("Sheet: the same seed, several prompts, FP8 beside 16-bit", open=False, elem_id="sheet"):
+        sheet_prompts = gr.Textbox(label="Prompts, one per line (up to 4)", value="\n".join(SHEET_PROMPTS),
+                                   lines=4, max_lines=4, elem_id="sheet-prompts")
+        sheet_run = gr.Button("Compare all", variant="primary", interactive=service.ready, elem_id="sheet-run")
+        # The sheet labels its own columns; Gradio's label badge would cover the first one.
+        sheet_image = gr.Image(label="Rows: prompts · columns: 16-bit, FP8", show_label=False, type="pil",
+                               format="jpeg", interactive=False, elem_id="sheet-image")
+        sheet_table = gr.Markdown("", elem_id="sheet-table")
+
+    max_side = service.cfg.engine.max_side
+    max_chars = service.cfg.limits.max_prompt_chars
+
+    def settings(prompt_, seed_, steps_, guidance_, aspect_ratio) -> GenerateForm:
+        """The comparison's settings as the Generate form holds them: the same conversions and checks."""
+        return GenerateForm(prompt=prompt_, seed=seed_, randomize_seed=False, steps=steps_, guidance=guidance_,
+                            aspect_ratio=aspect_ratio)
+
+    def verdicts(errors: dict[str, str], names: tuple[str, ...]) -> list:
+        return [gr.validate(name not in errors, errors.get(name, "")) for name in names]
+
+    def setting_errors(seed_, baseline_, steps_, guidance_, aspect_ratio) -> dict[str, str]:
+        errors = settings(None, seed_, steps_, guidance_, aspect_ratio).errors(max_side, max_chars, only=SETTINGS)
+        if baseline_ not in BASELINES:
+            errors["baseline"] = f"The 16-bit baseline must be {' or '.join(BASELINES)}."
+        return errors
+
+    def check(prompt_, seed_=42, baseline_="bf16", steps_=d.steps, guidance_=d.guidance, aspect_ratio=d.aspect):
+        """Before the queue, as on the Generate tab: each message beside its own field."""
+        errors = setting_errors(seed_, baseline_, steps_, guidance_, aspect_ratio)
+        errors |= settings(prompt_, seed_, steps_, guidance_, aspect_ratio).errors(max_side, max_chars, ["prompt"])
+        return verdicts(errors, ("prompt", "seed", "baseline", "steps", "guidance", "aspect_ratio"))
+
+    def check_sheet(prompts_, seed_=42, baseline_="bf16", steps_=d.steps, guidance_=d.guidance,
+                    aspect_ratio=d.aspect):
+        errors = setting_errors(seed_, baseline_, steps_, guidance_, aspect_ratio)
+        try:
+            sheet_lines(prompts_)
+        except InvalidRequest as error:
+            errors["prompts"] = str(error)
+        return verdicts(errors, ("prompts", "seed", "baseline", "steps", "guidance", "aspect_ratio"))
+
+    def sheet_lines(prompts_) -> list[str]:
+        if not isinstance(prompts_, str):
+            raise InvalidRequest("The prompts must be text, one per line.")
+        lines = [p.strip() for p in prompts_.splitlines() if p.strip()][:4]
+        if not lines:
+            raise InvalidRequest("Write at least one prompt for the sheet.")
+        for line in lines:
+            check_prompt(text(line, "prompt"), max_chars)
+        return lines
+
+    def compare(prompt: str, seed: float = 42, baseline: str = "bf16", steps: float = d.steps,
+                guidance: float = d.guidance, aspect_ratio: str = d.aspect, request: gr.Request = None,
+                progress=gr.Progress()):
+        def on_step(i, n):
+            progress((i, n), desc=f"step {i}/{n} ({'16-bit' if i <= n // 2 else 'FP8'})", unit="steps")
+
+        res = run_job(lambda: service.compare(settings(prompt, seed, steps, guidance, aspect_ratio).to_request(),
+                                              baseline, session_id(request), on_step, departure()))
+        if res is None:  # stopped
+            return (gr.skip(),) * 6
+        b, f = res.baseline, res.fp8
+        return (
+            (b.image, f.image),
+            gr.Image(value=b.image, label=f"16-bit: {b.precision}"),
+            gr.Image(value=f.image, label=f"FP8: {f.precision}"),
+            res.heatmap,
+            compare_table(res),
+            res.summary(),
+        )
+
+    def compare_sheet(prompts: str, seed: float = 42, baseline: str = "bf16", steps: float = d.steps,
+                      guidance: float = d.guidance, aspect_ratio: str = d.aspect, request: gr.Request = None,
+                      progress=gr.Progress()):
+        def on_step(i, n):
+            progress((i, n), desc=f"step {i}/{n}", unit="steps")
+
+        def work():
+            lines = sheet_lines(prompts)  # the first stands for all in the shared settings (one seed for every row)
+            shared = settings(lines[0], seed, steps, guidance, aspect_ratio).to_request()
+            return service.compare_sheet(lines, shared, baseline, session_id(request), on_step, departure())
+
+        results = run_job(work)
+        if results is None:  # stopped
+            return gr.skip(), gr.skip()
+        return contact_sheet(results), sheet_table_text(results)
+
+    run.click(compare, [prompt, seed, baseline, steps, guidance, aspect],
+              [slider, left, right, heat, table, details], api_name="compare", show_progress_on=[slider],
+              validator=check, **GPU, **RAW)
+    sheet_run.click(compare_sheet, [sheet_prompts, seed, baseline, steps, guidance, aspect],
+                    [sheet_image, sheet_table], api_name="compare_sheet", validator=check_sheet, **GPU, **RAW)
+    return {"run": run, "sheet_run": sheet_run}
+
+
+def compare_table(res) -> str:
+    b, f, m = res.baseline, res.fp8, res.metrics
+    psnr = "∞ (identical)" if math.isinf(m.psnr_db) else f"{m.psnr_db:.2f} dB"
+    speed = b.timings.denoising / f.timings.denoising if f.timings.denoising > 0 else float("nan")
+    ratio = res.fp8_transformer_bytes / res.baseline_transformer_bytes if res.baseline_transformer_bytes else 0
+    if res.device == "cpu":
+        peak = "n/a on a CPU (the process's peak RSS only rises)"
+        peak_row = f"| device peak (reset per side) | {peak} | |"
+    else:
+        peak_row = (f"| device peak (reset per side) | {bytes_text(b.peak_memory_bytes)} | "
+                    f"{bytes_text(f.peak_memory_bytes)} |")
+    speed_note = "" if res.speed_representative else " ⚠️ on a CPU: not representative of a GPU"
+    rows = [
+        "| | 16-bit | FP8 |",
+        "|---|---|---|",
+        f"| precision (storage / compute) | {b.precision} | {f.precision} |",
+        f"| transformer, resident | {bytes_text(res.baseline_transformer_bytes)} | "
+        f"{bytes_text(res.fp8_transformer_bytes)} (**{ratio:.2f}x**) |",
+        peak_row,
+        f"| denoising | {b.timings.denoising:.3f} s | {f.timings.denoising:.3f} s ({speed:.2f}x){speed_note} |",
+        f"| total | {b.timings.total:.3f} s | {f.timings.total:.3f} s |",
+        "",
+        f"**PSNR** {psnr} · **SSIM** {m.ssim:.4f} (scikit-image) · **mean |Δ|** {m.mean_abs_diff:.2f} / 255 · "
+        f"**max |Δ|** {m.max_abs_diff} · seed {f.request.seed}",
+    ]
+    if res.swap_seconds:
+        rows.append(f"\nThe 16-bit transformer waits on the CPU: moving it in and out took {res.swap_seconds:.2f} s "
+                    "(not counted above).")
+    if res.load_seconds >= 0.1:
+        rows.append(f"\nFirst comparison: loading the second transformer took {res.load_seconds:.1f} s.")
+    return "\n".join(rows)
+
+
+def sheet_table_text(results) -> str:
+    rows = ["| prompt | PSNR | SSIM | mean abs diff |", "|---|---|---|---|"]
+    for res in results:
+        m = res.metrics
+        psnr = "∞" if math.isinf(m.psnr_db) else f"{m.psnr_db:.2f} dB"
+        rows.append(f"| {res.fp8.request.prompt[:60]} | {psnr} | {m.ssim:.4f} | {m.mean_abs_diff:.2f} |")
+    if results:
+        rows.append(f"\nseed {results[0].fp8.request.seed} for every row")
+    return "\n".join(rows)

@@ -1,0 +1,248 @@
+"""The Generate tab: a prompt and its settings (one GenerateForm) to pictures, with a live preview, a Stop button,
+this session's gallery and settings loaded from a PNG. Layout and wiring only; every handler is a short adapter from
+widget values to a DemoService call, and nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import gradio as gr
+
+from ... import config
+from ...errors import Cancelled
+from ...imageio import read_parameters
+from ...request import MAX_IMAGES, GenerationResult, parse_parameters
+from ...web.events import GPU, LIGHT, RAW, friendly, session_id, stream
+from ...web.form import Defaults, GenerateForm, settings_of
+from ...web.presence import departure
+from ...web.service import DemoService
+
+log = logging.getLogger(__name__)
+
+EXAMPLES = [
+    "a lighthouse on a cliff at dusk, oil painting, warm light",
+    "an astronaut riding a horse on the moon, cinematic, highly detailed",
+    "a cozy cabin in a snowy forest at night, glowing windows, northern lights",
+    "a red fox in an autumn forest, golden leaves, wildlife photography",
+    "isometric illustration of a tiny island with a castle and a waterfall",
+]
+HISTORY_LIMIT = 24
+NEGATIVE_NOTE = "ℹ️ Guidance is at most 1, so the negative prompt has no effect (and is not written into the PNG)."
+# On a phone the result column sits below the form: bring it into view when Run is pressed (wide screens see both),
+# and again once the result is in, because the form above it changes height while the job runs (progress, notes).
+SCROLL_TO_RESULT = """(...args) => {
+  const el = document.querySelector('#result');
+  if (window.innerWidth < 768 && el) {
+    const box = el.getBoundingClientRect();
+    if (box.top < -1 || box.bottom > window.innerHeight + 1) el.scrollIntoView({behavior: 'smooth'});
+  }
+  return args;
+}"""
+
+
+def result_line(r: GenerationResult) -> str:
+    t = r.timings
+    mem = f"{bytes_text(r.peak_memory_bytes)} ({r.peak_memory_kind})"
+    count = f"{len(r.images)} images · " if len(r.images) > 1 else ""
+    return (
+        f"**{t.total:.2f} s** · {count}text {t.text_encoding * 1000:.0f} ms"
+        f"{' (cached)' if r.embeddings_cached else ''} · denoising {t.denoising:.2f} s "
+        f"({r.request.steps} steps) · VAE {t.vae_decode:.2f} s · peak {mem} · {r.precision} · {r.model} · "
+        f"seed {r.request.seed}"
+    )
+
+
+def picture(entry: dict) -> tuple[str, str]:
+    """A history entry as the result gallery shows it: its PNG and its seed."""
+    return entry["png"], f"seed {entry['seed']}"
+
+
+def download_links(names: list[str]) -> str:
+    """Links to /take/<name> (relative, so they work under a proxy prefix such as a Space's)."""
+    label = "Download PNG" if len(names) == 1 else "PNG {i}"
+    links = [f'<a class="download" href="take/{n}" download="{n}">{label.format(i=i + 1)}</a>'
+             for i, n in enumerate(names)]
+    return f'<div class="downloads">{"".join(links)}<span>with its parameters</span></div>'
+
+
+def generate_tab(service: DemoService, d: Defaults) -> dict:
+    max_side = service.cfg.engine.max_side
+    max_chars = service.cfg.limits.max_prompt_chars
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, elem_id="controls"):
+            # lines=1 grows to 6: Enter runs, Shift+Enter starts a new line (Gradio's rule for one-line boxes)
+            prompt = gr.Textbox(label="Prompt", placeholder="Describe the picture, then press Enter (Shift+Enter: "
+                                "new line)", lines=1, max_lines=6, autofocus=True, max_length=max_chars,
+                                elem_id="prompt")
+            tokens = gr.Markdown("", elem_id="token-count")
+            with gr.Row():
+                run = gr.Button("Run", variant="primary", interactive=service.ready, elem_id="run", scale=3)
+                stop = gr.Button("Stop", variant="secondary", elem_id="stop", scale=1)
+            with gr.Accordion("Advanced", open=False, elem_id="advanced"):
+                num_images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images per run",
+                                       info="seeds seed, seed+1, …", elem_id="num-images")
+                negative = gr.Textbox("", label="Negative prompt", placeholder="what to avoid", lines=1,
+                                      max_length=max_chars, elem_id="negative")
+                negative_note = gr.Markdown(NEGATIVE_NOTE, visible=d.guidance <= 1.0, elem_id="negative-note")
+                with gr.Row():
+                    seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=config.MAX_SEED,
+                                     elem_id="seed")
+                    randomize = gr.Checkbox(label="Randomize seed", value=True, elem_id="randomize")
+                with gr.Row():
+                    steps = gr.Slider(config.MIN_STEPS, min(50, config.MAX_STEPS), value=d.steps, step=1,
+                                      label="Steps", elem_id="steps")
+                    guidance = gr.Slider(config.MIN_GUIDANCE, 10.0, value=d.guidance, step=0.1,
+                                         label="Guidance (CFG; 0 for Turbo)", elem_id="guidance")
+                aspect = gr.Dropdown(list(d.aspects), value=d.aspect, label="Aspect ratio", allow_custom_value=True,
+                                     info="or type WIDTHxHEIGHT, multiples of 16", elem_id="aspect")
+            with gr.Accordion("Load settings from a PNG", open=False, elem_id="load-png"):
+                png_in = gr.File(label="Drop a PNG made here, in A1111 or in Forge", file_types=[".png"],
+                                 type="filepath", elem_id="png-in", height=120)
+                png_note = gr.Markdown("", elem_id="png-note")
+            gr.Examples(EXAMPLES, inputs=[prompt], label="Examples")
+        with gr.Column(scale=3, elem_id="result-column"):
+            # One component shows the picture forming (a latent preview each step) and then the run's images.
+            # JPEG for display: ~10 ms to encode a megapixel against ~290 ms for PNG on a small CPU; the PNGs with
+            # their parameters are the downloads.
+            run_error = gr.Markdown("", elem_id="run-error")  # a failure of the last run, above its last good result
+            result = gr.Gallery(label="Result", format="jpeg", preview=True, selected_index=0, columns=4,
+                                object_fit="contain", height="min(70vh, 720px)", buttons=["fullscreen"],
+                                interactive=False, elem_id="result")
+            info = gr.Markdown("", elem_id="result-info")
+            download = gr.HTML("", elem_id="download")
+            gr.Markdown(f"Every picture is saved with its parameters in `{service.output_dir}`.", elem_id="saved-to")
+    gallery = gr.Gallery(label="This session: click a picture to bring back it and its settings", columns=6,
+                         height=240, allow_preview=False, object_fit="contain", buttons=["download"],
+                         fit_columns=False,  # one picture is one column wide, not a stretched strip
+                         elem_id="gallery")
+    history = gr.State([])
+    shown = gr.State(None)  # the result's last good pictures, (PNG, caption) pairs: put back when a run fails
+    api_trigger = gr.Button(visible=False, elem_id="api-generate")
+    # The form's widgets by GenerateForm's field names, which are also the API's argument names: the events pass them
+    # as keyword arguments (inputs_kwargs), so every handler takes **values and names no field itself. The API's
+    # default for each argument is its widget's initial value (hence the negative prompt's explicit "").
+    form = dict(prompt=prompt, negative_prompt=negative, seed=seed, randomize_seed=randomize, steps=steps,
+                guidance=guidance, aspect_ratio=aspect, num_images=num_images)
+
+    def check(**values):
+        """Runs before the queue: each message appears under its own field and nothing else on the page changes."""
+        errors = GenerateForm.of(values).errors(max_side, max_chars)
+        return [gr.validate(name not in errors, errors.get(name, "")) if name in form else None for name in values]
+
+    def job(values: dict, request: gr.Request | None, progress: gr.Progress, on_page: bool):
+        """A generator of (result, seed, info, download, history, run_error, shown) from the event's values (the
+        form's, the session's history and, on the page, the pictures shown): the forming picture after each step,
+        then the images, seed, timings and PNG links. On the page a failure or a Stop puts the last good result back
+        and says what happened above it; an API caller gets the error itself."""
+        history_, shown = values.get("history"), values.get("shown")
+
+        def on_step(i, n):
+            progress((i, n), desc=f"Denoising, step {i}/{n}", unit="steps")
+
+        def restore(message: str):
+            return (gr.Gallery(value=shown or [], selected_index=0), *(gr.skip(),) * 4, message, gr.skip())
+
+        try:
+            entered = GenerateForm.of(values)
+            req, count = entered.to_request(), entered.images()
+        except Exception as error:
+            raise friendly(error) from error
+        sid, gone = session_id(request), departure()
+        result = None
+        try:
+            for kind, value in stream(lambda preview: [service.generate(req, sid, on_step, preview, count, gone)]):
+                if kind == "preview":
+                    yield (gr.Gallery(value=[(value, "forming…")], selected_index=0), *(gr.skip(),) * 4, "",
+                           gr.skip())
+                else:
+                    result = value
+        except Cancelled:
+            gr.Info("Stopped.")
+            yield restore("")
+            return
+        except Exception as error:
+            failure = friendly(error)
+            if not on_page:
+                raise failure from error
+            # Raising would cover the result with an "Error" badge; the message goes above the last good result.
+            yield restore(f"⚠️ {failure.message}")
+            return
+        for warning in result.warnings:
+            gr.Warning(warning)
+        each = result.each_image()
+        pngs = [service.save_png(r) for r in each]
+        r = result.request
+        entries = [{"png": str(png), "prompt": one.request.prompt, "negative_prompt": r.negative_prompt,
+                    "seed": one.request.seed, "steps": r.steps, "guidance": r.guidance, "width": r.width,
+                    "height": r.height} for one, png in zip(each, pngs, strict=True)]
+        new_history = (entries + list(history_ or []))[:HISTORY_LIMIT]
+        images = [(one.image, f"seed {one.request.seed}") for one in each]
+        # a plain list (not an update), so that API callers get [{"image": path, "caption": ...}, ...]
+        yield (images, r.seed, result_line(result), download_links([p.name for p in pngs]), new_history, "",
+               [picture(e) for e in entries])
+
+    def generate(request: gr.Request = None, progress=gr.Progress(), **values):
+        """The API's /generate: the forming picture after each step, then the images, seed, timings and PNG links;
+        a failure is an error."""
+        for update in job(values, request, progress, on_page=False):
+            yield update[:5]
+
+    def generate_on_page(request: gr.Request = None, progress=gr.Progress(), **values):
+        yield from job(values, request, progress, on_page=True)
+
+    outputs = [result, seed, info, download, history]
+    # The page and the API run the same job through two events: the page's is private and never raises (a failure
+    # shows above the last good result), the API's /generate (a trigger the page never shows) raises as an API should.
+    event = gr.on([run.click, prompt.submit], generate_on_page, inputs_kwargs={**form, "history": history,
+                                                                               "shown": shown},
+                  outputs=[*outputs, run_error, shown], validator=check, show_progress_on=[result],
+                  js=SCROLL_TO_RESULT, api_visibility="private", **GPU, **RAW)
+    api_trigger.click(generate, inputs_kwargs={**form, "history": history}, outputs=outputs, api_name="generate",
+                      validator=check, **GPU, **RAW)
+
+    def show_gallery(history_: list):
+        """Full pictures (the PNGs themselves, so a download is the PNG with its parameters)."""
+        return [(e["png"], e["prompt"][:60]) for e in history_ if service.wait_for_file(Path(e["png"]), timeout=10)]
+
+    event.then(show_gallery, history, gallery, **LIGHT)
+    event.success(None, js=SCROLL_TO_RESULT)
+
+    def stop_job(request: gr.Request):
+        service.cancel(session_id(request))
+
+    stop.click(stop_job, None, None, **LIGHT)
+    prompt.change(service.token_status, prompt, tokens, trigger_mode="always_last", **LIGHT)
+    guidance.change(lambda g: gr.Markdown(visible=g is not None and g <= 1.0), guidance, negative_note, **LIGHT)
+
+    def reuse(history_: list, evt: gr.SelectData):
+        """The picture and its settings together: the result shows it, the form is set to make it again."""
+        e = history_[evt.index]
+        values = {**settings_of(e, d), "num_images": 1}
+        return {**{form[name]: value for name, value in values.items()},
+                result: gr.Gallery(value=[picture(e)], selected_index=0),
+                download: download_links([Path(e["png"]).name]), shown: [picture(e)], run_error: ""}
+
+    gallery.select(reuse, history, [*form.values(), result, download, shown, run_error], **LIGHT)
+
+    def load_png(path: str | None):
+        """Fill the form from a PNG's `parameters` text (ours, A1111's or Forge's)."""
+        if not path:
+            return {png_note: ""}
+        try:
+            parameters = read_parameters(path)
+        except Exception:  # not an image, or a broken one
+            parameters = None
+        if not parameters:
+            return {png_note: "⚠️ This file carries no generation parameters."}
+        values = settings_of(parse_parameters(parameters), d)
+        return {**{form[name]: value for name, value in values.items()}, png_note: "✅ Settings loaded from the PNG."}
+
+    png_in.change(load_png, png_in, [*form.values(), png_note], **LIGHT)
+    return {"run": run}
+
+
+def bytes_text(n: int) -> str:
+    """A size for people: GiB from a tenth of one, MiB below."""
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 / 10 else f"{n / 2**20:.1f} MiB"

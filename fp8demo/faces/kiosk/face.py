@@ -1,0 +1,38 @@
+"""The kiosk as a face: its own settings (KioskConfig), a page for the screen alone, and a short memory.
+
+- Access: only the screen's own browser (loopback, or FP8DEMO_KIOSK_CLIENTS) uses the page, its events and its
+  files; visitors' phones reach the take-home downloads, monitoring reaches health, and nothing else.
+- Launch: no footer and no API link (nothing on the page leads anywhere else), the page's own <head> (no zoom, no
+  long-press menu), and no run history, which would keep every visitor's prompts and pictures in the shared browser
+  for the next visitor to read.
+- Keeping: take-home PNGs for FP8DEMO_TAKE_TTL seconds and at most `keep_pngs` of them; the attract loop's copies
+  for as long, and only as many as it shows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ... import config
+from ...web.access import AccessRule
+from ...web.face import Face
+from ...web.retention import Keeping, Rule
+from .page import HEAD, build_kiosk_ui
+from .service import ATTRACT_FOLDER, KioskService
+
+REFUSAL = "This screen's page is for the screen itself; scan the QR code to take your picture home."
+
+
+def face(settings: config.KioskConfig | None = None) -> Face:
+    cfg = config.KioskConfig() if settings is None else settings
+    return Face(
+        name="kiosk",
+        build=lambda service: build_kiosk_ui(KioskService(service, cfg)),
+        css=(config.ASSETS_DIR / "kiosk" / "kiosk.css",),
+        head=HEAD,
+        footer_links=(),
+        run_history=False,
+        access=AccessRule(local_only=True, clients=cfg.clients, refusal=REFUSAL, setting="FP8DEMO_KIOSK_CLIENTS"),
+        keeping=Keeping(pngs=cfg.keep_pngs, max_age=cfg.take_ttl,
+                        folders=(Rule(Path(ATTRACT_FOLDER), "*.jpg", cfg.recent_creations, cfg.take_ttl),)),
+    )

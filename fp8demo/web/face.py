@@ -1,0 +1,38 @@
+"""What a face is to the platform: a page over the shared DemoService, and what serving it needs.
+
+A face (a package in fp8demo/faces/) describes itself with one `Face`; `server.launch` serves whichever face it is
+handed, so that the platform never names one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .access import AccessRule
+from .retention import Keeping
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+    from .service import DemoService
+
+
+@dataclass(frozen=True)
+class Face:
+    name: str
+    build: Callable[[DemoService], gr.Blocks]  # the page, wired to the shared service
+    css: tuple[Path, ...] = ()  # stylesheets, read once at launch
+    head: str | None = None  # extra HTML in the page's <head> (meta tags, small scripts)
+    footer_links: tuple[str, ...] = ("api",)  # Gradio's footer links; () for no footer at all
+    run_history: bool | None = None  # False: the browser keeps no record of calls (None: Gradio's default)
+    access: AccessRule = field(default_factory=AccessRule)  # who may use the page, its events and its files
+    keeping: Keeping = field(default_factory=Keeping)  # how many of its PNGs the outputs folder keeps, how long
+
+    def launch_options(self) -> dict[str, Any]:
+        """This face's arguments to Gradio's launch()."""
+        css = [path for path in self.css if path.exists()]
+        return {"css_paths": css or None, "head": self.head, "footer_links": list(self.footer_links),
+                "run_history": self.run_history}
