@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 from benchmarks.results_file import write_result
-from fp8demo import bench, config, hardware, logs
+from fp8demo import config, hardware, logs
+from fp8demo.faces.generate.face import face as generate_face
 from fp8demo.web.server import launch
 from fp8demo.web.service import DemoService
-from fp8demo.web.ui import build_ui
 
 
 def _port() -> int:
@@ -70,27 +70,28 @@ def main(argv=None) -> None:
     app_cfg = config.AppConfig(engine=config.EngineConfig(model=args.model), port=_port())
     service = DemoService(app_cfg, caps).start(background=False)
     engine_times: list[float] = []
-    generate = service.generate
+    run = service.engine.run
 
-    def timed(request, session="", progress=None):
+    def timed(job):
         # the engine's own time: the whole engine call (validation, tokenizers, stages, tensor -> image)
         t0 = time.perf_counter()
-        result = generate(request, session, progress)
+        result = run(job)
         engine_times.append(time.perf_counter() - t0)
         return result
 
-    service.generate = timed
-    demo = build_ui(service)
-    launch(demo, service, app_cfg, block=False)
+    service.engine.run = timed
+    face = generate_face(app_cfg.storage)
+    demo = face.build(service)
+    launch(demo, face, service, app_cfg, block=False)
     client = Client(f"http://127.0.0.1:{app_cfg.port}/", verbose=False)
     aspect = f"{args.size}x{args.size}"
     rows = []
     try:
         for i in range(args.warmup + args.runs):
             t0 = time.perf_counter()
-            image_path, *_ = client.predict(prompt="a lighthouse at dusk", seed=i, randomize_seed=False,
-                                            steps=args.steps, aspect_ratio=aspect, api_name="/generate")
-            size = len(Path(image_path).read_bytes())  # the bytes are at the client
+            images, *_ = client.predict(prompt="a lighthouse at dusk", seed=i, randomize_seed=False,
+                                        steps=args.steps, aspect_ratio=aspect, api_name="/generate")
+            size = len(Path(images[0]["image"]).read_bytes())  # the bytes are at the client
             wall = time.perf_counter() - t0
             if i >= args.warmup:
                 rows.append({"client_s": wall, "engine_s": engine_times[-1], "overhead_s": wall - engine_times[-1],
@@ -103,7 +104,7 @@ def main(argv=None) -> None:
         "benchmark": "application overhead (gradio_client /generate to image bytes, minus engine time)",
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "device": {"name": caps.name, "kind": caps.device, "cpu_count": caps.cpu_count},
-        "versions": bench.versions(),
+        "versions": hardware.versions(),
         "config": vars(args),
         "overhead_ms": {k: round(f(overheads) * 1000, 1)
                         for k, f in (("min", min), ("median", statistics.median), ("max", max))},

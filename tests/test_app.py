@@ -184,7 +184,11 @@ def test_ready_is_503_before_warm_up_and_after_a_fatal_error(tiny_config):
     before = http.get("/health/ready")
     assert before.status_code == 503 and "warming up" in before.json()["reason"]
     service.start(background=False)
-    assert http.get("/health/ready").status_code == 200
+    ready = http.get("/health/ready")
+    assert ready.status_code == 200 and ready.json()["events"] == []
+    service.engine.record("compile-failed", "torch.compile failed, the transformer runs eagerly from now on: boom")
+    event = http.get("/health/ready").json()["events"][0]  # still ready: the event is for the operator to see
+    assert event["kind"] == "compile-failed" and "boom" in event["message"]
 
     broken = DemoService(config.AppConfig(engine=replace(tiny_config, model="random:nope"))).start(background=False)
     after = _health_client(broken).get("/health/ready")

@@ -53,3 +53,12 @@ def test_compile_start_eager_start(tmp_path, cache_dir):
     assert set(result["runs"]) == {"eager"} and result["runs"]["eager"]["compile"] is False
     assert result["summary"]["eager"]["ready_s"] > 0
 
+
+
+def test_app_overhead(tmp_path, cache_dir):
+    from benchmarks import app_overhead
+
+    app_overhead.main(["--size", "256", "--warmup", "0", "--runs", "1", "--out", str(tmp_path)])
+    result = _result(tmp_path, "app-overhead")
+    assert len(result["runs"]) == 1 and result["runs"][0]["image_bytes"] > 0
+    assert set(result["overhead_ms"]) == {"min", "median", "max"} and result["framework_floor_ms"]["median"] > 0

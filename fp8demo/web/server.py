@@ -34,7 +34,7 @@ def health_routes(service: DemoService) -> list:
         s = service.status()
         if s["ready"]:
             return JSONResponse({"status": "ready", "model": s["model"], "precision": s["precision"],
-                                 "device": s["device"]})
+                                 "device": s["device"], "events": s["events"]})
         reason = s["error"] if s["state"] == "failed" else f"warming up ({s['state']})"
         return JSONResponse({"status": s["state"], "reason": reason}, status_code=503)
 

@@ -105,6 +105,7 @@ class DemoService:
             "precision": info.get("precision"),
             "device": info.get("device"),
             "random_weights": info.get("random_weights"),
+            "events": info.get("events", []),  # what happened while serving (a compiler failure, ...)
             "notice": engine.source.notice if engine is not None else None,
             "error": self.error,
             "uptime_s": round(time.time() - self.started_at, 1),
