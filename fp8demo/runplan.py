@@ -52,7 +52,7 @@ class RunPlan:
     @property
     def kinds(self) -> dict[Layer, Kind]:
         """What each class of FP8-capable Linear becomes (policy.kind_of reads this)."""
-        return {Layer.BLOCK: self.blocks, Layer.MODULATION: self.modulation, Layer.T5: self.t5 or Kind.BITS16}
+        return _kinds(self.blocks, self.modulation, self.t5)
 
     @property
     def is_fp8(self) -> bool:
@@ -121,6 +121,10 @@ class RunPlan:
             "memory": asdict(self.memory) if self.memory is not None else None,
             "reasons": dict(self.reasons),
         }
+
+
+def _kinds(blocks: Kind, modulation: Kind, t5: Kind | None) -> dict[Layer, Kind]:
+    return {Layer.BLOCK: blocks, Layer.MODULATION: modulation, Layer.T5: t5 or Kind.BITS16}
 
 
 def describe(plan: dict) -> list[str]:
@@ -242,41 +246,37 @@ def decide(cfg: config.EngineConfig, caps: Capabilities, footprint: ModelFootpri
         reasons["compile"] = ("On: FP8 matmuls are slower than bf16 unless compiled." if compile_wanted else
                               "Off: it pays off for FP8 matmuls on CUDA, which this plan does not run.")
 
-    placement, memory, architecture = _place(cfg, caps, footprint, blocks, modulation, t5, compile_wanted, guided,
-                                             reasons)
+    placement, memory, reasons["placement"] = _place(cfg, caps, footprint, _kinds(blocks, modulation, t5),
+                                                     compile_wanted, guided)
     compile_ = compile_wanted and placement["transformer"] is Where.DEVICE
     if compile_wanted and not compile_:
         reasons["compile"] = f"Off: {KNOWN_BROKEN}."
+    architecture = footprint.architecture if memory is not None else None
     return RunPlan(caps.device, cfg.precision, compute, blocks, modulation, t5, dtypes, placement, compile_,
                    cfg.attention, cfg.max_side, reasons, architecture, memory)
 
 
-def _place(cfg, caps, footprint, blocks, modulation, t5, compile_wanted, guided, reasons):
-    """(placement, memory estimate, architecture) and the placement's reason."""
-    has_t5 = t5 is not None
+def _place(cfg, caps, footprint, kinds, compile_wanted, guided) -> tuple[dict, MemoryEstimate | None, str]:
+    """(where each component lives, the memory estimate when a card was planned, why)."""
+    has_t5 = cfg.t5 != "off"
     if caps.device != "cuda":
-        if cfg.offload in ("model", "sequential"):
-            reasons["placement"] = f"--offload {cfg.offload} needs a CUDA GPU: everything stays on {caps.device}."
-        else:
-            reasons["placement"] = f"Everything runs on the {caps.device.upper()}."
-        return planner.candidate_placements("none", has_t5)[0], None, None
+        why = (f"--offload {cfg.offload} needs a CUDA GPU: everything stays on {caps.device}."
+               if cfg.offload in ("model", "sequential") else f"Everything runs on the {caps.device.upper()}.")
+        return planner.candidate_placements("none", has_t5)[0], None, why
     if footprint is None or caps.free_memory is None:
         if cfg.offload in planner.OFFLOAD_OPTIONS:
-            reasons["placement"] = f"--offload {cfg.offload}."
-            return planner.candidate_placements(cfg.offload, has_t5)[0], None, None
-        reasons["placement"] = ("The planner does not know this model's architecture: everything goes on the GPU "
-                                "(--offload model if it does not fit).")
-        return planner.candidate_placements("none", has_t5)[0], None, None
-    kinds = {Layer.BLOCK: blocks, Layer.MODULATION: modulation, Layer.T5: t5 or Kind.BITS16}
+            return planner.candidate_placements(cfg.offload, has_t5)[0], None, f"--offload {cfg.offload}."
+        return planner.candidate_placements("none", has_t5)[0], None, (
+            "The planner does not know this model's architecture: everything goes on the GPU (--offload model if it "
+            "does not fit).")
     size = planner.sizes(footprint, kinds, has_t5)
-    candidates = [planner.evaluate(footprint, size, where, compile_wanted, blocks is Kind.FP8_MATMUL,
-                                   caps.free_memory, guided)
+    fp8_matmul = kinds[Layer.BLOCK] is Kind.FP8_MATMUL
+    candidates = [planner.evaluate(footprint, size, where, compile_wanted, fp8_matmul, caps.free_memory, guided)
                   for where in planner.candidate_placements(cfg.offload, has_t5)]
-    best = planner.choose(candidates, cfg.offload, blocks.is_fp8)
+    best = planner.choose(candidates, cfg.offload, kinds[Layer.BLOCK].is_fp8)
     m = best.memory
     fits = (f"Fits in {m.vram_bytes / planner.GIB:.1f} GiB: {m.peak_run_bytes / planner.GIB:.1f} GiB at peak."
             if m.fits else "")
     where = planner.summary(best.placement)
-    reasons["placement"] = " ".join(filter(None, (f"{where[:1].upper()}{where[1:]}.", fits, *best.notes)))
-    return best.placement, m, footprint.architecture
+    return best.placement, m, " ".join(filter(None, (f"{where[:1].upper()}{where[1:]}.", fits, *best.notes)))
 
