@@ -1,4 +1,4 @@
-"""Write README.md's "Plans per card" table from the run plan (offline, no weights, no GPU).
+"""Write the "Plans per card" table of docs/precision.md from the run plan (offline, no weights, no GPU).
 
     python -m benchmarks.plans           # rewrite the table between the markers
     python -m benchmarks.plans --check   # exit 1 when the table does not match the plans (a test runs this)
@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import readme_sync
+from benchmarks import doc_sync
 from fp8demo import cards, planner
 
+DOC = doc_sync.ROOT / "docs" / "precision.md"
 START, END = "<!-- plans:start -->", "<!-- plans:end -->"
 
 
@@ -34,14 +35,14 @@ def table() -> str:
     return "\n".join([START, "", *rows, "", END])
 
 
-def render(readme: str) -> str:
-    head, _, rest = readme.partition(START)
+def render(doc: str) -> str:
+    head, _, rest = doc.partition(START)
     _, _, tail = rest.partition(END)
     return head + table() + tail
 
 
 def main(argv=None) -> int:
-    return readme_sync.main(argv, __doc__, render, "plans table", "python -m benchmarks.plans", marker=START)
+    return doc_sync.main(argv, __doc__, render, "plans table", "python -m benchmarks.plans", DOC, marker=START)
 
 
 if __name__ == "__main__":

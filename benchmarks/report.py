@@ -1,7 +1,7 @@
-"""Write README.md's Performance section from the JSON files committed in benchmarks/results/.
+"""Write the results section of docs/performance.md from the JSON files committed in benchmarks/results/.
 
     python -m benchmarks.report           # rewrite the section between the markers
-    python -m benchmarks.report --check   # exit 1 when README.md does not match the JSON (a test runs this)
+    python -m benchmarks.report --check   # exit 1 when the section does not match the JSON (a test runs this)
 
 Every number comes with its device and the file it was read from.
 """
@@ -9,13 +9,17 @@ Every number comes with its device and the file it was read from.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
-from benchmarks import readme_sync
+from benchmarks import doc_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+DOC = ROOT / "docs" / "performance.md"
+# the results folder as the doc links to it
+LINKS = os.path.relpath(RESULTS, DOC.parent).replace(os.sep, "/")
 START, END = "<!-- performance:start -->", "<!-- performance:end -->"
 
 
@@ -30,7 +34,7 @@ def _memory(path: Path, data: dict) -> list[str]:
     comps = list(rows[names[0]]["components"])
     out = [
         f"**Resident bytes, `{data['config']['model']}`** (full size, random weights; T5 `{data['config']['t5']}`; "
-        f"{dev}; [{path.name}](benchmarks/results/{path.name})):",
+        f"{dev}; [{path.name}]({LINKS}/{path.name})):",
         "",
         "| component | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
@@ -52,7 +56,7 @@ def _bench(path: Path, data: dict) -> list[str]:
     out = [
         f"**Latency, `{cfg['model']}`, T5 `{cfg['t5']}`** ({dev}, {data['device']['kind']}; {cfg['runs']} timed "
         f"runs after {cfg['warmup']} warm-up, {cfg['timing']}; {scope}; "
-        f"[{path.name}](benchmarks/results/{path.name})):",
+        f"[{path.name}]({LINKS}/{path.name})):",
         "",
         "| variant | size | steps | guidance | per step (median) | text encoding | VAE decode | end to end (median) "
         "| peak |",
@@ -95,7 +99,7 @@ def _overhead(path: Path, data: dict) -> list[str]:
     cfg = data["config"]
     return [
         f"**Application overhead** ({data['device']['name']}; `{cfg['model']}` at {cfg['size']} px, {cfg['runs']} "
-        f"requests through `gradio_client`; [{path.name}](benchmarks/results/{path.name})): median "
+        f"requests through `gradio_client`; [{path.name}]({LINKS}/{path.name})): median "
         f"{o['median']:.1f} ms (min {o['min']:.1f}, max {o['max']:.1f}) on top of the engine's "
         f"{data['engine_ms_median']:.0f} ms; target {data['target_ms']} ms."
         + (f" For scale, the same `gradio_client` request cycle against an endpoint that returns a ready "
@@ -124,14 +128,15 @@ def section() -> str:
     return "\n".join(parts)
 
 
-def render(readme: str) -> str:
-    head, _, rest = readme.partition(START)
+def render(doc: str) -> str:
+    head, _, rest = doc.partition(START)
     _, _, tail = rest.partition(END)
     return head + section() + tail
 
 
 def main(argv=None) -> int:
-    return readme_sync.main(argv, __doc__, render, "Performance section", "python -m benchmarks.report")
+    return doc_sync.main(argv, __doc__, render, "results section", "python -m benchmarks.report", DOC,
+                         marker=START)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def test_bench_writes_json_markdown_and_chart(tmp_path, cache_dir):
 def test_readme_performance_section_matches_committed_results():
     from benchmarks import report
 
-    assert report.main(["--check"]) == 0, "run: python -m benchmarks.report"
+    assert report.main(["--check"]) == 0, "docs/performance.md's results are stale: run python -m benchmarks.report"
 
 
 def _suite(*args, **env):

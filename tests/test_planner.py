@@ -244,4 +244,4 @@ def test_plain_output_says_what_goes_where_and_why(capsys):
 def test_readme_plans_table_matches_the_planner():
     from benchmarks import plans
 
-    assert plans.main(["--check"]) == 0, "run: python -m benchmarks.plans"
+    assert plans.main(["--check"]) == 0, "docs/precision.md's plans table is stale: run python -m benchmarks.plans"
