@@ -1,6 +1,7 @@
-"""A new user's first minutes: the README's examples as written, a busy port, the share hint, the CLI's help."""
+"""A new user's first minutes: the README's quick start and the API example as written, a busy port, the share
+hint, the CLI's help."""
 
-import re
+import os
 import socket
 import subprocess
 import sys
@@ -10,21 +11,15 @@ from pathlib import Path
 import httpx
 from PIL import Image
 from test_app import app, client, free_port  # noqa: F401  (fixtures: the app on a free port)
+from test_docs import BLOCKS, block, holder
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
 
-def readme_block(after: str, language: str) -> str:
-    """The first ```language block that follows the text `after` in the README."""
-    start = README.index(after)
-    match = re.compile(rf"```{language}\n(.*?)```", re.S).search(README, start)
-    return match.group(1)
-
-
-def test_readme_api_example_runs_as_written(app, capsys):  # noqa: F811
+def test_api_example_runs_as_written(app, capsys):  # noqa: F811
     _, url = app
-    code = readme_block("**API.**", "python")
+    code = block("api")
     assert 'url = "http://127.0.0.1:7860/"' in code
     scope: dict = {}
     exec(code.replace("http://127.0.0.1:7860/", url), scope)  # noqa: S102  (the documented example itself)
@@ -37,11 +32,29 @@ def test_readme_api_example_runs_as_written(app, capsys):  # noqa: F811
 
 
 def test_quick_start_order_and_commands():
-    torch_cpu = readme_block("## Quick start", "bash")
-    start = readme_block("Install and start the web app", "bash")
-    assert "download.pytorch.org/whl/cpu" in torch_cpu  # CPU torch comes first, as written
-    assert README.index(torch_cpu) < README.index(start)
+    """In the README, in this order: a virtual environment, CPU torch, the app, the tests."""
+    steps = ("venv", "cpu torch", "start", "tests")
+    for name in steps:
+        assert holder(BLOCKS[name][0]) == ROOT / "README.md", name
+    venv, torch_cpu, start, tests = (block(name) for name in steps)
+    where = [README.index(text, README.index("## Quick start")) for text in (venv, torch_cpu, start, tests)]
+    assert where == sorted(where)
+    assert venv.strip() == "python3 -m venv .venv && . .venv/bin/activate"
+    assert torch_cpu.strip() == "pip install torch --index-url https://download.pytorch.org/whl/cpu"
     assert start.strip() == "pip install -r requirements.txt && python app.py"
+    assert tests.strip() == "pip install -r requirements-dev.txt && python -m pytest -q"
+
+
+def test_the_virtual_environment_line_makes_one_and_enters_it(tmp_path):
+    """Run as written, with this interpreter as `python3`: afterwards `python` is the new environment's."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    done = subprocess.run(["bash", "-c", block("venv") + 'python -c "import sys; print(sys.prefix)"'], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()) == tmp_path / ".venv"
 
 
 def _app(*args, timeout=90, **kwargs):
