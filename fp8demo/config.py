@@ -196,7 +196,7 @@ class Limits:
     max_prompt_chars: int = field(default_factory=lambda: env_int("FP8DEMO_MAX_PROMPT_CHARS", MAX_PROMPT_CHARS))
     # queued + running jobs of one client address (the address: a client cannot mint new ones as it can session ids)
     jobs_per_client: int = field(default_factory=lambda: env_int("FP8DEMO_MAX_JOBS_PER_CLIENT", 2))
-    # Gradio keeps ~113 KiB of state per browser session (measured: README, Reliability); the oldest are dropped
+    # Gradio keeps ~113 KiB of state per browser session (measured: docs/reliability.md); the oldest are dropped
     # past this many, so that one client minting session hashes stays under ~100 MiB
     session_capacity: int = field(default_factory=lambda: env_int("FP8DEMO_SESSION_CAPACITY", 800))
     # JSON bodies of events are a few KiB; anything larger is refused before it is parsed (uploads: max_upload)
@@ -209,7 +209,7 @@ class StorageConfig:
     """How much the server keeps on disk. The kiosk's own PNGs follow KioskConfig.take_ttl and keep_pngs instead.
 
     Defaults, for a week of exhibition: 200 take-home PNGs (~1.5 MiB at 1024 px) + 500 cached display files
-    (~0.2 MiB) + 12 attract thumbnails stay well under 2 GiB (README, Reliability).
+    (~0.2 MiB) + 12 attract thumbnails stay well under 2 GiB (docs/reliability.md).
     """
 
     # the web app's outputs folder: the newest N PNGs, none older than the age (FP8DEMO_KEEP_PNGS, FP8DEMO_KEEP_DAYS)

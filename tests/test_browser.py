@@ -1,6 +1,6 @@
 """The page in headless Chromium (Debian's package, driven by Playwright): Enter, preview, errors, batches, phone.
 
-Set FP8DEMO_SCREENSHOTS=<dir> to save the README's screenshots while it runs.
+Set FP8DEMO_SCREENSHOTS=<dir> to save the screenshots of the README and docs/ while it runs.
 """
 
 import os

@@ -80,7 +80,7 @@ def test_kiosk_keeps_take_home_pngs_for_their_ttl_and_few_attract_copies(tmp_pat
 
 
 def test_defaults_keep_a_week_long_kiosk_under_two_gib():
-    """The bound the README promises, from the defaults and worst-case file sizes: however long the kiosk runs,
+    """The bound the docs promise, from the defaults and worst-case file sizes: however long the kiosk runs,
     disk use is capped by counts (the TTL and age only make it smaller)."""
     kiosk, storage = config.KioskConfig(), config.StorageConfig()
     png = 3.0 * 2**20  # a 1024x1024 PNG of noise (the tiny model), the worst case; a real picture is ~1.5 MiB
