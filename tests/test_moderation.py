@@ -205,7 +205,7 @@ def test_long_prompts_get_the_same_verdicts(mod):
 
 
 def test_report_prints_the_shares(capsys, monkeypatch):
-    monkeypatch.chdir(DATA.parent.parent)  # run from a checkout, as the README says: the lists are test data
+    monkeypatch.chdir(DATA.parent.parent)  # run from a checkout, as docs/kiosk.md says: the lists are test data
     assert moderation.main(["--report"]) == 0
     out = capsys.readouterr().out
     assert "evasions blocked:" in out and "wrongly refused: 0.0%" in out

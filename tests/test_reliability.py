@@ -1,6 +1,6 @@
 """Soak and load: `python app.py --model tiny` in its own process on 127.0.0.1, so that its memory
-is measured alone. Minutes long on 2 cores: marked slow (`pytest -m slow`); the figures go to the README's
-Reliability section. Each test prints one summary line."""
+is measured alone. Minutes long on 2 cores: marked slow (`pytest -m slow`); the figures go to
+docs/reliability.md. Each test prints one summary line."""
 
 import json
 import os
