@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 
-import pytest
+# No test may reach the Hub (CI has no network either). Set before huggingface_hub is imported, which reads it once:
+# without it each load of a repo id waits ~25 s for DNS and retries before it says the Hub is unreachable.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
-from fp8demo import logs
-from fp8demo.config import EngineConfig
-from fp8demo.hardware import Capabilities
+import pytest  # noqa: E402
+
+from fp8demo import logs  # noqa: E402
+from fp8demo.config import EngineConfig  # noqa: E402
+from fp8demo.hardware import Capabilities  # noqa: E402
 
 logs.configure()
 
