@@ -29,13 +29,10 @@ def _compile(transformer, mode: str, backend: str) -> None:
         transformer.compile(fullgraph=True, dynamic=False, backend=backend)
     elif mode == "whole-dynamic":
         transformer.compile(fullgraph=True, dynamic=True, backend=backend)
-    elif backend == "inductor":
+    else:  # the engine's way
         from fp8demo import compiler
 
-        compiler.compile_blocks(transformer, "cpu")
-    else:  # the engine's way (compiler.compile_blocks) with another backend
-        for block in transformer.transformer_blocks:
-            block.compile(fullgraph=True, dynamic=True, backend=backend)
+        compiler.compile_blocks(transformer, "cpu", backend)
 
 
 def main(argv=None) -> None:

@@ -131,14 +131,16 @@ def _count(info) -> str:
     return ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "nothing"
 
 
-def compile_blocks(transformer, device: str) -> int:
-    """Compile each transformer block with symbolic token and batch sizes; returns how many blocks."""
+def compile_blocks(transformer, device: str, backend: str = "inductor") -> int:
+    """Compile each transformer block with symbolic token and batch sizes; returns how many blocks. `backend`
+    "eager" stops after dynamo (graphs, guards and recompiles as inductor would see them, no kernels): seconds
+    instead of minutes, for the tests and benchmarks that study recompiles."""
     import torch
 
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-    mode = mode_for(device)
+    options = {"mode": mode_for(device)} if backend == "inductor" else {"backend": backend}
     for block in transformer.transformer_blocks:
-        block.compile(mode=mode, fullgraph=True, dynamic=True)
+        block.compile(fullgraph=True, dynamic=True, **options)
     return len(transformer.transformer_blocks)
 
 

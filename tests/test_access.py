@@ -9,8 +9,8 @@ import time
 
 import httpx
 import pytest
+from conftest import free_port
 from gradio_raw import call, join
-from test_app import free_port
 
 from fp8demo import config
 from fp8demo.errors import SetupError

@@ -1,6 +1,5 @@
 """The web app on a free port with the tiny model: API, health, busy queue, deployment manifests."""
 
-import socket
 import threading
 import time
 from dataclasses import replace
@@ -9,44 +8,16 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from conftest import serve
 from PIL import Image
 
 from fp8demo import config
 from fp8demo.faces.generate.face import face as generate_face
 from fp8demo.metrics import compare_images
-from fp8demo.web.server import health_routes, launch
+from fp8demo.web.server import health_routes
 from fp8demo.web.service import DemoService
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve(service, **app_changes):
-    app_cfg = replace(service.cfg, host="127.0.0.1", port=free_port(), **app_changes)
-    face = generate_face(app_cfg.storage)
-    demo = face.build(service)
-    launch(demo, face, service, app_cfg, block=False)
-    return demo, f"http://127.0.0.1:{app_cfg.port}/"
-
-
-@pytest.fixture(scope="module")
-def app(tiny_engine):
-    service = DemoService.from_engine(tiny_engine)
-    demo, url = serve(service)
-    yield service, url
-    demo.close()
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    from gradio_client import Client
-
-    return Client(app[1], verbose=False)
 
 
 def download(url: str, link_html: str) -> bytes:

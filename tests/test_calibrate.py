@@ -4,9 +4,8 @@ import json
 
 import pytest
 import torch
-from conftest import CPU
+from conftest import CPU, forward, tiny_transformer
 from safetensors.torch import load_file
-from test_fp8 import _forward, _tiny_transformer
 
 from fp8demo import calibrate
 from fp8demo.__main__ import main
@@ -36,15 +35,15 @@ def test_calibrated_scales_are_stored_and_the_folder_still_loads(tmp_path, tiny_
 
 @pytest.mark.parametrize("mode", ["dynamic", "static"])
 def test_activation_rounding_is_close_but_real(tiny_config, mode):
-    tr = _tiny_transformer(tiny_config)
-    ref = _forward(tr, 256)
+    tr = tiny_transformer(tiny_config.cache_dir)
+    ref = forward(tr, 256)
     with calibrate.record_amax(tr) as amax:
-        _forward(tr, 256, seed=1)  # calibrate on other inputs than the ones evaluated
+        forward(tr, 256, seed=1)  # calibrate on other inputs than the ones evaluated
     scales = {k: v / calibrate.E4M3_MAX for k, v in amax.items()}
     assert set(scales) == set(calibrate.activation_layers(tr))
     with calibrate.fake_quantize_activations(tr, mode, scales):
-        out = _forward(tr, 256)
+        out = forward(tr, 256)
     cos = torch.nn.functional.cosine_similarity(out.float().flatten(), ref.float().flatten(), dim=0).item()
     assert cos > 0.99, cos
     assert not torch.equal(out, ref)  # the rounding happened
-    assert torch.equal(_forward(tr, 256), ref)  # and the hooks are gone afterwards
+    assert torch.equal(forward(tr, 256), ref)  # and the hooks are gone afterwards

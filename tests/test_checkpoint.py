@@ -8,9 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import CPU, make_plan
+from conftest import CPU, FakeHubApi, forward, make_plan, tiny_transformer
 from safetensors.torch import load_file, save_file
-from test_fp8 import _forward, _tiny_transformer
 
 from fp8demo import recipe
 from fp8demo.__main__ import main
@@ -125,22 +124,6 @@ def test_plain_diffusers_loads_the_folder_and_makes_the_same_image(quantized, ti
     engine = Engine(EngineConfig(model=str(quantized), cache_dir=tiny_config.cache_dir, warmup_runs=0), CPU).start()
     image = engine.generate(request).image
     assert hashlib.sha256(np.asarray(image).tobytes()).hexdigest() == digest  # bit for bit
-
-
-class FakeHubApi:
-    """Stands in for huggingface_hub.HfApi: records the calls, uploads nothing. `last` is the newest instance."""
-    last = None
-
-    def __init__(self, token=None):
-        self.calls = []
-        FakeHubApi.last = self
-
-    def create_repo(self, repo_id, **kwargs):
-        self.calls.append(("create_repo", repo_id, kwargs))
-
-    def upload_folder(self, **kwargs):
-        self.calls.append(("upload_folder", kwargs))
-        return type("Commit", (), {"commit_url": f"https://huggingface.co/{kwargs['repo_id']}/commit/abc"})()
 
 
 def test_push_to_hub_uploads_the_verified_folder(quantized):
@@ -463,9 +446,9 @@ def comfy_current_file(tmp_path_factory, comfy_sources):
 def test_comfy_file_reproduces_the_tiny_transformer(comfy_file, tiny_config):
     path, _ = comfy_file
     loaded = comfy.load_transformer(path, head_dim=8)
-    reference = _tiny_transformer(tiny_config)
-    ref = _forward(reference, 512)
-    out = _forward(loaded, 512)
+    reference = tiny_transformer(tiny_config.cache_dir)
+    ref = forward(reference, 512)
+    out = forward(loaded, 512)
     cos = torch.nn.functional.cosine_similarity(out.float().flatten(), ref.float().flatten(), dim=0).item()
     assert cos > 0.995, cos
 
@@ -476,7 +459,7 @@ def test_comfy_file_reproduces_the_tiny_transformer(comfy_file, tiny_config):
     ignored["scaled_fp8"] = raw["scaled_fp8"]
     bad = path.with_name("unscaled.safetensors")
     save_file({k: v.contiguous() for k, v in ignored.items()}, str(bad))
-    wrong = _forward(comfy.load_transformer(bad, head_dim=8), 512)
+    wrong = forward(comfy.load_transformer(bad, head_dim=8), 512)
     bad_cos = torch.nn.functional.cosine_similarity(wrong.float().flatten(), ref.float().flatten(), dim=0).item()
     assert bad_cos < 0.9 and wrong.float().abs().mean() > 5 * ref.float().abs().mean(), bad_cos
 
@@ -556,7 +539,7 @@ def test_comfy_fp8_weights_stay_per_tensor_as_stored(layout, comfy_file, comfy_c
 
     reference = comfy.load_transformer(path, head_dim=8)  # no plan: every weight dequantized, fp8 * scale
     assert {p.dtype for p in reference.parameters()} == {torch.bfloat16}
-    assert _cosine(_forward(loaded, 256), _forward(reference, 256)) > 0.999
+    assert _cosine(forward(loaded, 256), forward(reference, 256)) > 0.999
 
 
 def test_comfy_per_tensor_weights_run_native_fp8_matmuls(comfy_current_file):
@@ -570,7 +553,7 @@ def test_comfy_per_tensor_weights_run_native_fp8_matmuls(comfy_current_file):
     assert w.act_quant_kwargs is not None and type(w.act_quant_kwargs.granularity).__name__ == "PerTensor"
     assert native.transformer_blocks[0].norm1.linear.weight.act_quant_kwargs is None  # modulation: weight-only
     reference = comfy.load_transformer(path, head_dim=8)
-    assert _cosine(_forward(native, 256), _forward(reference, 256)) > 0.99
+    assert _cosine(forward(native, 256), forward(reference, 256)) > 0.99
 
 
 def test_comfy_per_tensor_scales_are_not_requantized(comfy_file, comfy_sources, tiny_config):
@@ -588,7 +571,7 @@ def test_comfy_per_tensor_scales_are_not_requantized(comfy_file, comfy_sources, 
             file_error += (raw[comfy.PREFIX + key].float() * scale - w.float()).pow(2).sum().item()
             norm += w.float().pow(2).sum().item()
 
-    reference = dict(_tiny_transformer(tiny_config).named_modules())
+    reference = dict(tiny_transformer(tiny_config.cache_dir).named_modules())
     loaded = comfy.load_transformer(path, head_dim=8, plan=_plan(CPU))
     kept = requantized = 0.0
     for name, module in loaded.named_modules():

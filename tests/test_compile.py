@@ -7,6 +7,7 @@ the compiled engine is walked through every size the app offers.
 """
 
 import copy
+import functools
 import logging
 import subprocess
 import sys
@@ -181,12 +182,14 @@ def _every_offered_request(engine):
     return requests
 
 
-def _compiled_engine(tiny_config, folder, fp8_matmul):
+def _compiled_engine(tiny_config, folder, fp8_matmul, backend="inductor"):
     from fp8demo.engine import Engine
 
     cfg = replace(tiny_config, compile=True, fp8_matmul=fp8_matmul, warmup_runs=0, cache_dir=folder)
     random_models.ensure_tiny(cfg.cache_dir)
-    return Engine(cfg, CPU).start()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compiler, "compile_blocks", functools.partial(compiler.compile_blocks, backend=backend))
+        return Engine(cfg, CPU).start()
 
 
 @pytest.fixture(scope="module")
@@ -201,9 +204,18 @@ def engine_weight_only(tiny_config, tmp_path_factory):
     torch.compiler.set_stance("default")
 
 
-# The native engine compiles its own graphs (minutes on 2 cores): it runs with `pytest -m slow`; CI's default run
-# covers native + compiled on random:medium:2 above and walks every size with the weight-only engine.
-@pytest.fixture(params=[pytest.param("engine_native", marks=pytest.mark.slow), "engine_weight_only"])
+@pytest.fixture(scope="module")
+def engine_dynamo(tiny_config, tmp_path_factory):
+    """Compiled as the engine compiles, but dynamo alone (backend "eager"): the same graphs, guards and recompiles,
+    no kernels, so the rules about shapes are checked in seconds."""
+    yield _compiled_engine(tiny_config, tmp_path_factory.mktemp("compile-dynamo"), "weight-only", backend="eager")
+    torch.compiler.set_stance("default")
+
+
+# Inductor's engines compile their kernels (a minute or more on 2 cores each): they run with `pytest -m slow`. The
+# default run walks every size through dynamo's graphs, and compiles FP8 blocks with inductor on random:medium:2.
+@pytest.fixture(params=[pytest.param("engine_native", marks=pytest.mark.slow),
+                        pytest.param("engine_weight_only", marks=pytest.mark.slow), "engine_dynamo"])
 def compiled_engine(request):
     return request.getfixturevalue(request.param)
 
@@ -220,6 +232,7 @@ def test_compiled_engine_serves_every_size_without_compiling(compiled_engine):
     assert compiled_engine.compiled and not compiled_engine.events, "compilation was given up"
 
 
+@pytest.mark.slow
 def test_compile_cache_is_saved_and_keyed(engine_weight_only):
     compiled_engine = engine_weight_only
     cache = compiled_engine.compile_cache
@@ -231,19 +244,19 @@ def test_compile_cache_is_saved_and_keyed(engine_weight_only):
     assert compiler.cache_for(compiled_engine.cfg.cache_dir, dict(ident)).folder == cache.folder
 
 
-def test_a_graph_missing_after_warm_up_is_served_without_compiling(engine_weight_only, caplog):
+def test_a_graph_missing_after_warm_up_is_served_without_compiling(engine_dynamo, caplog):
     """A transformer whose graphs were never warmed (here a bf16 one) runs at once, compiled where it can."""
     from diffusers import SD3Transformer2DModel
 
-    path = random_models.ensure_tiny(engine_weight_only.cfg.cache_dir)
+    path = random_models.ensure_tiny(engine_dynamo.cfg.cache_dir)
     other = SD3Transformer2DModel.from_pretrained(path, subfolder="transformer", dtype=torch.bfloat16).eval()
-    compiler.compile_blocks(other, "cpu")
+    compiler.compile_blocks(other, "cpu", backend="eager")
     with caplog.at_level(logging.WARNING, logger="fp8demo.engine"):
         for _ in range(2):
-            engine_weight_only.run(Job(GenerationRequest("a cat", seed=2, steps=1), transformer=other))
+            engine_dynamo.run(Job(GenerationRequest("a cat", seed=2, steps=1), transformer=other))
     assert sum("without compiling" in r.getMessage() for r in caplog.records) == 1  # logged once
-    assert [e.kind for e in engine_weight_only.events] == ["recompile-refused"]
-    engine_weight_only.events.clear()  # the engine's own graphs are intact: other tests see it as it was
+    assert [e.kind for e in engine_dynamo.events] == ["recompile-refused"]
+    engine_dynamo.events.clear()  # the engine's own graphs are intact: other tests see it as it was
 
 
 def test_a_compiler_failure_falls_back_to_eager_once(tiny_config, tmp_path, caplog):
@@ -279,6 +292,7 @@ def test_compare_compiles_its_16bit_side_too(engine_weight_only):
     assert again.baseline.request.width == 640
 
 
+@pytest.mark.slow  # a second process compiles from the cache: half a minute on 2 cores
 def test_second_start_reuses_the_compile_cache(engine_weight_only):
     """A new process with the same cache folder loads the saved artifacts (timings: benchmarks/compile_start.py)."""
     folder = engine_weight_only.cfg.cache_dir

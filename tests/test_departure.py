@@ -6,8 +6,8 @@ import time
 from dataclasses import replace
 
 import pytest
+from conftest import serve
 from gradio_raw import join, messages
-from test_app import serve
 
 from fp8demo import config
 from fp8demo.errors import Cancelled

@@ -14,48 +14,15 @@ import time
 from pathlib import Path
 
 import httpx
+from conftest import BLOCKS, DOCS, ROOT, FakeHubApi, block, free_port
 from PIL import Image
-from test_app import free_port
-from test_checkpoint import FakeHubApi
 
 from fp8demo.__main__ import main
 from fp8demo.imageio import read_parameters
 
-ROOT = Path(__file__).resolve().parent.parent
-DOCS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 LINKED = (*DOCS, ROOT / "benchmarks" / "README.md")  # whose links must lead somewhere
 HUB_MODELS = {"stabilityai/stable-diffusion-3.5-large-turbo", "large-turbo"}
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
-
-# Every bash and python block of the docs: the text it follows (in whichever file holds it) and its language. A block
-# of language `text` (a diagram, a sample of output) is not code.
-BLOCKS = {
-    "venv": ("Make a virtual environment", "bash"),  # test_first_run.py runs it
-    "cpu torch": ("install the CPU wheel of torch first", "bash"),  # test_first_run.py: word for word (a download)
-    "start": ("Install and start the web app", "bash"),  # test_first_run.py: word for word, then app.py itself
-    "tests": ("Run the tests (CPU", "bash"),  # test_first_run.py: word for word (this very suite)
-    "api": ("## API", "python"),  # test_first_run.py runs it against the app
-    "command line": ("## Command line", "bash"),
-    "plans": ("## Plans per card", "bash"),
-    "checkpoints": ("## FP8 checkpoints", "bash"),
-    "plain diffusers": ("Plain diffusers with torchao installed loads it", "python"),
-}
-
-
-def holder(text: str) -> Path:
-    """The one doc that holds `text`."""
-    found = [path for path in DOCS if text in path.read_text()]
-    assert len(found) == 1, f"{text!r} should be in exactly one of the docs, is in {found}"
-    return found[0]
-
-
-def block(name: str) -> str:
-    """The block BLOCKS names: the first of its language after its text."""
-    after, language = BLOCKS[name]
-    text = holder(after).read_text()
-    match = re.compile(rf"^```{language}\n(.*?)^```", re.S | re.M).search(text, text.index(after))
-    assert match is not None, f"no {language} block after {after!r}"
-    return match.group(1)
 
 
 def commands(text: str) -> list[list[str]]:

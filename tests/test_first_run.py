@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 
 import httpx
+from conftest import BLOCKS, block, free_port, holder
 from PIL import Image
-from test_app import app, client, free_port  # noqa: F401  (fixtures: the app on a free port)
-from test_docs import BLOCKS, block, holder
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

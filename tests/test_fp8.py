@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from conftest import CPU, make_plan
+from conftest import CPU, forward, make_plan, tiny_transformer
 
 from fp8demo.tensors import module_bytes
 from fp8demo.weights import footprint, pos_table, quantize, random_models
@@ -48,26 +48,8 @@ def test_report_counts_fp8_linears(tiny_engine):
     assert report["transformer_bytes"] == sum(tr["storage"].values())
 
 
-def _tiny_transformer(tiny_config):
-    from diffusers import SD3Transformer2DModel
-
-    path = random_models.ensure_tiny(tiny_config.cache_dir)
-    return SD3Transformer2DModel.from_pretrained(path, subfolder="transformer", dtype=torch.bfloat16).eval()
-
-
-def _forward(tr, side_px: int, seed: int = 0):
-    c = tr.config
-    g = torch.Generator().manual_seed(seed)
-    lat = torch.randn(1, c.in_channels, side_px // 8, side_px // 8, generator=g).to(tr.dtype)
-    text = torch.randn(1, 40, c.joint_attention_dim, generator=g).to(tr.dtype)
-    pooled = torch.randn(1, c.pooled_projection_dim, generator=g).to(tr.dtype)
-    with torch.inference_mode():
-        return tr(hidden_states=lat, encoder_hidden_states=text, pooled_projections=pooled,
-                  timestep=torch.tensor([500.0]), return_dict=False)[0]
-
-
 def test_modulation_bf16_keeps_adaln_16bit(tiny_config):
-    tr = _tiny_transformer(tiny_config)
+    tr = tiny_transformer(tiny_config.cache_dir)
     plan = make_plan(CPU, modulation="bf16")
     quantize.quantize(tr, "transformer", plan)
     for name, m in tr.named_modules():
@@ -77,14 +59,14 @@ def test_modulation_bf16_keeps_adaln_16bit(tiny_config):
 
 
 def test_positional_crop_is_bit_identical_and_bounded(tiny_config):
-    full = _tiny_transformer(tiny_config)
+    full = tiny_transformer(tiny_config.cache_dir)
     cropped = copy.deepcopy(full)
     assert pos_table.crop(cropped, 1536) == (128, 96)
     assert cropped.pos_embed.pos_embed.shape[1] == 96 * 96
     for side in (256, 512, 1536):  # small, default and the largest served
-        assert torch.equal(_forward(full, side), _forward(cropped, side)), side
+        assert torch.equal(forward(full, side), forward(cropped, side)), side
     with pytest.raises(ValueError, match="pos_embed_max_size"):
-        _forward(cropped, 1552)  # beyond the crop: diffusers refuses instead of reading garbage
+        forward(cropped, 1552)  # beyond the crop: diffusers refuses instead of reading garbage
     assert pos_table.crop(cropped, 1536) is None  # idempotent
 
 
@@ -147,11 +129,11 @@ def medium2():
 
 
 def test_fp8_output_close_to_bf16_on_medium_width(medium2):
-    ref = _forward(medium2, 256)
+    ref = forward(medium2, 256)
     for modulation in ("fp8", "bf16"):
         q = copy.deepcopy(medium2)
         quantize.quantize(q, "transformer", make_plan(CPU, modulation=modulation))
-        out = _forward(q, 256)
+        out = forward(q, 256)
         cos = torch.nn.functional.cosine_similarity(out.float().flatten(), ref.float().flatten(), dim=0).item()
         assert cos >= 0.99, (modulation, cos)
         assert not torch.equal(out, ref)  # FP8 really changed the weights

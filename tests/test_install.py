@@ -12,7 +12,7 @@ import venv
 from pathlib import Path
 
 import httpx
-from test_app import free_port
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "fp8demo" / "assets"

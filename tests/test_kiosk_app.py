@@ -8,9 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import CHROMIUM, CHROMIUM_ARGS, free_port, shot
 from PIL import Image
-from test_app import free_port
-from test_browser import CHROMIUM, CHROMIUM_ARGS, shot
 
 from fp8demo import config
 from fp8demo.faces.kiosk.face import face as kiosk_face

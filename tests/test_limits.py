@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import httpx
 import pytest
+from conftest import serve
 from gradio_raw import call, join, refusals
-from test_app import app, client, serve  # noqa: F401  (fixtures: the web app on a free port)
 
 from fp8demo import config
 from fp8demo.errors import InvalidRequest, OutOfMemory

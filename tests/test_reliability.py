@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import free_port
 from gradio_raw import fn_index, join
-from test_app import free_port
 
 from fp8demo.web.retention import GRADIO_ENTRY
 
