@@ -15,10 +15,6 @@ DOC = doc_sync.ROOT / "docs" / "precision.md"
 START, END = "<!-- plans:start -->", "<!-- plans:end -->"
 
 
-def _gib(n: int) -> str:
-    return f"{n / planner.GIB:.2f}"
-
-
 def table() -> str:
     """One row per model and card: the default options (FP8 on an Ada card, T5 auto, 1536 px, preset guidance)."""
     rows = [
@@ -30,8 +26,9 @@ def table() -> str:
             plan = cards.plan_for_card(model, gib)
             m = plan.memory
             where = planner.summary(plan.placement) if m.fits else "does not fit"
-            rows.append(f"| {model} | {gib} GiB | {where} | {_gib(m.resident_bytes)} | {_gib(m.peak_load_bytes)} | "
-                        f"{_gib(m.peak_run_bytes)} | {'yes' if plan.compile else 'no'} |")
+            figures = [f"{n / planner.GIB:.2f}" for n in (m.resident_bytes, m.peak_load_bytes, m.peak_run_bytes)]
+            rows.append(f"| {model} | {gib} GiB | {where} | {' | '.join(figures)} | "
+                        f"{'yes' if plan.compile else 'no'} |")
     return "\n".join([START, "", *rows, "", END])
 
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import doc_sync
+from fp8demo.report import size_text
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -21,10 +22,6 @@ DOC = ROOT / "docs" / "performance.md"
 # the results folder as the doc links to it
 LINKS = os.path.relpath(RESULTS, DOC.parent).replace(os.sep, "/")
 START, END = "<!-- performance:start -->", "<!-- performance:end -->"
-
-
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
 
 
 def _memory(path: Path, data: dict) -> list[str]:
@@ -40,8 +37,8 @@ def _memory(path: Path, data: dict) -> list[str]:
         "|---|" + "---|" * len(names),
     ]
     for c in comps:
-        out.append(f"| {c} | " + " | ".join(_gib(rows[n]["components"][c]["bytes"]) for n in names) + " |")
-    out.append("| **total** | " + " | ".join(f"**{_gib(rows[n]['total_bytes'])}**" for n in names) + " |")
+        out.append(f"| {c} | " + " | ".join(size_text(rows[n]["components"][c]["bytes"]) for n in names) + " |")
+    out.append("| **total** | " + " | ".join(f"**{size_text(rows[n]['total_bytes'])}**" for n in names) + " |")
     out.append("| transformer / bf16 | " + " | ".join(f"{rows[n]['transformer_ratio_vs_bf16']:.3f}"
                                                    for n in names) + " |")
     return out
@@ -68,7 +65,7 @@ def _bench(path: Path, data: dict) -> list[str]:
                 f"| {v['variant']['name']} | {c['width']}x{c['height']} | {c['steps']} | {c['guidance']:g} "
                 f"| {c['per_step_s']['median']:.2f} s | {c['text_encoding_s']['median']:.2f} s "
                 f"| {c['vae_decode_s']['median']:.2f} s | {c['end_to_end_s']['median']:.2f} s "
-                f"| {_gib(c['peak_memory_bytes'])} ({c['peak_memory_kind']}) |"
+                f"| {size_text(c['peak_memory_bytes'])} ({c['peak_memory_kind']}) |"
             )
     loads = [x for v in data["variants"] for x in v.get("load_average_1min") or [] if x is not None]
     if loads:

@@ -36,8 +36,8 @@ def run(cfg: config.EngineConfig, generate: bool = True, caps: hardware.Capabili
             "name": caps.name,
             "description": caps.describe(),
             "compute_capability": ".".join(map(str, caps.compute_capability)) if caps.compute_capability else None,
-            "total_memory_gib": _gib(caps.total_memory),
-            "free_memory_gib": _gib(caps.free_memory),
+            "total_memory_gib": _in_gib(caps.total_memory),
+            "free_memory_gib": _in_gib(caps.free_memory),
         },
         "versions": hardware.versions(),
         "fp8": {"native_matmuls": caps.fp8_native, "torchao": caps.torchao},
@@ -82,7 +82,7 @@ def run(cfg: config.EngineConfig, generate: bool = True, caps: hardware.Capabili
                 "size": f"{r.width}x{r.height}",
                 "steps": r.steps,
                 "timings": result.timings.as_dict(),
-                "peak_memory_gib": _gib(result.peak_memory_bytes),
+                "peak_memory_gib": _in_gib(result.peak_memory_bytes),
                 "peak_memory_kind": result.peak_memory_kind,
                 "precision": result.precision,
             }
@@ -100,7 +100,7 @@ def run(cfg: config.EngineConfig, generate: bool = True, caps: hardware.Capabili
     return out
 
 
-def _gib(n: int | None) -> float | None:
+def _in_gib(n: int | None) -> float | None:
     return None if n is None else round(n / 2**30, 2)
 
 

@@ -56,6 +56,11 @@ class Report:
         }
 
 
+def size_text(n: int) -> str:
+    """A size for people: GiB from a tenth of one, MiB below."""
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 / 10 else f"{n / 2**20:.1f} MiB"
+
+
 def count_linears(module) -> tuple[int, int]:
     """(FP8 Linears, all Linears) of a module."""
     import torch

@@ -1,5 +1,5 @@
 """The benchmark tool runs end to end on the tiny model (figures printed, not asserted), the GPU suite's commands
-are valid, and the README's Performance section matches the committed results."""
+are valid, and docs/performance.md's results section matches the committed results."""
 
 import os
 import shlex

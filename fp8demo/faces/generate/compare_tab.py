@@ -9,12 +9,13 @@ import gradio as gr
 
 from ... import config
 from ...errors import InvalidRequest
+from ...report import size_text
 from ...request import check_prompt
 from ...web.events import GPU, RAW, run_job, session_id
 from ...web.form import Defaults, GenerateForm, text
 from ...web.presence import departure
 from ...web.service import DemoService
-from .generate_tab import EXAMPLES, bytes_text
+from .generate_tab import EXAMPLES
 from .sheet import contact_sheet
 
 SHEET_PROMPTS = EXAMPLES[:4]
@@ -153,15 +154,15 @@ def compare_table(res) -> str:
         peak = "n/a on a CPU (the process's peak RSS only rises)"
         peak_row = f"| device peak (reset per side) | {peak} | |"
     else:
-        peak_row = (f"| device peak (reset per side) | {bytes_text(b.peak_memory_bytes)} | "
-                    f"{bytes_text(f.peak_memory_bytes)} |")
+        peak_row = (f"| device peak (reset per side) | {size_text(b.peak_memory_bytes)} | "
+                    f"{size_text(f.peak_memory_bytes)} |")
     speed_note = "" if res.speed_representative else " ⚠️ on a CPU: not representative of a GPU"
     rows = [
         "| | 16-bit | FP8 |",
         "|---|---|---|",
         f"| precision (storage / compute) | {b.precision} | {f.precision} |",
-        f"| transformer, resident | {bytes_text(res.baseline_transformer_bytes)} | "
-        f"{bytes_text(res.fp8_transformer_bytes)} (**{ratio:.2f}x**) |",
+        f"| transformer, resident | {size_text(res.baseline_transformer_bytes)} | "
+        f"{size_text(res.fp8_transformer_bytes)} (**{ratio:.2f}x**) |",
         peak_row,
         f"| denoising | {b.timings.denoising:.3f} s | {f.timings.denoising:.3f} s ({speed:.2f}x){speed_note} |",
         f"| total | {b.timings.total:.3f} s | {f.timings.total:.3f} s |",

@@ -13,6 +13,7 @@ import gradio as gr
 from ... import config
 from ...errors import Cancelled
 from ...imageio import read_parameters
+from ...report import size_text
 from ...request import MAX_IMAGES, GenerationResult, parse_parameters
 from ...web.events import GPU, LIGHT, RAW, friendly, session_id, stream
 from ...web.form import Defaults, GenerateForm, settings_of
@@ -44,7 +45,7 @@ SCROLL_TO_RESULT = """(...args) => {
 
 def result_line(r: GenerationResult) -> str:
     t = r.timings
-    mem = f"{bytes_text(r.peak_memory_bytes)} ({r.peak_memory_kind})"
+    mem = f"{size_text(r.peak_memory_bytes)} ({r.peak_memory_kind})"
     count = f"{len(r.images)} images · " if len(r.images) > 1 else ""
     return (
         f"**{t.total:.2f} s** · {count}text {t.text_encoding * 1000:.0f} ms"
@@ -242,7 +243,3 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
     png_in.change(load_png, png_in, [*form.values(), png_note], **LIGHT)
     return {"run": run}
 
-
-def bytes_text(n: int) -> str:
-    """A size for people: GiB from a tenth of one, MiB below."""
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 / 10 else f"{n / 2**20:.1f} MiB"
