@@ -96,14 +96,14 @@ class Comparer:
                 return module, label, resident, 0.0
             # one extra transformer at a time: a new baseline replaces the old one
             self._variants.clear()
-            hardware.release_cached_memory(self.engine.caps.device)
+            hardware.release_cached_memory(self.engine.caps.target)
             t0 = time.perf_counter()
             module, label = self._load(kind)
             resident = self._place(module)
             if self.engine.plan.compile:
                 compiler.compile_blocks(module, self.engine.caps.device)
                 if not resident:
-                    self._move(module, self.engine.caps.device)
+                    self._move(module, self.engine.caps.target)
                 self.engine.warm_compiled(module)  # its first comparison must not pay for the compiler
                 if not resident:
                     self._move(module, "cpu")
@@ -119,7 +119,7 @@ class Comparer:
         plan = runplan.decide(cfg, engine.caps)
         module = sources.load_transformer(engine.source, plan, engine.cfg)
         if plan.is_fp8 and engine.caps.device == "cuda":
-            module.to(engine.caps.device)  # torchao quantizes on the device it computes on
+            module.to(engine.caps.target)  # torchao quantizes on the device it computes on
         recipe.prepare_transformer(module, plan)
         log.info("comparison transformer %s loaded: %.2f GiB", kind, module_bytes(module) / 2**30)
         label = plan.label() if plan.compile or plan.is_fp8 else f"{kind} (eager)"
@@ -128,12 +128,12 @@ class Comparer:
         return module, label
 
     def _place(self, module) -> bool:
-        device = self.engine.caps.device
+        device = self.engine.caps.target
         if device == "cpu":
             return True
         size = module_bytes(module)
         free = hardware.free_device_memory(device)
-        on_device = next(module.parameters()).device.type == device
+        on_device = next(module.parameters()).device.type == self.engine.caps.device
         if on_device or free is None or size + WORKING_BYTES <= free:
             module.to(device)
             return True
@@ -168,7 +168,7 @@ class Comparer:
         ):
             if not resident:
                 try:
-                    swap += self._move(module, self.engine.caps.device)
+                    swap += self._move(module, self.engine.caps.target)
                 except Exception as error:
                     self._out_of_memory(error, f"moving the {kind} transformer onto the GPU")
                     raise
@@ -215,7 +215,7 @@ class Comparer:
             return
         with self._lock:
             self._variants.clear()  # a half-placed transformer is no use: the next comparison loads it afresh
-        hardware.release_cached_memory(self.engine.caps.device)
+        hardware.release_cached_memory(self.engine.caps.target)
         raise OutOfMemory(
             f"The GPU ran out of memory {doing}. The comparison needs room for a second transformer: try again "
             "when the server is idle, or at a smaller size; the Generate tab works normally."
@@ -224,8 +224,8 @@ class Comparer:
     def _move(self, module, device: str) -> float:
         t0 = time.perf_counter()
         module.to(device)
-        hardware.synchronize(self.engine.caps.device)
+        hardware.synchronize(self.engine.caps.target)
         if device == "cpu":
-            hardware.release_cached_memory(self.engine.caps.device)
+            hardware.release_cached_memory(self.engine.caps.target)
         return time.perf_counter() - t0
 

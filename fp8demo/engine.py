@@ -150,9 +150,10 @@ class Engine:
         t0 = time.perf_counter()
         log.info("Loading %s (%s; %s) on %s", self.source.name, self.plan.label(), self.plan.offload,
                  self.caps.describe())
-        pipe = load_pipeline(self.source, self.plan, self.cfg, placement.load_devices(self.plan))
         self.compile_cache = self.compile_cache_for() if self.plan.compile else None
-        self.report = recipe.prepare(pipe, self.plan, self.compile_cache)
+        with hardware.current(self.caps.target):
+            pipe = load_pipeline(self.source, self.plan, self.cfg, placement.load_devices(self.plan))
+            self.report = recipe.prepare(pipe, self.plan, self.compile_cache)
         self.pipe = pipe
         self._transformer = pipe.transformer
         self.load_seconds = time.perf_counter() - t0
@@ -312,8 +313,8 @@ class Engine:
         if token_warning:
             warnings.append(token_warning)
             log.warning(token_warning)
-        device = self.caps.device
-        with self._lock:
+        device = self.caps.target
+        with self._lock, hardware.current(device):
             own = self.pipe.transformer
             denoiser = own if job.transformer is None else job.transformer
             try:
@@ -393,7 +394,7 @@ class Engine:
 
         request, progress, preview, cancel, num_images = (job.request, job.progress, job.preview, job.cancel,
                                                            job.num_images)
-        device = self.caps.device
+        device = self.caps.target
         hardware.reset_peak_memory(device)
         clock = hardware.StageClock(device)
         clock.mark()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 import resource
 import time
 from dataclasses import dataclass
+
+from .errors import SetupError
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,12 @@ class Capabilities:
     torchao: bool = True
     xformers: bool = False
     cpu_count: int = 1
+    index: int | None = None  # which CUDA device, on a machine with several; None: the default one
+
+    @property
+    def target(self) -> str:
+        """The torch device string: "cuda:1", or "cuda", "mps", "cpu"."""
+        return self.device if self.index is None else f"{self.device}:{self.index}"
 
     @property
     def fp8_native(self) -> bool:
@@ -47,26 +56,55 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def detect() -> Capabilities:
+def _common() -> dict:
+    return dict(torchao=_installed("torchao"), xformers=_installed("xformers"), cpu_count=os.cpu_count() or 1)
+
+
+def _cuda(index: int) -> Capabilities:
     import torch
 
-    common = dict(torchao=_installed("torchao"), xformers=_installed("xformers"), cpu_count=os.cpu_count() or 1)
-    if torch.cuda.is_available():
-        index = torch.cuda.current_device()
-        props = torch.cuda.get_device_properties(index)
-        free, total = torch.cuda.mem_get_info(index)
-        return Capabilities(
-            device="cuda",
-            name=props.name,
-            compute_capability=(props.major, props.minor),
-            total_memory=total,
-            free_memory=free,
-            bf16=torch.cuda.is_bf16_supported(),
-            **common,
-        )
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return Capabilities(device="mps", name="Apple MPS", **common)
-    return Capabilities(device="cpu", name=_cpu_name(), **common)
+    props = torch.cuda.get_device_properties(index)
+    free, total = torch.cuda.mem_get_info(index)
+    return Capabilities(device="cuda", name=props.name, compute_capability=(props.major, props.minor),
+                        total_memory=total, free_memory=free, bf16=torch.cuda.is_bf16_supported(), index=index,
+                        **_common())
+
+
+def detect(device: str | None = None) -> Capabilities:
+    """The device named ("cuda:1", "cuda", "mps", "cpu"), or by default the best one here: the CUDA GPU with FP8
+    tensor cores and the most memory, else MPS, else the CPU."""
+    import torch
+
+    if device in (None, "cuda") and torch.cuda.is_available():
+        gpus = [_cuda(i) for i in range(torch.cuda.device_count())]
+        return max(gpus, key=lambda c: (c.fp8_native, c.total_memory or 0))
+    if device is not None and device.startswith("cuda:"):
+        index = device.partition(":")[2]
+        if not torch.cuda.is_available() or not index.isdigit() or int(index) >= torch.cuda.device_count():
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            raise SetupError(f"--devices: there is no {device} here ({count} CUDA devices visible).")
+        return _cuda(int(index))
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if device == "mps" or (device is None and mps):
+        if not mps:
+            raise SetupError("--devices: there is no MPS device here.")
+        return Capabilities(device="mps", name="Apple MPS", **_common())
+    if device in (None, "cpu"):
+        return Capabilities(device="cpu", name=_cpu_name(), **_common())
+    raise SetupError(f"--devices: unknown device {device!r}; use cuda:N, cuda, mps or cpu, or all.")
+
+
+def detect_all(spec: str | None) -> list[Capabilities]:
+    """The devices --devices names: "cuda:0,cuda:1", "all" (every visible CUDA device), "cpu,cpu" (two engines on
+    the CPU), or nothing for the one best device."""
+    import torch
+
+    if not spec:
+        return [detect()]
+    if spec == "all":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return [_cuda(i) for i in range(count)] or [detect()]
+    return [detect(name.strip()) for name in spec.split(",") if name.strip()]
 
 
 def cpu_capabilities() -> Capabilities:
@@ -85,36 +123,56 @@ def _cpu_name() -> str:
     return "CPU"
 
 
+# The functions below take a torch device string (Capabilities.target): "cuda:1", "cuda", "mps" or "cpu".
+
+
+def _is_cuda(device: str) -> bool:
+    return device.startswith("cuda")
+
+
 def free_device_memory(device: str) -> int | None:
-    if device != "cuda":
+    if not _is_cuda(device):
         return None
     import torch
 
-    return torch.cuda.mem_get_info()[0]
+    return torch.cuda.mem_get_info(torch.device(device))[0]
 
 
 def synchronize(device: str) -> None:
     import torch
 
-    if device == "cuda":
-        torch.cuda.synchronize()
+    if _is_cuda(device):
+        torch.cuda.synchronize(torch.device(device))
     elif device == "mps":
         torch.mps.synchronize()
 
 
 def reset_peak_memory(device: str) -> None:
-    if device == "cuda":
+    if _is_cuda(device):
         import torch
 
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(torch.device(device))
+
+
+@contextlib.contextmanager
+def current(device: str):
+    """Make `device` ("cuda:N") the thread's current CUDA device while inside, so that kernels, events and streams
+    of code that says only "cuda" go there; nothing for any other device. The engines of a pool share threads."""
+    if not device.startswith("cuda:"):  # the default device needs no switch
+        yield
+        return
+    import torch
+
+    with torch.cuda.device(torch.device(device)):
+        yield
 
 
 def peak_memory(device: str) -> tuple[int, str]:
     """Peak bytes since the last reset and what they measure (device allocator, or the process on a CPU)."""
-    if device == "cuda":
+    if _is_cuda(device):
         import torch
 
-        return torch.cuda.max_memory_allocated(), "cuda max_memory_allocated"
+        return torch.cuda.max_memory_allocated(torch.device(device)), "cuda max_memory_allocated"
     # ru_maxrss is KiB on Linux; it is the process's high-water mark, not per request.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS"
 
@@ -151,10 +209,11 @@ def release_cached_memory(device: str) -> None:
 
     gc.collect()
     return_freed_host_memory()
-    if device == "cuda":
+    if _is_cuda(device):
         import torch
 
-        torch.cuda.empty_cache()
+        with torch.cuda.device(torch.device(device)):
+            torch.cuda.empty_cache()
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -193,7 +252,7 @@ class StageClock:
         self._marks: list = []
 
     def mark(self) -> None:
-        if self.device == "cuda":
+        if _is_cuda(self.device):
             import torch
 
             event = torch.cuda.Event(enable_timing=True)
@@ -207,7 +266,7 @@ class StageClock:
         """Seconds between consecutive marks (waits for the device once)."""
         synchronize(self.device)
         m = self._marks
-        if self.device == "cuda":
+        if _is_cuda(self.device):
             return [a.elapsed_time(b) / 1000.0 for a, b in zip(m, m[1:], strict=False)]
         return [b - a for a, b in zip(m, m[1:], strict=False)]
 

@@ -29,7 +29,7 @@ def load_devices(plan) -> dict[str, str]:
     """Where each component loads: straight onto a CUDA device when it stays there, into host memory otherwise
     (torchao quantizes on the CPU for the other devices, which get their components moved afterwards)."""
     on_cuda = plan.device == "cuda"
-    return {c: plan.device if on_cuda and plan.placement[c] is Where.DEVICE else "cpu" for c in COMPONENTS}
+    return {c: plan.target if on_cuda and plan.placement[c] is Where.DEVICE else "cpu" for c in COMPONENTS}
 
 
 class _Visits:
@@ -67,7 +67,7 @@ def apply(pipe, plan) -> None:
     import torch
     from accelerate.hooks import AlignDevicesHook, add_hook_to_module
 
-    device, where = plan.device, plan.placement
+    device, where = plan.target, plan.placement
     if where["transformer"] is Where.SEQUENTIAL:
         pipe.enable_sequential_cpu_offload(device=device)
         return
@@ -77,7 +77,7 @@ def apply(pipe, plan) -> None:
             num_blocks_per_group=BLOCKS_PER_GROUP, use_stream=True,
         )
     modules = {c: getattr(pipe, c, None) for c in COMPONENTS}
-    if device not in ("cpu", "cuda"):
+    if plan.device not in ("cpu", "cuda"):
         for name, module in modules.items():
             if module is not None and where[name] is Where.DEVICE:
                 module.to(device)
@@ -91,4 +91,4 @@ def apply(pipe, plan) -> None:
     for name in (c for c in COMPONENTS if where[c] is Where.CPU):
         # runs on the CPU: inputs come from the GPU and the outputs go back to where the inputs came from
         add_hook_to_module(modules[name], AlignDevicesHook(execution_device="cpu", io_same_device=True), append=True)
-    log.info("placement: %s", summary(where, device))
+    log.info("placement: %s", summary(where, plan.device))

@@ -35,6 +35,7 @@ KNOWN_BROKEN = "compiled torchao FP8 with CPU offload is a known-broken combinat
 @dataclass(frozen=True)
 class RunPlan:
     device: str  # "cuda", "mps" or "cpu"
+    target: str  # the torch device it runs on: "cuda:1" on a machine with several GPUs, else as `device`
     precision: str  # what was asked for: "fp8", "bf16" or "fp16"
     compute_dtype: str  # the 16-bit compute dtype: "bfloat16" or "float16"
     blocks: Kind  # transformer block Linears
@@ -105,6 +106,7 @@ class RunPlan:
         return {
             "label": self.label(),
             "device": self.device,
+            "target": self.target,
             "precision": self.precision,
             "compute_dtype": self.compute_dtype,
             "blocks": self.blocks.value,
@@ -252,8 +254,8 @@ def decide(cfg: config.EngineConfig, caps: Capabilities, footprint: ModelFootpri
     if compile_wanted and not compile_:
         reasons["compile"] = f"Off: {KNOWN_BROKEN}."
     architecture = footprint.architecture if memory is not None else None
-    return RunPlan(caps.device, cfg.precision, compute, blocks, modulation, t5, dtypes, placement, compile_,
-                   cfg.attention, cfg.max_side, reasons, architecture, memory)
+    return RunPlan(caps.device, caps.target, cfg.precision, compute, blocks, modulation, t5, dtypes, placement,
+                   compile_, cfg.attention, cfg.max_side, reasons, architecture, memory)
 
 
 def _place(cfg, caps, footprint, kinds, compile_wanted, guided) -> tuple[dict, MemoryEstimate | None, str]:

@@ -1,0 +1,97 @@
+"""A pool of engines, one per device: `--devices cpu,cpu` runs two jobs at once on this CPU."""
+
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+from conftest import CPU
+
+from fp8demo import hardware
+from fp8demo.errors import SetupError
+from fp8demo.pool import EnginePool
+from fp8demo.request import GenerationRequest, Job
+
+
+def test_devices_flag_names_the_engines():
+    assert [c.target for c in hardware.detect_all("cpu,cpu")] == ["cpu", "cpu"]
+    assert [c.device for c in hardware.detect_all("all")] == ["cpu"]  # no CUDA here: the one best device
+    assert [c.device for c in hardware.detect_all(None)] == ["cpu"]
+    for bad, message in (("cuda:3", "there is no cuda:3"), ("tpu", "unknown device"), ("mps", "no MPS")):
+        with pytest.raises(SetupError, match=message):
+            hardware.detect_all(bad)
+
+
+@pytest.fixture(scope="module")
+def pool(tiny_config):
+    return EnginePool(replace(tiny_config, warmup_runs=0), [CPU, CPU]).start()
+
+
+def _slow_job(seen: list, step_s: float = 0.3) -> Job:
+    def progress(i, n):
+        seen.append(time.monotonic())
+        time.sleep(step_s)
+
+    return Job(GenerationRequest("a red fox", seed=1, steps=4, width=256, height=256), progress=progress)
+
+
+def test_two_jobs_run_at_once_on_two_engines(pool):
+    assert pool.ready and pool.size == 2 and [e["state"] for e in pool.info()] == ["ready", "ready"]
+    results, running = [], []
+    threads = [threading.Thread(target=lambda: results.append(pool.run(_slow_job([])))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+        running.append(pool.running)
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join()
+    assert len(results) == 2 and max(running) == 2  # both engines were busy at the same moment
+    assert pool.running == 0
+
+
+def test_a_third_job_waits_for_a_free_engine(pool):
+    order = []
+
+    def job(name):
+        pool.run(_slow_job([]))
+        order.append((name, time.monotonic()))
+
+    threads = [threading.Thread(target=job, args=(n,)) for n in ("a", "b", "c")]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join(120)
+    assert len(order) == 3 and pool.running == 0  # the third ran once one of the first two was done
+
+
+def test_an_engine_that_fails_to_start_is_left_out(tiny_config, monkeypatch):
+    from fp8demo.engine import Engine
+
+    started = Engine.start
+
+    def start(engine):
+        if engine is pool.engines[1]:
+            raise RuntimeError("device lost")
+        return started(engine)
+
+    monkeypatch.setattr(Engine, "start", start)
+    pool = EnginePool(replace(tiny_config, warmup_runs=0), [CPU, CPU])
+    pool.start()
+    states = [e["state"] for e in pool.info()]
+    assert states[0] == "ready" and pool.size == 1 and pool.ready
+    assert pool.run(Job(GenerationRequest("a cat", seed=2, steps=1, width=256, height=256))).image.size == (256, 256)
+
+
+def test_no_engine_at_all_is_an_error(tiny_config, monkeypatch):
+    from fp8demo.engine import Engine
+
+    def start(engine):
+        engine.state, engine.error = "failed", "RuntimeError: device lost"
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(Engine, "start", start)
+    with pytest.raises(SetupError, match="No engine could start: RuntimeError: device lost"):
+        EnginePool(replace(tiny_config, warmup_runs=0), [CPU, CPU]).start()
