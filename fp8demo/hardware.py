@@ -167,6 +167,16 @@ def current(device: str):
         yield
 
 
+def memory_in_use(device: str) -> int | None:
+    """Bytes the allocator holds in tensors on a CUDA device now; None elsewhere (the process's RSS is shared by
+    every engine of a CPU pool, so it says nothing about one)."""
+    if not _is_cuda(device):
+        return None
+    import torch
+
+    return torch.cuda.memory_allocated(torch.device(device))
+
+
 def peak_memory(device: str) -> tuple[int, str]:
     """Peak bytes since the last reset and what they measure (device allocator, or the process on a CPU)."""
     if _is_cuda(device):
