@@ -72,6 +72,17 @@ TEXT_ENCODER_WORK_BYTES = 256 * 2**20
 # the blocks (embedders, norm_out, proj_out) are counted as resident.
 GROUP_OFFLOAD_BLOCKS_ON_GPU = 2
 
+# Device memory kept free at the peaks: the CUDA context, cuDNN workspaces and allocator fragmentation grow with
+# the card and the run, beyond the fixed overhead above. A plan that would eat into it is not taken.
+HEADROOM_MIN_BYTES = 512 * 2**20
+HEADROOM_FRACTION = 0.06
+
+
+def headroom(card_bytes: int) -> int:
+    """Bytes kept free on a card of `card_bytes`: max(0.5 GiB, 6 % of the card)."""
+    return max(HEADROOM_MIN_BYTES, int(HEADROOM_FRACTION * card_bytes))
+
+
 # Rough speeds, only to rank placements that keep the transformer where it is (never shown as a prediction).
 PCIE_BYTES_PER_S = 10e9  # model offload copies from pageable host memory: ~10 GB/s on PCIe 4.0 x16
 CPU_FLOPS = 2e11  # a desktop CPU's dense matmul rate, order of magnitude (T5-XXL: ~12 s a prompt)
@@ -182,7 +193,8 @@ class MemoryEstimate:
     """Device memory of one placement on one card, at the largest side served."""
 
     vram_bytes: int  # the card's free memory the estimate was made for
-    fits: bool
+    fits: bool  # both peaks leave `headroom_bytes` free
+    headroom_bytes: int
     resident_bytes: int  # weights kept on the GPU between images
     peak_load_bytes: int  # while loading: resident weights + one 16-bit layer being quantized + overhead
     peak_run_bytes: int  # the largest phase, activations and overhead included
@@ -243,11 +255,12 @@ def candidate_placements(offload: str, t5: bool) -> list[dict[str, Where]]:
 
 
 def evaluate(fp: ModelFootprint, size: Sizes, placement: Mapping[str, Where], compile_wanted: bool,
-             fp8_matmul: bool, vram_bytes: int, cfg: bool) -> Candidate:
+             fp8_matmul: bool, vram_bytes: int, cfg: bool, card_bytes: int | None = None) -> Candidate:
     """The memory and cost of one placement (fits or not), with the notes that explain it.
 
     `compile_wanted`: the transformer compiles if it stays resident; `fp8_matmul`: its blocks quantize activations
-    (eagerly, when not compiled); `cfg`: guidance > 1, the transformer runs on a batch of 2."""
+    (eagerly, when not compiled); `cfg`: guidance > 1, the transformer runs on a batch of 2; `card_bytes`: the
+    card's whole memory, which sizes the headroom (default: `vram_bytes`)."""
     on_gpu = [c for c in COMPONENTS if placement[c] == Where.DEVICE]
     transformer = placement["transformer"]
     resident = sum(size.components[c] for c in on_gpu)
@@ -280,7 +293,8 @@ def evaluate(fp: ModelFootprint, size: Sizes, placement: Mapping[str, Where], co
     # Weights are quantized while loading: a component loading onto the GPU holds its final bytes plus the one
     # 16-bit module being converted. Offloaded parts load into host memory.
     peak_load = OVERHEAD_BYTES + resident + max((fp.largest_module_16bit[c] for c in on_gpu), default=0)
-    fits = peak_run < vram_bytes and peak_load < vram_bytes
+    spare = headroom(card_bytes or vram_bytes)
+    fits = max(peak_run, peak_load) + spare <= vram_bytes
 
     prompts = 2 if cfg else 1  # under CFG the negative prompt goes through the encoders too
     seconds = 0.0
@@ -305,7 +319,7 @@ def evaluate(fp: ModelFootprint, size: Sizes, placement: Mapping[str, Where], co
     if moved and transformer == Where.DEVICE:
         verb = "move" if len(moved) > 1 else "moves"
         notes.append(f"{', '.join(moved)} {verb} to the GPU only while running; the transformer stays resident.")
-    memory = MemoryEstimate(vram_bytes, fits, resident, peak_load, peak_run, phases, act, round(seconds, 3))
+    memory = MemoryEstimate(vram_bytes, fits, spare, resident, peak_load, peak_run, phases, act, round(seconds, 3))
     return Candidate(dict(placement), compile_, memory, tuple(notes))
 
 
@@ -322,7 +336,7 @@ def choose(candidates: list[Candidate], offload: str, is_fp8: bool) -> Candidate
     tries += ["a smaller --max-side"] + ([] if is_fp8 else ["--precision fp8"]) + ["a smaller model"]
     note = (
         f"Nothing fits in {smallest.memory.vram_bytes / GIB:.1f} GiB{forced}: the smallest placement "
-        f"({summary(smallest.placement)}) needs {need / GIB:.1f} GiB at peak. Try {', '.join(tries[:-1])} or "
-        f"{tries[-1]}."
+        f"({summary(smallest.placement)}) needs {need / GIB:.1f} GiB at peak and "
+        f"{smallest.memory.headroom_bytes / GIB:.1f} GiB kept free. Try {', '.join(tries[:-1])} or {tries[-1]}."
     )
     return Candidate(smallest.placement, smallest.compile, smallest.memory, smallest.notes + (note,))

@@ -273,12 +273,13 @@ def _place(cfg, caps, footprint, kinds, compile_wanted, guided) -> tuple[dict, M
             "does not fit).")
     size = planner.sizes(footprint, kinds, has_t5)
     fp8_matmul = kinds[Layer.BLOCK] is Kind.FP8_MATMUL
-    candidates = [planner.evaluate(footprint, size, where, compile_wanted, fp8_matmul, caps.free_memory, guided)
+    candidates = [planner.evaluate(footprint, size, where, compile_wanted, fp8_matmul, caps.free_memory, guided,
+                                   caps.total_memory)
                   for where in planner.candidate_placements(cfg.offload, has_t5)]
     best = planner.choose(candidates, cfg.offload, kinds[Layer.BLOCK].is_fp8)
     m = best.memory
-    fits = (f"Fits in {m.vram_bytes / planner.GIB:.1f} GiB: {m.peak_run_bytes / planner.GIB:.1f} GiB at peak."
-            if m.fits else "")
+    fits = (f"Fits in {m.vram_bytes / planner.GIB:.1f} GiB: {m.peak_run_bytes / planner.GIB:.1f} GiB at peak, "
+            f"{m.headroom_bytes / planner.GIB:.1f} GiB kept free." if m.fits else "")
     where = planner.summary(best.placement)
     return best.placement, m, " ".join(filter(None, (f"{where[:1].upper()}{where[1:]}.", fits, *best.notes)))
 

@@ -56,6 +56,25 @@ def test_every_card_fits_every_model_below_its_memory(plans, model, gib):
 
 @pytest.mark.parametrize("gib", CARDS)
 @pytest.mark.parametrize("model", MODELS)
+def test_every_plan_that_fits_keeps_the_headroom(plans, model, gib):
+    """max(0.5 GiB, 6 % of the card) stays free at both peaks: the context, workspaces and fragmentation need it."""
+    m = plans[model, gib].memory
+    assert m.headroom_bytes == max(512 * 2**20, int(0.06 * gib * GIB))
+    assert m.fits and max(m.peak_run_bytes, m.peak_load_bytes) + m.headroom_bytes <= gib * GIB
+
+
+def test_a_placement_that_would_eat_the_headroom_is_not_taken():
+    """Medium on 8 GiB with T5-XXL model-offloaded peaks at 7.9 GiB: under the card, but into its half GiB of
+    headroom, so T5-XXL runs on the CPU instead (6.6 GiB at peak)."""
+    plan = cards.plan_for_card("medium", 8)
+    assert plan.placement["text_encoder_3"] == "cpu" and plan.placement["transformer"] == "device"
+    offloaded = [c for c in _candidates("medium", 8) if c.placement["text_encoder_3"] == "model-offload"
+                 and c.memory.peak_run_bytes < 8 * GIB and not c.memory.fits]
+    assert offloaded  # such placements fit the card, not the headroom
+
+
+@pytest.mark.parametrize("gib", CARDS)
+@pytest.mark.parametrize("model", MODELS)
 def test_the_plan_is_the_fastest_that_fits(plans, model, gib):
     """Brute force over every candidate: none that fits is faster, and none keeps more on the GPU at no cost."""
     chosen = plans[model, gib]
@@ -216,6 +235,7 @@ def test_cli_prints_one_json_line(capsys):
     for key in ("placement", "offload", "t5", "compile", "memory", "reasons", "label", "blocks", "dtypes"):
         assert key in data
     m = data["memory"]
+    assert m["headroom_bytes"] == int(0.06 * 24 * GIB)
     assert m["fits"] is True and data["placement"]["transformer"] == "device" and data["architecture"] == "large"
     assert m["resident_bytes"] < m["peak_load_bytes"] and m["peak_run_bytes"] < 24 * GIB
 
