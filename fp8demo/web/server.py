@@ -86,9 +86,12 @@ def launch(demo, face: Face, service: DemoService, app_cfg: config.AppConfig, bl
     the bounded queue. Returns (app, local_url, share_url); with `block`, serves until stopped."""
     from starlette.middleware import Middleware
 
-    from .access import AccessPolicy, Guard, queued_jobs
+    from .access import AccessPolicy, Guard, networks, queued_jobs
     from .retention import Janitor, retention_rules
 
+    networks(app_cfg.trusted_proxies, "FP8DEMO_TRUSTED_PROXIES")  # a bad entry fails here, not silently in uvicorn
+    config.trust_forwarded_from(app_cfg.trusted_proxies)  # read by the uvicorn server demo.launch starts
+    log.info("X-Forwarded-For is believed from: %s", ", ".join(app_cfg.trusted_proxies) or "no one")
     limits = app_cfg.limits
     demo.queue(max_size=app_cfg.max_queue, default_concurrency_limit=1)
     service.output_dir.mkdir(parents=True, exist_ok=True)
