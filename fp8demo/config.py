@@ -140,6 +140,10 @@ class EngineConfig:
 # The files the app needs at run time (stylesheets, the kiosk's prompts, word lists and attract pictures): package
 # data, found here and only here, so that a checkout and `pip install .` serve the same files.
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+# open_nsfw's score at or above which a picture is withheld (Yahoo's guide: below 0.2 safe, above 0.8 not). None of
+# 285 ordinary pictures reaches it; the highest score among them is 0.48 and 2 are above 0.4, so a lower threshold
+# costs false refusals (docs/kiosk.md, python -m benchmarks.image_safety).
+IMAGE_SAFETY_THRESHOLD = 0.5
 KIOSK_SCREEN = ("127.0.0.1", "::1")  # the kiosk's clients by default: a browser on the server machine itself
 KIOSK_NEGATIVE = "nsfw, nudity, gore, blood, violence, weapon, text, watermark, lowres, deformed"
 
@@ -192,6 +196,11 @@ class AppConfig:
     # Reverse proxies whose X-Forwarded-For names the client (addresses or networks; FP8DEMO_TRUSTED_PROXIES). None
     # by default: the client is the address that connected, whatever headers it sends.
     trusted_proxies: tuple[str, ...] = field(default_factory=lambda: env_list("FP8DEMO_TRUSTED_PROXIES"))
+    # The image classifier's check of every picture (--image-safety, --no-image-safety); None: the face's own choice
+    # (on for the kiosk, off for the Generate page). A picture scoring at or above the threshold is withheld.
+    image_safety: bool | None = None
+    image_safety_threshold: float = field(default_factory=lambda: env_float(
+        "FP8DEMO_IMAGE_SAFETY_THRESHOLD", IMAGE_SAFETY_THRESHOLD, "a number from 0 to 1"))
 
 
 @dataclass(frozen=True)
@@ -233,12 +242,12 @@ def env_str(name: str, default: str | None = None) -> str | None:
     return value if value not in (None, "") else default
 
 
-def env_float(name: str, default: float) -> float:
+def env_float(name: str, default: float, what: str = "a number of seconds") -> float:
     value = env_str(name)
     try:
         return default if value is None else float(value)
     except ValueError as error:
-        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from error
+        raise ValueError(f"{name} must be {what}, got {value!r}") from error
 
 
 def env_int(name: str, default: int | None = None) -> int | None:

@@ -1,8 +1,8 @@
 """Who may ask what, checked at the door (an ASGI middleware in front of Gradio's routes).
 
-- The face's access rule: everyone, or only the addresses and networks the operator lists (the kiosk: its screen's
-  own browser); every other client then gets 403 except on the public routes, /take/<file> (take-home downloads) and
-  /health/* (monitoring).
+- The face's access rule: everyone, or only the addresses and networks the operator lists (e.g. an exhibition
+  screen's own browser); every other client then gets 403 except on the public routes, /take/<file> (take-home
+  downloads) and /health/* (monitoring).
 - Every face: a request body larger than the events ever need is refused before it is read, and one client address
   may have only so many jobs queued or running, so that fire-and-forget joins cannot fill the queue.
 

@@ -111,6 +111,15 @@ def launch(demo, face: Face, service: DemoService, app_cfg: config.AppConfig, bl
         return retention_rules(face.keeping, service.output_dir, storage, storage.gradio_cache if own_cache else None)
 
     service.janitor = Janitor(rules, storage.prune_every).start()
+    safety = face.image_safety if app_cfg.image_safety is None else app_cfg.image_safety
+    if safety:
+        from .safety import ImageSafety
+
+        service.use_image_safety(ImageSafety(app_cfg.image_safety_threshold).load())
+        log.info("Image safety: every picture is checked (withheld at a score of %.2f or more)",
+                 app_cfg.image_safety_threshold)
+    else:
+        service.use_image_safety(None)
     try:
         served = demo.launch(
             server_name=app_cfg.host,

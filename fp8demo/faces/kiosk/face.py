@@ -6,6 +6,7 @@
 - Launch: no footer and no API link (nothing on the page leads anywhere else), the page's own <head> (no zoom, no
   long-press menu), and no run history, which would keep every visitor's prompts and pictures in the shared browser
   for the next visitor to read.
+- Image safety: on unless the operator starts with --no-image-safety; a flagged picture is never shown or saved.
 - Keeping: take-home PNGs for FP8DEMO_TAKE_TTL seconds and at most `keep_pngs` of them; the attract loop's copies
   for as long, and only as many as it shows.
 """
@@ -39,6 +40,7 @@ def face(settings: config.KioskConfig | None = None) -> Face:
         footer_links=(),
         run_history=False,
         access=access,
+        image_safety=True,  # a second layer after moderation: the picture itself is checked (web/safety.py)
         keeping=Keeping(pngs=cfg.keep_pngs, max_age=cfg.take_ttl,
                         folders=(Rule(Path(ATTRACT_FOLDER), "*.jpg", cfg.recent_creations, cfg.take_ttl),)),
     )
