@@ -140,6 +140,11 @@ class EngineConfig:
 # The files the app needs at run time (stylesheets, the kiosk's prompts, word lists and attract pictures): package
 # data, found here and only here, so that a checkout and `pip install .` serve the same files.
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+# open_nsfw's score at or above which a picture is withheld (Yahoo's guide: below 0.2 safe, above 0.8 not). None of
+# 285 ordinary pictures reaches it; the highest score among them is 0.48 and 2 are above 0.4, so a lower threshold
+# costs false refusals (docs/kiosk.md, python -m benchmarks.image_safety).
+IMAGE_SAFETY_THRESHOLD = 0.5
+KIOSK_SCREEN = ("127.0.0.1", "::1")  # the kiosk's clients by default: a browser on the server machine itself
 KIOSK_NEGATIVE = "nsfw, nudity, gore, blood, violence, weapon, text, watermark, lowres, deformed"
 
 
@@ -164,9 +169,10 @@ class KioskConfig:
     public_url: str | None = field(default_factory=lambda: env_str("FP8DEMO_PUBLIC_URL"))
     # the prompt under each recent creation in the attract loop: off unless the operator turns it on ("1")
     attract_captions: bool = field(default_factory=lambda: env_str("FP8DEMO_KIOSK_ATTRACT_CAPTIONS") == "1")
-    # Who may use the page and its events besides loopback (the screen's own browser): addresses or networks,
-    # comma- or space-separated. Everyone else gets 403 except /take/<file> (phones) and /health/*.
-    clients: tuple[str, ...] = field(default_factory=lambda: env_list("FP8DEMO_KIOSK_CLIENTS"))
+    # Who may use the page and its events: the whole list, addresses or networks, comma- or space-separated; by
+    # default the screen's own browser on this machine. Any other client, another loopback address such as
+    # 127.0.0.7 included, gets 403 except on /take/<file> (phones) and /health/*.
+    clients: tuple[str, ...] = field(default_factory=lambda: env_list("FP8DEMO_KIOSK_CLIENTS") or KIOSK_SCREEN)
     # take-home PNGs expire after this many seconds (the QR code's link then says the picture is gone)
     take_ttl: float = field(default_factory=lambda: env_float("FP8DEMO_TAKE_TTL", 3600.0))
     keep_pngs: int = 200  # at most this many take-home PNGs on disk, however short the TTL
@@ -187,6 +193,14 @@ class AppConfig:
     outputs: Path = field(default_factory=lambda: Path(env_str("FP8DEMO_OUTPUTS", "outputs")))
     limits: Limits = field(default_factory=lambda: Limits())
     storage: StorageConfig = field(default_factory=lambda: StorageConfig())
+    # Reverse proxies whose X-Forwarded-For names the client (addresses or networks; FP8DEMO_TRUSTED_PROXIES). None
+    # by default: the client is the address that connected, whatever headers it sends.
+    trusted_proxies: tuple[str, ...] = field(default_factory=lambda: env_list("FP8DEMO_TRUSTED_PROXIES"))
+    # The image classifier's check of every picture (--image-safety, --no-image-safety); None: the face's own choice
+    # (on for the kiosk, off for the Generate page). A picture scoring at or above the threshold is withheld.
+    image_safety: bool | None = None
+    image_safety_threshold: float = field(default_factory=lambda: env_float(
+        "FP8DEMO_IMAGE_SAFETY_THRESHOLD", IMAGE_SAFETY_THRESHOLD, "a number from 0 to 1"))
 
 
 @dataclass(frozen=True)
@@ -228,12 +242,12 @@ def env_str(name: str, default: str | None = None) -> str | None:
     return value if value not in (None, "") else default
 
 
-def env_float(name: str, default: float) -> float:
+def env_float(name: str, default: float, what: str = "a number of seconds") -> float:
     value = env_str(name)
     try:
         return default if value is None else float(value)
     except ValueError as error:
-        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from error
+        raise ValueError(f"{name} must be {what}, got {value!r}") from error
 
 
 def env_int(name: str, default: int | None = None) -> int | None:
@@ -266,6 +280,13 @@ def use_gradio_cache(folder: Path) -> None:
     """Point Gradio's cache (displayed images, uploads) at `folder`. Gradio reads GRADIO_TEMP_DIR as each component
     is built: call this before building the UI."""
     os.environ["GRADIO_TEMP_DIR"] = str(folder)
+
+
+def trust_forwarded_from(proxies: tuple[str, ...]) -> None:
+    """Tell uvicorn whose X-Forwarded-For to believe. Gradio builds uvicorn's Config without forwarded_allow_ips, so
+    uvicorn reads FORWARDED_ALLOW_IPS as each server starts, and without it trusts 127.0.0.1 and ::1: any local
+    process could then name any client. Set before every launch ("" trusts no one)."""
+    os.environ["FORWARDED_ALLOW_IPS"] = ",".join(proxies)
 
 
 def auth_from_env() -> str | None:

@@ -32,6 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--outputs", type=Path, default=config.field_default(d, "outputs"),
                    help="folder where every picture is saved as a PNG with its parameters (default: %(default)s; "
                         "or FP8DEMO_OUTPUTS)")
+    p.add_argument("--image-safety", action=argparse.BooleanOptionalAction, default=None,
+                   help="check every picture with an image classifier before it is shown or saved, withholding "
+                        "those it flags (threshold: FP8DEMO_IMAGE_SAFETY_THRESHOLD; default: on with --kiosk, off "
+                        "for the Generate page)")
     p.add_argument("--max-queue", type=int, default=config.field_default(d, "max_queue"),
                    help="requests waiting for the GPU before new ones are told it is busy (default: %(default)s)")
 
@@ -53,6 +57,7 @@ def app_config(args: argparse.Namespace) -> config.AppConfig:
         auth=config.auth_from_env() if args.auth else None,
         max_queue=args.max_queue,
         outputs=args.outputs,
+        image_safety=args.image_safety,
     )
 
 

@@ -16,16 +16,18 @@ def fn_index(url: str, api_name: str) -> int:
 
 
 def join(url: str, api_name: str, data: list | None = None, raw: str | None = None, session: str | None = None,
-         headers: dict | None = None, index: int | None = None) -> tuple[httpx.Response, str]:
+         headers: dict | None = None, index: int | None = None,
+         http: httpx.Client | None = None) -> tuple[httpx.Response, str]:
     """POST /gradio_api/queue/join. `raw`: the JSON body's "data" list as text (for NaN and the like); `index`: the
-    event's fn_index when the caller already has it (else it is read from /config)."""
+    event's fn_index when the caller already has it (else it is read from /config); `http`: the client to send it
+    with (e.g. one bound to another source address)."""
     session = session or uuid.uuid4().hex[:12]
     index = fn_index(url, api_name) if index is None else index
     data_text = raw if raw is not None else json.dumps(data)
     body = f'{{"data": {data_text}, "fn_index": {index}, "session_hash": "{session}", "event_data": null, ' \
            '"trigger_id": null}'
-    response = httpx.post(url + "gradio_api/queue/join", content=body, timeout=60,
-                          headers={"content-type": "application/json", **(headers or {})})
+    response = (http or httpx).post(url + "gradio_api/queue/join", content=body, timeout=60,
+                                    headers={"content-type": "application/json", **(headers or {})})
     return response, session
 
 

@@ -62,3 +62,14 @@ def test_app_overhead(tmp_path, cache_dir):
     result = _result(tmp_path, "app-overhead")
     assert len(result["runs"]) == 1 and result["runs"][0]["image_bytes"] > 0
     assert set(result["overhead_ms"]) == {"min", "median", "max"} and result["framework_floor_ms"]["median"] > 0
+
+
+def test_image_safety(tmp_path, cache_dir):
+    from benchmarks import image_safety
+
+    image_safety.main(["--samples", "2", "--lfw", "1", "--scenes", "2", "--tiny", "1", "--tiny-side", "256",
+                       "--runs", "1", "--out", str(tmp_path)])
+    result = _result(tmp_path, "image-safety")
+    assert result["ordinary_pictures"] == 2 + 1 + 1 + 2 + 1 and result["load_s"] > 0
+    assert set(result["cost_ms"]) == {"kiosk picture, 1024 px", "tiny picture, 512 px", "preview frame, 128 px"}
+    assert result["groups"]["tiny model (noise)"]["pictures"] == 1 and result["false_positive_rate"] is not None

@@ -1,13 +1,15 @@
 """Who may ask what, checked at the door (an ASGI middleware in front of Gradio's routes).
 
-- The face's access rule: everyone, or only the machine's own browser (loopback) and listed addresses; every other
-  client then gets 403 except on the public routes, /take/<file> (take-home downloads) and /health/* (monitoring).
+- The face's access rule: everyone, or only the addresses and networks the operator lists (e.g. an exhibition
+  screen's own browser); every other client then gets 403 except on the public routes, /take/<file> (take-home
+  downloads) and /health/* (monitoring).
 - Every face: a request body larger than the events ever need is refused before it is read, and one client address
   may have only so many jobs queued or running, so that fire-and-forget joins cannot fill the queue.
 
 Clients are told apart by their address as the server sees it, which a client cannot mint the way it can mint
-Gradio session hashes (uvicorn takes X-Forwarded-For only from a proxy on loopback: put no proxy that omits it in
-front of a face that is not open to everyone).
+Gradio session hashes. uvicorn replaces that address with the X-Forwarded-For one only for a request from a proxy
+the operator names (AppConfig.trusted_proxies, FP8DEMO_TRUSTED_PROXIES; none by default: server.launch sets
+uvicorn's list), so no other process, local or not, can pass itself off as another client.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import ipaddress
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import SetupError
 
@@ -35,36 +37,49 @@ def client_address(request) -> str:
     return getattr(client, "host", None) or "local"
 
 
+def networks(entries: tuple[str, ...], setting: str) -> tuple:
+    """`entries` (addresses or networks) as ip_network objects; a bad one is a SetupError naming `setting`."""
+    found = []
+    for entry in entries:
+        try:
+            found.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError as error:
+            raise SetupError(f"{setting}: {entry!r} is not an IP address or network "
+                             "(e.g. 192.168.1.20 or 192.168.1.0/24).") from error
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class AccessRule:
-    """Who may use a face's page, its events and its files: everyone, or with `local_only` the machine's own browser
-    (loopback) and the addresses or networks in `clients`; every other client gets `refusal` (403) everywhere but on
-    the public routes. `setting` names where the clients came from, for the message about a bad entry."""
+    """Who may use a face's page, its events and its files: everyone, or with `listed_only` exactly the addresses
+    and networks in `clients` (loopback is no exception: 127.0.0.7 is as foreign as a LAN address unless listed);
+    every other client gets `refusal` (403) everywhere but on the public routes. `setting` names where the clients
+    came from, for the message about a bad entry."""
 
-    local_only: bool = False
+    listed_only: bool = False
     clients: tuple[str, ...] = ()
     refusal: str = "This page is served to its own screen only."
     setting: str = "clients"
+    _networks: tuple = field(default=(), init=False, repr=False, compare=False)
 
-    def __post_init__(self):
-        for entry in self.clients:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError as error:
-                raise SetupError(f"{self.setting}: {entry!r} is not an IP address or network "
-                                 "(e.g. 192.168.1.20 or 192.168.1.0/24).") from error
+    def __post_init__(self):  # parsed once; a bad entry fails at start-up
+        object.__setattr__(self, "_networks", networks(self.clients, self.setting))
 
     def allows(self, host: str) -> bool:
         """May this address use the page and its events?"""
-        if not self.local_only:
+        if not self.listed_only:
             return True
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
             return False  # "local" (no client) is an in-process call, never an HTTP request
-        if address.is_loopback or getattr(address, "ipv4_mapped", None) and address.ipv4_mapped.is_loopback:
-            return True
-        return any(address in ipaddress.ip_network(entry, strict=False) for entry in self.clients)
+        # a dual-stack socket reports an IPv4 client as ::ffff:a.b.c.d: the same client
+        mapped = getattr(address, "ipv4_mapped", None)
+        return any(a in net for a in (address, mapped) if a is not None for net in self._networks)
+
+    def names_loopback(self) -> bool:
+        """Does the list let in a browser on this machine (127.0.0.1 or ::1)?"""
+        return self.allows("127.0.0.1") or self.allows("::1")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ class Face:
     run_history: bool | None = None  # False: the browser keeps no record of calls (None: Gradio's default)
     access: AccessRule = field(default_factory=AccessRule)  # who may use the page, its events and its files
     keeping: Keeping = field(default_factory=Keeping)  # how many of its PNGs the outputs folder keeps, how long
+    # every picture checked by the image classifier before it is shown (safety.py), unless the flags say otherwise
+    image_safety: bool = False
 
     def launch_options(self) -> dict[str, Any]:
         """This face's arguments to Gradio's launch()."""

@@ -86,9 +86,12 @@ def launch(demo, face: Face, service: DemoService, app_cfg: config.AppConfig, bl
     the bounded queue. Returns (app, local_url, share_url); with `block`, serves until stopped."""
     from starlette.middleware import Middleware
 
-    from .access import AccessPolicy, Guard, queued_jobs
+    from .access import AccessPolicy, Guard, networks, queued_jobs
     from .retention import Janitor, retention_rules
 
+    networks(app_cfg.trusted_proxies, "FP8DEMO_TRUSTED_PROXIES")  # a bad entry fails here, not silently in uvicorn
+    config.trust_forwarded_from(app_cfg.trusted_proxies)  # read by the uvicorn server demo.launch starts
+    log.info("X-Forwarded-For is believed from: %s", ", ".join(app_cfg.trusted_proxies) or "no one")
     limits = app_cfg.limits
     demo.queue(max_size=app_cfg.max_queue, default_concurrency_limit=1)
     service.output_dir.mkdir(parents=True, exist_ok=True)
@@ -108,6 +111,15 @@ def launch(demo, face: Face, service: DemoService, app_cfg: config.AppConfig, bl
         return retention_rules(face.keeping, service.output_dir, storage, storage.gradio_cache if own_cache else None)
 
     service.janitor = Janitor(rules, storage.prune_every).start()
+    safety = face.image_safety if app_cfg.image_safety is None else app_cfg.image_safety
+    if safety:
+        from .safety import ImageSafety
+
+        service.use_image_safety(ImageSafety(app_cfg.image_safety_threshold).load())
+        log.info("Image safety: every picture is checked (withheld at a score of %.2f or more)",
+                 app_cfg.image_safety_threshold)
+    else:
+        service.use_image_safety(None)
     try:
         served = demo.launch(
             server_name=app_cfg.host,

@@ -51,6 +51,9 @@ class DemoService:
         self._cancels: dict[str, threading.Event] = {}
         self._pending: set[Path] = set()  # PNGs the background writer has not finished
         self._thread: threading.Thread | None = None
+        # the image-level safety layer (safety.ImageSafety), set by server.launch when the face or the flags say so:
+        # every picture of every job is checked before it leaves the service
+        self.image_safety = None
         self._generate = gpu_task(self._generate_now)
         self._compare = gpu_task(self._compare_now)
         self._compare_sheet = gpu_task(self._compare_sheet_now, duration=300)
@@ -157,7 +160,29 @@ class DemoService:
                  num_images: int = 1, gone=None) -> GenerationResult:
         self.require_ready()
         self.check(request)
-        return self._generate(request, session, progress, preview, num_images, gone)
+        with self._previews(preview) as shown:
+            result = self._generate(request, session, progress, shown, num_images, gone)
+        return self._checked(result, [result.images or (result.image,)])
+
+    # ---- the image safety layer: every job's pictures pass here before a face sees them ----------------------
+
+    def use_image_safety(self, safety) -> None:
+        """Check every picture with `safety` (a loaded safety.ImageSafety) from now on; None turns it off."""
+        self.image_safety = safety
+
+    def _previews(self, preview):
+        """The preview callback a job gets: `preview` itself, or behind the safety layer's gate (each frame checked,
+        none after a flagged one), closed when the job ends so that no frame follows the result."""
+        if self.image_safety is None or preview is None:
+            return contextlib.nullcontext(preview)
+        return self.image_safety.previews(preview)
+
+    def _checked(self, result, pictures):
+        """`result`, once every picture in `pictures` (lists of images) passes; else ImageWithheld, before anything
+        of it is shown, offered or saved."""
+        if self.image_safety is not None:
+            self.image_safety.check(image for group in pictures for image in group)
+        return result
 
     def _generate_now(self, request, session, progress, preview=None, num_images=1, gone=None):
         with self._job(session, progress, gone) as (cancel, on_step):
@@ -201,14 +226,16 @@ class DemoService:
                 gone=None):
         self.require_ready()
         self.check(request)
-        return self._compare(request, baseline, session, progress, gone)
+        result = self._compare(request, baseline, session, progress, gone)
+        return self._checked(result, [(result.baseline.image, result.fp8.image)])
 
     def compare_sheet(self, prompts: list[str], request: GenerationRequest, baseline: str = "bf16",
                       session: str = "", progress=None, gone=None):
         self.require_ready()
         for prompt in prompts:
             self.check(replace(request, prompt=prompt))
-        return self._compare_sheet(prompts, request, baseline, session, progress, gone)
+        rows = self._compare_sheet(prompts, request, baseline, session, progress, gone)
+        return self._checked(rows, [(row.baseline.image, row.fp8.image) for row in rows])
 
     def _compare_sheet_now(self, prompts, request, baseline, session, progress, gone=None):
         with self._job(session, progress, gone) as (cancel, on_step):

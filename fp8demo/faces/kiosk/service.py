@@ -16,6 +16,7 @@ from pathlib import Path
 from ... import config
 from ...errors import Cancelled
 from ...request import GenerationRequest, GenerationResult
+from ...web.safety import ImageWithheld
 from ...web.service import DemoService
 from .moderation import Moderator
 from .rules import KioskRefusal, Line, SessionGate, place_text
@@ -97,7 +98,8 @@ class KioskService:
         """Yield status lines while the visitor waits, then the Creation. Raises KioskRefusal or UserError, or
         Cancelled when `gone()` says the visitor left (in the line or mid-picture). `client` is the fairness key:
         the screen's address, which its visitors cannot change (access.client_address). `preview` gets the forming
-        picture after each step."""
+        picture after each step (those the image safety layer passes), and None when the finished picture is
+        withheld (ImageWithheld, a UserError): the screen then shows no picture."""
         request = self.request_for(prompt, portrait)
         self.service.require_ready()
         self.gate.begin(client, self.clock())
@@ -110,7 +112,12 @@ class KioskService:
                 yield place_text(ahead)
                 ahead = self.line.wait_turn(ticket, timeout=0.5)
             yield place_text(0)
-            result = self.service.generate(request, client, progress, preview, gone=gone)
+            try:
+                result = self.service.generate(request, client, progress, preview, gone=gone)
+            except ImageWithheld:
+                if preview is not None:
+                    preview(None)  # the forming picture leaves the screen too: nothing of a withheld one stays
+                raise
         finally:
             self.line.leave(ticket)
             self.gate.end(client, self.clock())
