@@ -87,6 +87,10 @@ def serve(args: argparse.Namespace) -> None:
     if args.auth:
         parse_auth(app_cfg.auth or "")  # fail now, with the message, not at the first visitor
     face = face_for(app_cfg)  # its settings are checked here too (e.g. the kiosk's client list)
+    if app_cfg.share and face.access.listed_only:
+        # a share link's tunnel connects from this machine, so every visitor on the internet would be the screen
+        raise SetupError(f"--share cannot serve the {face.name} page: it is for the listed screens only, and "
+                         "visitors through a share link arrive from this machine's own address.")
     service = DemoService(app_cfg).start(background=True)  # the page says "warming up" meanwhile
     config.use_gradio_cache(app_cfg.storage.gradio_cache)  # its own folder, which the janitor may prune
     launch(face.build(service), face, service, app_cfg)

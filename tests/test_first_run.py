@@ -105,3 +105,12 @@ def test_cli_help_speaks_to_users(capsys):
         pass
     text = capsys.readouterr().out
     assert "generate" in text and "issue" not in text.lower() and "later" not in text.lower()
+
+
+def test_the_kiosk_is_never_shared_through_a_public_link(capsys, cache_dir):
+    """A share link's tunnel arrives from this machine, which the kiosk takes for its screen: refused at start."""
+    from fp8demo.serve import main
+
+    assert main(["--kiosk", "--share", "--model", "tiny", "--port", str(free_port())]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --share cannot serve the kiosk page") and "Traceback" not in err
