@@ -184,6 +184,8 @@ class AppConfig:
 
     engine: EngineConfig = field(default_factory=EngineConfig)
     face: str = "generate"  # the page served: "generate" (the Generate and Compare tabs) or "kiosk" (KioskConfig)
+    # one warm engine per device: "cuda:0,cuda:1", "all" (every visible GPU), "cpu,cpu"; None: the one best device
+    devices: str | None = None
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False

@@ -18,19 +18,24 @@ from typing import Any
 from . import config
 from .engine import Engine
 from .errors import SetupError
-from .hardware import Capabilities
+from .hardware import Capabilities, is_fatal_device_error
 from .request import GenerationResult, Job
 
 log = logging.getLogger(__name__)
 
 
 class EnginePool:
-    def __init__(self, cfg: config.EngineConfig, devices: list[Capabilities]):
-        if not devices:
+    def __init__(self, engines: list[Engine]):
+        if not engines:
             raise SetupError("--devices names no device.")
-        self.engines = [Engine(cfg, caps) for caps in devices]
+        self.engines = engines
         self._busy: set[int] = set()  # indices of the engines running a job
         self._free = threading.Condition()
+
+    @classmethod
+    def for_devices(cls, cfg: config.EngineConfig, devices: list[Capabilities]) -> EnginePool:
+        """One engine (not started) per device, each deciding the run plan of its own card."""
+        return cls([Engine(cfg, caps) for caps in devices])
 
     @property
     def first(self) -> Engine:
@@ -76,8 +81,14 @@ class EnginePool:
                 self._free.wait()
             index = free[0]
             self._busy.add(index)
+        engine = self.engines[index]
         try:
-            yield self.engines[index]
+            yield engine
+        except Exception as error:
+            if is_fatal_device_error(error):  # the device is unusable until the process restarts: no more jobs
+                engine.state, engine.error = "failed", f"unrecoverable device error: {error}"
+                log.critical("engine on %s: %s; taken out of the pool", engine.caps.target, engine.error)
+            raise
         finally:
             with self._free:
                 self._busy.discard(index)

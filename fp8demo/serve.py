@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="check every picture with an image classifier before it is shown or saved, withholding "
                         "those it flags (threshold: FP8DEMO_IMAGE_SAFETY_THRESHOLD; default: on with --kiosk, off "
                         "for the Generate page)")
+    p.add_argument("--devices", default=config.field_default(d, "devices"), metavar="DEVICES",
+                   help="one warm engine per device, jobs to the first free one: cuda:0,cuda:1 | all (every visible "
+                        "GPU) | cpu,cpu (default: the one best device)")
     p.add_argument("--max-queue", type=int, default=config.field_default(d, "max_queue"),
                    help="requests waiting for the GPU before new ones are told it is busy (default: %(default)s)")
 
@@ -56,6 +59,7 @@ def app_config(args: argparse.Namespace) -> config.AppConfig:
         share=args.share,
         auth=config.auth_from_env() if args.auth else None,
         max_queue=args.max_queue,
+        devices=args.devices,
         outputs=args.outputs,
         image_safety=args.image_safety,
     )

@@ -121,8 +121,9 @@ def test_comparison_out_of_memory_gets_the_out_of_memory_message(tiny_engine, mo
     def no_room(kind):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
 
-    monkeypatch.setattr(service.comparer, "_variants", {})
-    monkeypatch.setattr(service.comparer, "_load", no_room)
+    comparer = service._comparer(tiny_engine)  # the comparer of the engine a comparison borrows
+    monkeypatch.setattr(comparer, "_variants", {})
+    monkeypatch.setattr(comparer, "_load", no_room)
     with pytest.raises(OutOfMemory, match="ran out of memory loading the bf16 transformer for the comparison"):
         service.compare(GenerationRequest("a cat", steps=1))
     assert service.ready  # and the next request works

@@ -24,7 +24,7 @@ def test_devices_flag_names_the_engines():
 
 @pytest.fixture(scope="module")
 def pool(tiny_config):
-    return EnginePool(replace(tiny_config, warmup_runs=0), [CPU, CPU]).start()
+    return EnginePool.for_devices(replace(tiny_config, warmup_runs=0), [CPU, CPU]).start()
 
 
 def _slow_job(seen: list, step_s: float = 0.3) -> Job:
@@ -78,12 +78,23 @@ def test_an_engine_that_fails_to_start_is_left_out(tiny_config, monkeypatch):
         return started(engine)
 
     monkeypatch.setattr(Engine, "start", start)
-    pool = EnginePool(replace(tiny_config, warmup_runs=0), [CPU, CPU])
+    pool = EnginePool.for_devices(replace(tiny_config, warmup_runs=0), [CPU, CPU])
     pool.start()
     states = [e["state"] for e in pool.info()]
     assert states[0] == "ready" and pool.size == 1 and pool.ready
     assert pool.run(Job(GenerationRequest("a cat", seed=2, steps=1, width=256, height=256))).image.size == (256, 256)
 
+
+def test_a_device_that_dies_takes_its_engine_out(pool, monkeypatch):
+    """An unrecoverable device error fails that job and that engine; the other engine serves the next job."""
+    broken = pool.engines[0]
+    monkeypatch.setattr(broken, "run", lambda job: (_ for _ in ()).throw(RuntimeError("CUDA error: an illegal "
+                                                                                        "memory access")))
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        pool.run(Job(GenerationRequest("a cat", seed=3, steps=1, width=256, height=256)))
+    assert broken.state == "failed" and pool.size == 1 and pool.ready
+    assert pool.run(Job(GenerationRequest("a cat", seed=3, steps=1, width=256, height=256))).image
+    broken.state, broken.error = "ready", None  # the module's pool serves the tests after this one as before
 
 def test_no_engine_at_all_is_an_error(tiny_config, monkeypatch):
     from fp8demo.engine import Engine
@@ -94,4 +105,4 @@ def test_no_engine_at_all_is_an_error(tiny_config, monkeypatch):
 
     monkeypatch.setattr(Engine, "start", start)
     with pytest.raises(SetupError, match="No engine could start: RuntimeError: device lost"):
-        EnginePool(replace(tiny_config, warmup_runs=0), [CPU, CPU]).start()
+        EnginePool.for_devices(replace(tiny_config, warmup_runs=0), [CPU, CPU]).start()

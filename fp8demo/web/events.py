@@ -14,8 +14,9 @@ from ..errors import Cancelled, UserError
 
 log = logging.getLogger(__name__)
 
-# Every event that runs the engine shares this one slot, so two faces never race for the GPU.
-GPU = dict(concurrency_id="gpu", concurrency_limit=1)
+# Every event that runs an engine shares these slots, one per engine of the pool (the queue's default concurrency,
+# which server.launch sets to the number of engines), so jobs never race for a GPU.
+GPU = dict(concurrency_id="gpu", concurrency_limit="default")
 # Timers, resets, token counts: outside the queue, so they never wait behind a generation.
 LIGHT = dict(queue=False, api_visibility="private", show_progress="hidden")
 # GPU events take raw values (no Gradio preprocessing): the face turns them into a request, and a value of the wrong

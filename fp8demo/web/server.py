@@ -34,9 +34,9 @@ def health_routes(service: DemoService) -> list:
         s = service.status()
         if s["ready"]:
             return JSONResponse({"status": "ready", "model": s["model"], "precision": s["precision"],
-                                 "device": s["device"], "events": s["events"]})
+                                 "device": s["device"], "events": s["events"], "engines": s["engines"]})
         reason = s["error"] if s["state"] == "failed" else f"warming up ({s['state']})"
-        return JSONResponse({"status": s["state"], "reason": reason}, status_code=503)
+        return JSONResponse({"status": s["state"], "reason": reason, "engines": s["engines"]}, status_code=503)
 
     return [
         APIRoute("/health/live", live, methods=["GET"]),
@@ -93,7 +93,8 @@ def launch(demo, face: Face, service: DemoService, app_cfg: config.AppConfig, bl
     config.trust_forwarded_from(app_cfg.trusted_proxies)  # read by the uvicorn server demo.launch starts
     log.info("X-Forwarded-For is believed from: %s", ", ".join(app_cfg.trusted_proxies) or "no one")
     limits = app_cfg.limits
-    demo.queue(max_size=app_cfg.max_queue, default_concurrency_limit=1)
+    # as many jobs at once as there are engines (events.GPU): one per device
+    demo.queue(max_size=app_cfg.max_queue, default_concurrency_limit=len(service.devices()))
     service.output_dir.mkdir(parents=True, exist_ok=True)
     policy = AccessPolicy(face.access, jobs_per_client=limits.jobs_per_client, max_body_bytes=limits.max_body_bytes)
     # Gradio deletes this process's cache files past the age (and all of them at shutdown); the janitor also

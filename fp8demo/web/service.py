@@ -1,7 +1,8 @@
-"""The demo's server-side state: the engine warming up in the background, per-session cancel, the PNG store.
+"""The demo's server-side state: the engines warming up in the background, per-session cancel, the PNG store.
 
-The faces call this and nothing below it, so every face (and the API) shares one engine and one set of rules, and
-none of them imports torch. How long the PNGs are kept is the face's to say (face.Face.keeping).
+The faces call this and nothing below it, so every face (and the API) shares one pool of engines (one per device,
+pool.EnginePool) and one set of rules, and none of them imports torch. How long the PNGs are kept is the face's to
+say (face.Face.keeping).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..request import GenerationRequest, GenerationResult, Job, validate
 log = logging.getLogger(__name__)
 
 RESTARTING = "The demo is restarting after a device error; please try again in a minute."
+DEVICE_LOST = "The GPU making this picture failed and was taken out of service; please try again."
 
 
 def gpu_task(fn, duration: int = 120):
@@ -38,9 +40,9 @@ class DemoService:
         self.cfg = app_cfg
         # called after an unrecoverable device error; by default the process exits so that systemd restarts it
         self.on_fatal = on_fatal or _exit_soon
-        self.caps = caps
-        self.engine = None
-        self.comparer = None
+        self.caps = caps  # one device given (tests, benchmarks); None: the devices of --devices (AppConfig.devices)
+        self.pool = None  # pool.EnginePool, once start() has made it
+        self._comparers: dict[int, object] = {}  # engine id -> its compare.Comparer
         self.state = "starting"  # starting -> ready | failed
         self.error: str | None = None
         self.started_at = time.time()
@@ -63,12 +65,23 @@ class DemoService:
     @classmethod
     def from_engine(cls, engine, app_cfg: config.AppConfig | None = None) -> DemoService:
         """Wrap an engine that is already warm (tests, benchmarks)."""
-        from ..compare import Comparer
+        from ..pool import EnginePool
 
         service = cls(app_cfg or config.AppConfig(engine=engine.cfg), engine.caps)
-        service.engine, service.comparer = engine, Comparer(engine)
+        service.pool = EnginePool([engine])
         service.state = "ready" if engine.ready else engine.state
         return service
+
+    @property
+    def engine(self):
+        """The engine that speaks for the pool (its model, preset and tokenizers); None before start()."""
+        return self.pool.first if self.pool is not None else None
+
+    def devices(self) -> list:
+        """The devices the engines run on: the one given, or those --devices names (the best one by default)."""
+        from ..hardware import detect_all
+
+        return [self.caps] if self.caps is not None else detect_all(self.cfg.devices)
 
     def start(self, background: bool = True) -> DemoService:
         if background:
@@ -79,16 +92,15 @@ class DemoService:
         return self
 
     def _start(self) -> None:
-        from ..compare import Comparer
-        from ..engine import Engine
+        from ..pool import EnginePool
 
         try:
-            engine = Engine(self.cfg.engine, self.caps)
-            self.engine = engine
-            engine.start()
-            self.comparer = Comparer(engine)
+            self.pool = EnginePool.for_devices(self.cfg.engine, self.devices())
+            self.pool.start()
             self.state = "ready"
-            log.info("ready: %s, %s", engine.source.name, engine.plan.label())
+            for engine in self.pool.engines:
+                log.info("%s on %s: %s, %s", engine.state, engine.caps.target, engine.source.name,
+                         engine.plan.label())
         except BaseException as error:  # the page and /health/ready report it; the process keeps serving
             self.state = "failed"
             self.error = getattr(self.engine, "error", None) or str(error)
@@ -101,6 +113,7 @@ class DemoService:
     def status(self) -> dict:
         engine = self.engine
         info = engine.info() if engine is not None else {}
+        engines = self.pool.info() if self.pool is not None else []
         return {
             "ready": self.ready,
             "state": self.state if self.state != "starting" else (info.get("state") or "starting"),
@@ -108,7 +121,9 @@ class DemoService:
             "precision": info.get("precision"),
             "device": info.get("device"),
             "random_weights": info.get("random_weights"),
-            "events": info.get("events", []),  # what happened while serving (a compiler failure, ...)
+            # what happened while serving (a compiler failure, ...), on every engine
+            "events": [dict(event, device=e["device"]) for e in engines for event in e["events"]],
+            "engines": engines,
             "notice": engine.source.notice if engine is not None else None,
             "error": self.error,
             "uptime_s": round(time.time() - self.started_at, 1),
@@ -186,7 +201,7 @@ class DemoService:
 
     def _generate_now(self, request, session, progress, preview=None, num_images=1, gone=None):
         with self._job(session, progress, gone) as (cancel, on_step):
-            return self.engine.run(Job(request, num_images, on_step, preview, cancel))
+            return self.pool.run(Job(request, num_images, on_step, preview, cancel))
 
     @contextlib.contextmanager
     def _job(self, session: str, progress, gone):
@@ -212,15 +227,20 @@ class DemoService:
                 del self._cancels[session]
 
     def _check_fatal(self, error: Exception) -> None:
+        """After an unrecoverable device error the pool has taken that engine out; while others serve, the visitor
+        is asked to try again; when none is left, the process exits so that the service manager restarts it."""
         from ..hardware import is_fatal_device_error
 
-        if is_fatal_device_error(error):
-            self.state = "failed"
-            self.restarting = True
-            self.error = f"unrecoverable device error: {error}"
-            log.critical("%s; marking not ready and exiting so that the service manager restarts us", self.error)
-            self.on_fatal(self)
-            raise SetupError(RESTARTING) from error
+        if not is_fatal_device_error(error):
+            return
+        if self.pool is not None and self.pool.ready:
+            raise SetupError(DEVICE_LOST) from error
+        self.state = "failed"
+        self.restarting = True
+        self.error = f"unrecoverable device error: {error}"
+        log.critical("%s; marking not ready and exiting so that the service manager restarts us", self.error)
+        self.on_fatal(self)
+        raise SetupError(RESTARTING) from error
 
     def compare(self, request: GenerationRequest, baseline: str = "bf16", session: str = "", progress=None,
                 gone=None):
@@ -238,12 +258,19 @@ class DemoService:
         return self._checked(rows, [(row.baseline.image, row.fp8.image) for row in rows])
 
     def _compare_sheet_now(self, prompts, request, baseline, session, progress, gone=None):
-        with self._job(session, progress, gone) as (cancel, on_step):
-            return self.comparer.compare_sheet(prompts, Job(request, progress=on_step, cancel=cancel), baseline)
+        with self._job(session, progress, gone) as (cancel, on_step), self.pool.engine() as engine:
+            job = Job(request, progress=on_step, cancel=cancel)
+            return self._comparer(engine).compare_sheet(prompts, job, baseline)
 
     def _compare_now(self, request, baseline, session, progress, gone=None):
-        with self._job(session, progress, gone) as (cancel, on_step):
-            return self.comparer.compare(Job(request, progress=on_step, cancel=cancel), baseline)
+        with self._job(session, progress, gone) as (cancel, on_step), self.pool.engine() as engine:
+            return self._comparer(engine).compare(Job(request, progress=on_step, cancel=cancel), baseline)
+
+    def _comparer(self, engine):
+        """The comparer of a free engine the comparison borrowed (each keeps its own second transformer)."""
+        from ..compare import Comparer
+
+        return self._comparers.setdefault(id(engine), Comparer(engine))
 
     def cancel(self, session: str) -> bool:
         """Stop the session's running job at the next step. True when there was one."""
