@@ -1,0 +1,120 @@
+"""Guesses about words that are on no list and are no real word: misspellings (nakid, boobz, secksy), compounds
+(bigboobs, pornstar, nakedwoman) and wildcards (f*cking, p**n).
+
+Every guess is about a word that the vocabulary does not know (vocabulary.py): a real word is judged as itself, so
+"witch" is never a misspelled "bitch", nor "cocktail" a compound of "cock". Edit distances come from rapidfuzz
+(optimal string alignment: a swap of two letters, nakde, counts one).
+"""
+
+from __future__ import annotations
+
+import re
+
+from rapidfuzz import process
+from rapidfuzz.distance import OSA, Hamming
+
+from . import vocabulary
+from .lists import Lists
+
+MIN_FUZZY = 5  # shorter words are too close to too many others ("nude": node, nuke, rude)
+MIN_SOUND = 4  # sounding the same needs no edit: "sexi" is "sexy"
+WILDCARDS = "*#%_?"
+_SOUNDS = (("ph", "f"), ("ck", "k"), ("c", "k"), ("q", "k"), ("x", "ks"), ("z", "s"), ("kh", "k"), ("y", "i"))
+_DOUBLE = re.compile(r"(.)\1+")
+_WILDCARD_CHUNK = re.compile(r"^[^\W\d_]*(?:[*#%_?]+[^\W\d_]*)+$")
+
+
+def max_distance(length: int) -> int:
+    """Edits allowed for a word of this length: 1 from five letters, 2 from eight."""
+    return 0 if length < MIN_FUZZY else 1 if length < 8 else 2
+
+
+def sound(word: str) -> str:
+    """A spelling that hides the usual sound-alike swaps (ph/f, cks/x, z/s) and doubled letters."""
+    for written, said in _SOUNDS:
+        word = word.replace(written, said)
+    return _DOUBLE.sub(r"\1", word)
+
+
+class Guesser:
+    def __init__(self, lists: Lists, allowed_split) -> None:
+        self.lists = lists
+        self.words = lists.words
+        self.by_shape = lists.by_shape
+        self.core = lists.core
+        self.sound_words = {sound(word) for word in lists.core if len(word) >= MIN_SOUND and word.isalpha()}
+        self.by_length: dict[int, list[str]] = {}
+        for (_, length), words in lists.by_shape.items():
+            self.by_length.setdefault(length, []).extend(words)
+        self.allowed_split = allowed_split  # pieces -> whether they are an allowed phrase (pussy willow)
+
+    def blocked(self, word: str) -> bool:
+        """Whether a word that is neither listed nor known is a misspelling or a compound of a listed word."""
+        return self.misspelled(word) or self.compound(word)
+
+    def misspelled(self, word: str) -> bool:
+        if len(word) < MIN_SOUND or not word.isalpha():
+            return False
+        key = sound(word)
+        if key in self.sound_words:
+            return True
+        k = max_distance(len(word))
+        return bool(k) and _near(word, self.by_shape, k)
+
+    def compound(self, word: str) -> bool:
+        """A word made of a listed word and real words (or listed ones): bigboobs, nakedwoman, sexdoll; unless the
+        pieces are an allowed phrase (pussywillow)."""
+        if len(word) < 6 or len(word) > 40 or not word.isalpha():
+            return False
+        split = self._split(word, 3)
+        return split is not None and not self.allowed_split(split)
+
+    def _split(self, word: str, parts: int, listed_yet: bool = False) -> list[str] | None:
+        """Pieces of at least three letters, each listed or known, one of them listed; None when there is none."""
+        n = len(word)
+        for i in range(3, n - 2):
+            left, right = word[:i], word[i:]
+            # a listed word of three letters only starts a compound (sexdoll), never ends one (Middlesex, bluetit)
+            left_listed = left in self.core and (i > 3 or not listed_yet and parts == 3)
+            if not left_listed and not vocabulary.known(left):
+                continue
+            have = listed_yet or left_listed
+            right_listed = right in self.core and len(right) > 3
+            if (have or right_listed) and (right_listed or vocabulary.known(right)):
+                return [left, right]
+            # three pieces only of four letters or more: "vergadering" is no verga + der + ing
+            if parts > 2 and len(right) >= 8 and (i > 3 or left_listed):
+                rest = self._split(right, parts - 1, have)
+                if rest is not None:
+                    return [left, *rest]
+        return None
+
+    def wildcard(self, chunk: str) -> bool:
+        """A word with letters hidden behind symbols (f*cking, p**n, sh#t) that fits a listed word."""
+        chunk = chunk.strip(".,;:!()[]{}\"'")
+        if not _WILDCARD_CHUNK.match(chunk):
+            return False
+        hidden = sum(c in WILDCARDS for c in chunk)
+        shown = len(chunk) - hidden
+        if shown < 2 or hidden > shown or hidden == len(chunk):
+            return False
+        query = "".join("\0" if c in WILDCARDS else c for c in chunk)
+        choices = self.by_shape.get((query[0], len(query))) if query[0] != "\0" else self.by_length.get(len(query))
+        if not choices:
+            return False
+        return process.extractOne(query, choices, scorer=Hamming.distance, score_cutoff=hidden) is not None
+
+
+def _near(word: str, index: dict[tuple[str, int], list[str]], k: int) -> bool:
+    """Whether a listed word of the same first letter is within k edits, other than one that differs in the last
+    letter alone: that is how names and other languages' words differ from a listed word (Dickel, dicked), while
+    misspellings change the middle (nakid) or sound the same (boobz, handled by sound())."""
+    n = len(word)
+    for length in range(n - k, n + k + 1):
+        choices = index.get((word[0], length))
+        if not choices:
+            continue
+        for choice, _, _ in process.extract(word, choices, scorer=OSA.distance, score_cutoff=k, limit=8):
+            if not (len(choice) == n and choice[:-1] == word[:-1]):
+                return True
+    return False
