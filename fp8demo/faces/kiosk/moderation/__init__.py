@@ -33,6 +33,7 @@ No torch and no network; the lists and the vocabulary are loaded once per proces
 figure).
 """
 
+from . import report
 from .lists import BUNDLED, bundled_entries, forms, read_list
 from .moderator import REFUSAL, Moderator, Verdict
 from .report import main, read_probe
@@ -41,4 +42,4 @@ from .text import fold
 _forms = forms  # the name tests and older callers know
 
 __all__ = ["BUNDLED", "REFUSAL", "Moderator", "Verdict", "bundled_entries", "fold", "forms", "main", "read_list",
-           "read_probe"]
+           "read_probe", "report"]
