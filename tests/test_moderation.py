@@ -29,11 +29,11 @@ def mod():
 # ---- the probes (tests/data/moderation_{dev,heldout}_{evasions,innocent}.txt)
 
 
-@pytest.mark.parametrize("name", ["dev", "heldout"])
+@pytest.mark.parametrize("name", report.PROBES)
 def test_probes_are_big_and_varied(name):
     evasions = read_probe(DATA / f"moderation_{name}_evasions.txt")
     innocent = read_probe(DATA / f"moderation_{name}_innocent.txt")
-    assert len(evasions) >= 200 and len(innocent) >= 150
+    assert len(evasions) >= 200 and len(innocent) >= (150 if name in ("dev", "heldout") else 100)
     prompts = [p for _, p in evasions + innocent]
     assert len(set(prompts)) == len(prompts)
     # every claimed language has its own category of evasions, and innocent prompts in other languages
@@ -41,11 +41,14 @@ def test_probes_are_big_and_varied(name):
     assert {"homograph", "near", "foreign", "emoji", "everyday"} <= {c for c, _ in innocent}
 
 
-def test_the_two_probes_share_no_prompt():
+def test_the_probes_share_no_prompt():
     def prompts(name):
         return {p for kind in ("evasions", "innocent") for _, p in read_probe(DATA / f"moderation_{name}_{kind}.txt")}
 
-    assert prompts("dev") & prompts("heldout") == set()
+    seen: set[str] = set()
+    for name in report.PROBES:
+        assert prompts(name) & seen == set(), name
+        seen |= prompts(name)
 
 
 def test_the_issue_examples_are_in_the_development_probe():
@@ -53,15 +56,12 @@ def test_the_issue_examples_are_in_the_development_probe():
     assert {"breast stroke swimmer", "a pussy willow branch", "un gato negro", "un baiser sur la joue"} <= innocent
 
 
-def test_held_out_probe_stays_within_the_goals(mod):
-    # the claim in docs/kiosk.md: a probe written before tuning and never tuned to
-    leaks, refusals = report.probe(mod, "heldout", DATA)
-    assert leaks.share <= MAX_LEAKS, leaks.line()
-    assert refusals.share <= MAX_FALSE_REFUSALS, refusals.line()
-
-
-def test_development_probe_stays_within_the_goals(mod):
-    leaks, refusals = report.probe(mod, "dev", DATA)
+@pytest.mark.parametrize("name", ["heldout", "blind", "dev"])
+def test_probes_stay_within_the_goals(mod, name):
+    # The held-out and blind probes missed the goals when they were first run (docs/kiosk.md gives those figures);
+    # the fixes that followed were general, but these two probes have been looked at since: from then on they guard
+    # against regressions, and the probe that makes the claim is the one written last ("fresh")
+    leaks, refusals = report.probe(mod, name, DATA)
     assert leaks.share <= MAX_LEAKS, leaks.line()
     assert refusals.share <= MAX_FALSE_REFUSALS, refusals.line()
 

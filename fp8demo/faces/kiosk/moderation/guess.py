@@ -43,8 +43,10 @@ class Guesser:
         self.by_shape = lists.by_shape
         self.core = lists.core
         self.sound_words = {sound(word) for word in lists.core if len(word) >= MIN_SOUND and word.isalpha()}
+        self.bases = lists.bases
+        self.wildcards: dict[tuple[str, int], list[str]] = {**lists.by_shape, **lists.short}
         self.by_length: dict[int, list[str]] = {}
-        for (_, length), words in lists.by_shape.items():
+        for (_, length), words in self.wildcards.items():
             self.by_length.setdefault(length, []).extend(words)
         self.allowed_split = allowed_split  # pieces -> whether they are an allowed phrase (pussy willow)
 
@@ -58,8 +60,10 @@ class Guesser:
         key = sound(word)
         if key in self.sound_words:
             return True
+        if len(word) == MIN_SOUND:  # four letters: only a listed word of five with one letter left out (nakd)
+            return any(_dropped_one(word, base) for base in self.by_shape.get((word[0], 5), ()) if base in self.bases)
         k = max_distance(len(word))
-        return bool(k) and _near(word, self.by_shape, k)
+        return bool(k) and _near(word, self.by_shape, k, self.bases)
 
     def compound(self, word: str) -> bool:
         """A word made of a listed word and real words (or listed ones): bigboobs, nakedwoman, sexdoll; unless the
@@ -82,8 +86,8 @@ class Guesser:
             right_listed = right in self.core and len(right) > 3
             if (have or right_listed) and (right_listed or vocabulary.known(right)):
                 return [left, right]
-            # three pieces only of four letters or more: "vergadering" is no verga + der + ing
-            if parts > 2 and len(right) >= 8 and (i > 3 or left_listed):
+            # of three pieces, one at most has three letters: "vergadering" is no verga + der + ing
+            if parts > 2 and len(right) >= 7 and (i > 3 or len(right) >= 8):
                 rest = self._split(right, parts - 1, have)
                 if rest is not None:
                     return [left, *rest]
@@ -99,22 +103,27 @@ class Guesser:
         if shown < 2 or hidden > shown or hidden == len(chunk):
             return False
         query = "".join("\0" if c in WILDCARDS else c for c in chunk)
-        choices = self.by_shape.get((query[0], len(query))) if query[0] != "\0" else self.by_length.get(len(query))
+        choices = self.wildcards.get((query[0], len(query))) if query[0] != "\0" else self.by_length.get(len(query))
         if not choices:
             return False
         return process.extractOne(query, choices, scorer=Hamming.distance, score_cutoff=hidden) is not None
 
 
-def _near(word: str, index: dict[tuple[str, int], list[str]], k: int) -> bool:
-    """Whether a listed word of the same first letter is within k edits, other than one that differs in the last
-    letter alone: that is how names and other languages' words differ from a listed word (Dickel, dicked), while
-    misspellings change the middle (nakid) or sound the same (boobz, handled by sound())."""
+def _dropped_one(word: str, longer: str) -> bool:
+    """Whether `word` is `longer` with one letter left out."""
+    return any(longer[:i] + longer[i + 1 :] == word for i in range(1, len(longer)))
+
+
+def _near(word: str, index: dict[tuple[str, int], list[str]], k: int, bases: set[str]) -> bool:
+    """Whether a listed word of the same first letter is within k edits. An inflected form counts only at one edit
+    and not when it differs in the last letter alone: that is how names and other languages' words differ from an
+    inflection (Dickel, dicked; analects, anales), while a misspelling of the listed word itself (naket) counts."""
     n = len(word)
     for length in range(n - k, n + k + 1):
         choices = index.get((word[0], length))
         if not choices:
             continue
-        for choice, _, _ in process.extract(word, choices, scorer=OSA.distance, score_cutoff=k, limit=8):
-            if not (len(choice) == n and choice[:-1] == word[:-1]):
+        for choice, edits, _ in process.extract(word, choices, scorer=OSA.distance, score_cutoff=k, limit=8):
+            if choice in bases or edits == 1 and not (len(choice) == n and choice[:-1] == word[:-1]):
                 return True
     return False

@@ -178,6 +178,8 @@ class Lists:
     def __init__(self) -> None:
         self.words: set[str] = set()
         self.core: set[str] = set()  # single words that guesses aim at
+        self.bases: set[str] = set()  # core words as they are written in a list, not inflected
+        self.short: dict[tuple[str, int], list[str]] = defaultdict(list)  # core words of three letters (sex)
         self.prefixes: set[str] = set()  # of every listed word, to cut re-joining short
         self.phrases: dict[str, list[Steps]] = {}
         self.cjk: set[str] = set()
@@ -214,6 +216,7 @@ class Lists:
             self.words |= last
             if core:
                 self.core |= last
+                self.bases.add(words[0])
         else:
             self.words |= {"".join(words[:-1]) + w for w in last}  # written as one word: selfharm
             steps = tuple(frozenset({w}) for w in words[:-1]) + (frozenset(last),)
@@ -231,3 +234,5 @@ class Lists:
         for word in self.core:
             if len(word) >= 4 and word.isalpha():
                 self.by_shape[word[0], len(word)].append(word)
+            elif len(word) == 3 and word.isalpha():
+                self.short[word[0], 3].append(word)

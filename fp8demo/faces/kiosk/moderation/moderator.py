@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import vocabulary
 from .emoji import EmojiRules
-from .guess import MIN_FUZZY, MIN_SOUND, WILDCARDS, Guesser
+from .guess import MIN_SOUND, WILDCARDS, Guesser
 from .lists import BUNDLED, Lists, bundled_entries, entry_words, read_list, read_sections
 from .patterns import Patterns
 from .text import CJK, STRETCHED, WORD, Reading, fold, joins_to, readings, runs, unstretched
@@ -112,9 +112,10 @@ class Moderator:
             return "symbol"
         if lists.cjk and CJK.search(folded) and self._cjk_match(folded):
             return "cjk"
+        verdicts: dict[str, str | None] = {}  # one word's verdict, shared by the readings (most words are in all)
         for reading in readings(folded):
             self._allowed.remove(reading)
-            found = self._words_match(reading)
+            found = self._words_match(reading, verdicts)
             if found:
                 return found
         return None
@@ -125,35 +126,45 @@ class Moderator:
             stream = stream.replace(phrase, "|")
         return any(entry in stream for entry in self._lists.cjk)
 
-    def _words_match(self, reading: Reading) -> str | None:
+    def _word(self, piece: str) -> str | None:
+        """The verdict on one word alone: listed, part of a word, or a guess."""
         lists = self._lists
-        words, phrases, parts = lists.words, lists.phrases, lists.part_pattern
+        words, parts = lists.words, lists.part_pattern
+        candidates = {piece, *unstretched(piece)} if STRETCHED.search(piece) else (piece,)  # xxx is listed as it is
+        if any(c in words for c in candidates):
+            return "word"
+        if parts is not None and any(parts.search(c) for c in candidates):
+            return "part"
+        if len(piece) >= MIN_SOUND:
+            for c in candidates:
+                bits = vocabulary.known_in(c)
+                if bits & vocabulary.SEEN:
+                    continue
+                if self._guess.misspelled(c):  # also about the rarest dictionary forms (pennis, penus)
+                    return "misspelling"
+                if not bits and self._guess.compound(c):
+                    return "compound"
+        return None
+
+    def _words_match(self, reading: Reading, verdicts: dict[str, str | None]) -> str | None:
+        lists = self._lists
+        words, phrases = lists.words, lists.phrases
         pieces = reading.pieces
         for i, piece in enumerate(pieces):
             if piece is None:
                 continue
-            stretched = STRETCHED.search(piece)
-            candidates = unstretched(piece) if stretched else (piece,)
-            if any(c in words for c in candidates):
-                return "word"
+            if piece not in verdicts:
+                verdicts[piece] = self._word(piece)
+            if verdicts[piece]:
+                return verdicts[piece]
             starting = phrases.get(piece)
             if starting and any(_starts(pieces, i, steps) for steps in starting):
                 return "phrase"
-            if parts is not None and any(parts.search(c) for c in candidates):
-                return "part"
-            if len(piece) >= MIN_SOUND:
-                for c in candidates:
-                    if c in words or vocabulary.known(c):
-                        continue
-                    if self._guess.misspelled(c):
-                        return "misspelling"
-                    if self._guess.compound(c):
-                        return "compound"
         for run in runs(reading):
             if joins_to(run, words, lists.prefixes):
                 return "split"
             joined = "".join(p for p in run if p is not None)
-            if len(joined) >= MIN_FUZZY and joined not in words and not vocabulary.known(joined):
+            if len(joined) >= MIN_SOUND and joined not in words and not vocabulary.seen(joined):
                 if self._guess.misspelled(joined):  # n.a.k.i.d
                     return "split"
         if self._phrases and self._phrases.search(pieces):

@@ -24,6 +24,7 @@ ACCENTS = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe2
 # Chinese, Japanese and Korean: matched inside text (no spaces in the first two; particles glued on in Korean)
 CJK = re.compile("[\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\uff66-\uff9f]")
 STRETCHED = re.compile(r"(\w)\1\1+")
+_SPELLED = re.compile(r"(?<![^\W_])[^\W_]([^\w\s]|_)(?:[^\W_]\1)+[^\W_]?(?![^\W_])")  # n.u.d.e, b.r.a., s-e-x
 WORD = re.compile(r"[^\W_]+")  # letters and digits of any script
 
 
@@ -131,9 +132,13 @@ class Reading:
 
 
 def readings(folded: str) -> Iterator[Reading]:
-    """The text read as words: symbols as separators, then with leetspeak (1 as i, then as l when present)."""
+    """The text read as words: symbols as separators, then with letters spelled out one by one joined (b.r.a. is
+    bra, so that phrases see it), then with leetspeak (1 as i, then as l when present)."""
     chunks = folded.split()
     yield split(chunks)
+    spelled = [_SPELLED.sub(lambda m: m.group(0).replace(m.group(1), ""), ch) for ch in chunks]
+    if spelled != chunks:
+        yield split(spelled)
     if not _LEET_ANY.search(folded):
         return
     # symbols always count; digits only beside letters or symbols, so that plain numbers stay numbers

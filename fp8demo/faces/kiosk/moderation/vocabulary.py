@@ -51,21 +51,28 @@ def _strip_table() -> dict[int, None]:
 
 @functools.cache
 def _table() -> tuple[np.ndarray, np.ndarray]:
-    """Sorted word hashes, and for each the languages that know the word (bit i: VOCABULARY_LANGUAGES[i])."""
+    """Sorted word hashes, and for each the languages that know the word (bit i: VOCABULARY_LANGUAGES[i]) and, in
+    the top bit, whether it is more than a dictionary form: each list gives its rarest words one lowest count (about
+    two thirds of them), among them misspellings that the web uses ("pennis") and rare forms ("penus")."""
     spec = importlib.util.find_spec("spellchecker")
     if spec is None or spec.origin is None:
         raise RuntimeError("kiosk moderation needs the pyspellchecker package (pip install -r requirements.txt)")
     folder = Path(spec.origin).parent / "resources"
     hashes, bits = [], []
     for i, language in enumerate(VOCABULARY_LANGUAGES):
-        words = json.loads(gzip.decompress((folder / f"{language}.json.gz").read_bytes()))
-        found = np.fromiter((hash(w if w.isascii() else _fold_word(w)) for w in words if w.isalpha()), np.int64)
-        hashes.append(found)
-        bits.append(np.full(len(found), 1 << i, np.uint8))
+        counts = json.loads(gzip.decompress((folder / f"{language}.json.gz").read_bytes()))
+        floor = min(counts.values())
+        words = [w for w in counts if w.isalpha()]
+        hashes.append(np.fromiter((hash(w if w.isascii() else _fold_word(w)) for w in words), np.int64, len(words)))
+        seen = np.fromiter((counts[w] > floor for w in words), bool, len(words))
+        bits.append(np.where(seen, (1 << i) | SEEN, 1 << i).astype(np.uint16))
     unique, inverse = np.unique(np.concatenate(hashes), return_inverse=True)
-    mask = np.zeros(len(unique), np.uint8)
+    mask = np.zeros(len(unique), np.uint16)
     np.bitwise_or.at(mask, inverse, np.concatenate(bits))
     return unique, mask
+
+
+SEEN = 1 << 15
 
 
 def load() -> None:
@@ -74,16 +81,23 @@ def load() -> None:
 
 
 def known_in(word: str) -> int:
-    """The languages that know a folded word, as bits (VOCABULARY_LANGUAGES[i] is bit i); 0 for none."""
+    """The languages that know a folded word, as bits (VOCABULARY_LANGUAGES[i] is bit i), with SEEN set when the
+    word is more than a dictionary form; 0 for none."""
     table, mask = _table()
     h = hash(word)
     i = int(table.searchsorted(h))
     return int(mask[i]) if i < len(table) and int(table[i]) == h else 0
 
 
+def seen(word: str) -> bool:
+    """Whether a folded word is more than a dictionary form of the rarest kind: a misspelling is guessed about
+    unless it is."""
+    return bool(known_in(word) & SEEN)
+
+
 def known(word: str) -> bool:
     """Whether a folded word is a word of one of the vocabulary's languages."""
-    return known_in(word) != 0
+    return known_in(word) & ~SEEN != 0
 
 
 ENGLISH = 1 << VOCABULARY_LANGUAGES.index("en")
@@ -103,7 +117,7 @@ def languages(words: list[str | None]) -> set[str]:
             continue
         bits = known_in(word)
         for i, code in enumerate(VOCABULARY_LANGUAGES):
-            if bits >> i & 1:
+            if bits >> i & 1:  # SEEN is bit 15, past the languages
                 votes[_NAMES[code]] += 1
         for language, vocab in small.items():
             votes[language] += word in vocab
