@@ -60,8 +60,11 @@ class Guesser:
         key = sound(word)
         if key in self.sound_words:
             return True
-        if len(word) == MIN_SOUND:  # four letters: only a listed word of five with one letter left out (nakd)
-            return any(_dropped_one(word, base) for base in self.by_shape.get((word[0], 5), ()) if base in self.bases)
+        if len(word) == MIN_SOUND:  # four letters: a listed word of five with one letter left out (nakd), or one
+            # of four with two letters swapped (nued)
+            longer = (base for base in self.by_shape.get((word[0], 5), ()) if base in self.bases)
+            same = (base for base in self.by_shape.get((word[0], 4), ()) if base in self.bases)
+            return any(_dropped_one(word, base) for base in longer) or any(_swapped(word, base) for base in same)
         k = max_distance(len(word))
         return bool(k) and _near(word, self.by_shape, k, self.bases)
 
@@ -112,6 +115,11 @@ class Guesser:
 def _dropped_one(word: str, longer: str) -> bool:
     """Whether `word` is `longer` with one letter left out."""
     return any(longer[:i] + longer[i + 1 :] == word for i in range(1, len(longer)))
+
+
+def _swapped(word: str, other: str) -> bool:
+    """Whether `word` is `other` with two neighbouring letters swapped."""
+    return any(other[:i] + other[i + 1] + other[i] + other[i + 2 :] == word for i in range(1, len(other) - 1))
 
 
 def _near(word: str, index: dict[tuple[str, int], list[str]], k: int, bases: set[str]) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 from .moderator import Moderator
 
 DATA = Path("tests") / "data"
-PROBES = ("dev", "heldout", "blind")
+PROBES = ("dev", "heldout", "blind", "fresh")
 PROBE_NAMES = {"dev": "development probe", "heldout": "held-out probe", "blind": "blind probe", "fresh": "fresh probe"}
 
 
