@@ -56,7 +56,7 @@ def test_the_issue_examples_are_in_the_development_probe():
     assert {"breast stroke swimmer", "a pussy willow branch", "un gato negro", "un baiser sur la joue"} <= innocent
 
 
-@pytest.mark.parametrize("name", ["heldout", "blind", "fresh", "dev"])
+@pytest.mark.parametrize("name", ["heldout", "blind", "fresh", "final", "dev"])
 def test_probes_stay_within_the_goals(mod, name):
     # The held-out and blind probes missed the goals when they were first run (docs/kiosk.md gives those figures);
     # the fixes that followed were general, but these two probes have been looked at since: from then on they guard

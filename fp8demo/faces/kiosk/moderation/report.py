@@ -17,8 +17,9 @@ from pathlib import Path
 from .moderator import Moderator
 
 DATA = Path("tests") / "data"
-PROBES = ("dev", "heldout", "blind", "fresh")
-PROBE_NAMES = {"dev": "development probe", "heldout": "held-out probe", "blind": "blind probe", "fresh": "fresh probe"}
+PROBES = ("dev", "heldout", "blind", "fresh", "final")
+PROBE_NAMES = {"dev": "development probe", "heldout": "held-out probe", "blind": "blind probe", "fresh": "fresh probe",
+               "final": "final probe"}
 
 
 def read_probe(path: Path) -> list[tuple[str, str]]:
