@@ -60,7 +60,7 @@ def test_the_issue_examples_are_in_the_development_probe():
 def test_probes_stay_within_the_goals(mod, name):
     # The held-out and blind probes missed the goals when they were first run (docs/kiosk.md gives those figures);
     # the fixes that followed were general, but these two probes have been looked at since: from then on they guard
-    # against regressions, and the probe that makes the claim is the one written last ("fresh")
+    # against regressions, and the claim is the first run of the probe written last ("final"), in docs/kiosk.md
     leaks, refusals = report.probe(mod, name, DATA)
     assert leaks.share <= MAX_LEAKS, leaks.line()
     assert refusals.share <= MAX_FALSE_REFUSALS, refusals.line()
