@@ -11,7 +11,7 @@ Each layer undoes one family of evasions that got through a plain word-list filt
 3. Words (text.py): anything but a letter or digit separates words, and letters stretched to three or more
    (naaaked) count once or twice. Split words are re-joined where a split is likely to be an evasion and unlikely to
    be a real boundary: pieces of one spaced chunk (n.ude, a-s-s) and runs of chunks of at most two characters
-   (n u d e, nu de). "pen is" or "a sun dew" are never joined.
+   (n u d e, nu de), and letters spelled out one by one (b.r.a.). "pen is" or "a sun dew" are never joined.
 4. Allow-list (patterns.py, assets/kiosk/allowlist.txt): innocent phrases ("moby dick", "breast stroke", "un baiser
    sur la joue") are taken out whole before matching, so the bare word stays blocked; a section can depend on the
    prompt's language (Spanish "negro" is a colour).
@@ -30,7 +30,8 @@ Each layer undoes one family of evasions that got through a plain word-list filt
 
 No torch and no network; the lists and the vocabulary are loaded once per process when the first Moderator is made
 (about three seconds), after which a 2,000-character prompt is checked in well under 10 ms (`--report` prints the
-figure).
+figure). The claimed languages, the probes this was measured on and what still gets through: docs/kiosk.md,
+"Moderation".
 """
 
 from . import report

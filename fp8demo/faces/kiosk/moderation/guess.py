@@ -2,8 +2,10 @@
 (bigboobs, pornstar, nakedwoman) and wildcards (f*cking, p**n).
 
 Every guess is about a word that the vocabulary does not know (vocabulary.py): a real word is judged as itself, so
-"witch" is never a misspelled "bitch", nor "cocktail" a compound of "cock". Edit distances come from rapidfuzz
-(optimal string alignment: a swap of two letters, nakde, counts one).
+"witch" is never a misspelled "bitch", nor "cocktail" a compound of "cock". Misspellings are also guessed about the
+rarest dictionary forms, where misspellings that the web uses end up ("pennis"). Edit distances come from rapidfuzz
+(optimal string alignment: a swap of two letters, nakde, counts one); guesses aim at the core words only (the
+operator's list and the bundled English one), not at the long tails of the other bundled lists.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def max_distance(length: int) -> int:
 
 
 def sound(word: str) -> str:
-    """A spelling that hides the usual sound-alike swaps (ph/f, cks/x, z/s) and doubled letters."""
+    """A spelling that hides the usual sound-alike swaps (ph/f, c/k, x/ks, z/s, y/i) and doubled letters."""
     for written, said in _SOUNDS:
         word = word.replace(written, said)
     return _DOUBLE.sub(r"\1", word)
@@ -38,8 +40,6 @@ def sound(word: str) -> str:
 
 class Guesser:
     def __init__(self, lists: Lists, allowed_split) -> None:
-        self.lists = lists
-        self.words = lists.words
         self.by_shape = lists.by_shape
         self.core = lists.core
         self.sound_words = {sound(word) for word in lists.core if len(word) >= MIN_SOUND and word.isalpha()}
@@ -50,11 +50,8 @@ class Guesser:
             self.by_length.setdefault(length, []).extend(words)
         self.allowed_split = allowed_split  # pieces -> whether they are an allowed phrase (pussy willow)
 
-    def blocked(self, word: str) -> bool:
-        """Whether a word that is neither listed nor known is a misspelling or a compound of a listed word."""
-        return self.misspelled(word) or self.compound(word)
-
     def misspelled(self, word: str) -> bool:
+        """Whether a word sounds like a listed word, or is within a few edits of one (max_distance)."""
         if len(word) < MIN_SOUND or not word.isalpha():
             return False
         key = sound(word)
