@@ -186,6 +186,8 @@ class AppConfig:
     face: str = "generate"  # the page served: "generate" (the Generate and Compare tabs) or "kiosk" (KioskConfig)
     # one warm engine per device: "cuda:0,cuda:1", "all" (every visible GPU), "cpu,cpu"; None: the one best device
     devices: str | None = None
+    # GET /metrics outside the login (a Prometheus scraper that cannot sign in): FP8DEMO_METRICS_PUBLIC=1
+    metrics_public: bool = field(default_factory=lambda: env_str("FP8DEMO_METRICS_PUBLIC") == "1")
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False

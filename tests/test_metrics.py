@@ -36,3 +36,34 @@ def test_metrics_parse_and_move():
     assert after[("fp8demo_errors_total", (("kind", "out-of-memory"),))] == 1
     assert after[("fp8demo_generation_seconds_count", (("face", "generate"),))] == 1
     assert after[("fp8demo_generation_seconds_bucket", (("face", "generate"), ("le", "2.0")))] == 1
+
+
+def test_the_app_serves_metrics_that_move_with_a_picture_and_a_refusal(app, client):
+    import httpx
+    from gradio_client.exceptions import AppError, ValidationError
+
+    service, url = app
+
+    def scrape() -> dict:
+        response = httpx.get(url + "metrics", timeout=30)
+        assert response.status_code == 200
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(response.text) for s in family.samples}
+
+    def value(samples, name, **labels):
+        return samples.get((name, tuple(sorted(labels.items()))), 0)
+
+    before = scrape()
+    assert value(before, "fp8demo_engines", state="ready") == 1 and value(before, "fp8demo_jobs_running") == 0
+    client.predict(prompt="a counted cat", steps=1, aspect_ratio="256x256", api_name="/generate")
+    try:
+        client.predict(prompt="", steps=1, api_name="/generate")  # refused: an empty prompt
+    except (AppError, ValidationError):
+        pass
+    after = scrape()
+    assert value(after, "fp8demo_images_total", face="generate") == value(before, "fp8demo_images_total",
+                                                                           face="generate") + 1
+    assert value(after, "fp8demo_generation_seconds_count", face="generate") > value(
+        before, "fp8demo_generation_seconds_count", face="generate")
+    refused = sum(v for (name, _), v in after.items() if name == "fp8demo_refusals_total")
+    assert refused > sum(v for (name, _), v in before.items() if name == "fp8demo_refusals_total")

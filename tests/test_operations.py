@@ -45,12 +45,16 @@ def test_fatal_device_error_marks_not_ready_and_exits(tiny_engine, monkeypatch, 
         raise RuntimeError(message)
 
     monkeypatch.setattr(tiny_engine, "_run", broken)
+    # the pool takes a dead device's engine out; this shared engine serves the other tests again afterwards
+    monkeypatch.setattr(tiny_engine, "state", tiny_engine.state)
+    monkeypatch.setattr(tiny_engine, "error", tiny_engine.error)
     exits = []
     service = DemoService.from_engine(tiny_engine)
     service.on_fatal = exits.append
     with pytest.raises(SetupError, match="the demo is restarting|The demo is restarting"):
         service.generate(GenerationRequest("a cat", steps=1))
     assert exits == [service] and service.state == "failed" and "unrecoverable" in service.error
+    assert tiny_engine.state == "failed"  # out of the pool
     # visitors queued behind it hear the same, never the raw device text (that is for the log and /health/ready)
     with pytest.raises(SetupError, match="The demo is restarting") as later:
         service.generate(GenerationRequest("a cat", steps=1))

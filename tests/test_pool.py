@@ -106,3 +106,43 @@ def test_no_engine_at_all_is_an_error(tiny_config, monkeypatch):
     monkeypatch.setattr(Engine, "start", start)
     with pytest.raises(SetupError, match="No engine could start: RuntimeError: device lost"):
         EnginePool.for_devices(replace(tiny_config, warmup_runs=0), [CPU, CPU]).start()
+
+
+def test_the_app_on_two_devices_runs_two_jobs_at_once(tiny_config, monkeypatch):
+    """`--devices cpu,cpu`: the queue lets two jobs through, /metrics shows both running, /health/ready lists both
+    engines."""
+    import httpx
+    from conftest import serve
+    from gradio_client import Client
+
+    from fp8demo import config
+    from fp8demo.web.service import DemoService
+
+    service = DemoService(config.AppConfig(engine=replace(tiny_config, warmup_runs=0), devices="cpu,cpu"))
+    service.start(background=False)
+    for engine in service.pool.engines:  # slow steps, so that the two jobs overlap for seconds
+        def slow(job, real=engine.run):
+            def step(i, n, progress=job.progress):
+                time.sleep(0.4)
+                if progress is not None:
+                    progress(i, n)
+            return real(replace(job, progress=step))
+
+        monkeypatch.setattr(engine, "run", slow)
+    demo, url = serve(service)
+    try:
+        ready = httpx.get(url + "health/ready", timeout=30).json()
+        assert [e["device"] for e in ready["engines"]] == ["cpu", "cpu"]
+        calls = [threading.Thread(target=lambda: Client(url, verbose=False).predict(
+            prompt="a fox", steps=4, aspect_ratio="256x256", api_name="/generate")) for _ in range(2)]
+        for call in calls:
+            call.start()
+        running = []
+        while any(c.is_alive() for c in calls):
+            text = httpx.get(url + "metrics", timeout=30).text
+            running += [float(line.split()[-1]) for line in text.splitlines()
+                        if line.startswith("fp8demo_jobs_running ")]
+            time.sleep(0.1)
+        assert max(running) == 2
+    finally:
+        demo.close()

@@ -89,6 +89,7 @@ class AccessPolicy:
     rule: AccessRule = AccessRule()
     jobs_per_client: int = 2
     max_body_bytes: int = 256 * 1024
+    public: tuple[str, ...] = PUBLIC_PREFIXES  # path prefixes every client may reach, whatever the rule
 
 
 def queued_jobs(blocks) -> Callable[[str], int]:
@@ -104,10 +105,13 @@ def queued_jobs(blocks) -> Callable[[str], int]:
 
 
 class Guard:
-    """ASGI middleware; `pending(host)` counts a client's jobs (None: no per-client bound)."""
+    """ASGI middleware; `pending(host)` counts a client's jobs (None: no per-client bound); `refused(reason)` hears
+    of every refusal ("access", "too-large", "busy"), for the metrics."""
 
-    def __init__(self, app, policy: AccessPolicy, pending: Callable[[str], int] | None = None):
+    def __init__(self, app, policy: AccessPolicy, pending: Callable[[str], int] | None = None,
+                 refused: Callable[[str], None] | None = None):
         self.app, self.policy, self.pending = app, policy, pending
+        self.refused = refused or (lambda reason: None)
         self._join_lock: asyncio.Lock | None = None
 
     async def __call__(self, scope, receive, send):
@@ -116,14 +120,16 @@ class Guard:
         host = (scope.get("client") or ("local", 0))[0]
         path = scope.get("path", "")
         rule = self.policy.rule
-        if not rule.allows(host) and not path.startswith(PUBLIC_PREFIXES):
+        if not rule.allows(host) and not path.startswith(self.policy.public):
             log.info("refused %s %s from %s: not an allowed client", scope.get("method", "WS"), path[:80], host)
+            self.refused("access")
             return await _refuse(scope, send, 403, rule.refusal)
         if scope["type"] == "websocket" or scope.get("method") != "POST":
             return await self.app(scope, receive, send)
         if not path.endswith(UPLOAD_SUFFIX):
             length = _content_length(scope)
             if length is None or length > self.policy.max_body_bytes:
+                self.refused("too-large")
                 return await _refuse(scope, send, 413 if length else 411,
                                      f"Requests are limited to {self.policy.max_body_bytes // 1024} KiB; "
                                      "prompts to a few thousand characters.")
@@ -134,6 +140,7 @@ class Guard:
                 n = self.pending(host)
                 if n >= self.policy.jobs_per_client:
                     log.info("busy: %s already has %d jobs", host, n)
+                    self.refused("busy")
                     return await _busy(send, BUSY.format(n=n))
                 return await self.app(scope, receive, send)
         return await self.app(scope, receive, send)

@@ -8,6 +8,8 @@ import re
 import socket
 from pathlib import Path
 
+from starlette.requests import Request
+
 from .. import config
 from ..errors import SetupError
 from .face import Face
@@ -42,6 +44,31 @@ def health_routes(service: DemoService) -> list:
         APIRoute("/health/live", live, methods=["GET"]),
         APIRoute("/health/ready", ready, methods=["GET"]),
     ]
+
+
+def signed_in(request) -> bool:
+    """Whether the request carries the login of the Gradio app it reached (always, when the app has none)."""
+    app = request.app
+    if getattr(app, "auth", None) is None:
+        return True
+    token = (request.cookies.get(f"access-token-{app.cookie_id}")
+             or request.cookies.get(f"access-token-unsecure-{app.cookie_id}"))
+    return app.tokens.get(token) is not None
+
+
+def metrics_route(service: DemoService, public: bool):
+    """GET /metrics: the service's metrics in Prometheus text; behind the login, if there is one, unless `public`
+    (FP8DEMO_METRICS_PUBLIC=1, for a scraper that cannot sign in)."""
+    from fastapi.responses import JSONResponse, Response
+    from fastapi.routing import APIRoute
+
+    def metrics(request: Request):  # FastAPI reads the annotation, which must be found among this module's names
+        if not public and not signed_in(request):
+            return JSONResponse({"error": "Not authenticated"}, status_code=401)
+        body, content_type = service.metrics.text()
+        return Response(body, media_type=content_type)
+
+    return APIRoute("/metrics", metrics, methods=["GET"])
 
 
 def take_route(service: DemoService, keeping: Keeping):
@@ -86,7 +113,7 @@ def launch(demo, face: Face, service: DemoService, app_cfg: config.AppConfig, bl
     the bounded queue. Returns (app, local_url, share_url); with `block`, serves until stopped."""
     from starlette.middleware import Middleware
 
-    from .access import AccessPolicy, Guard, networks, queued_jobs
+    from .access import PUBLIC_PREFIXES, AccessPolicy, Guard, networks, queued_jobs
     from .retention import Janitor, retention_rules
 
     networks(app_cfg.trusted_proxies, "FP8DEMO_TRUSTED_PROXIES")  # a bad entry fails here, not silently in uvicorn
@@ -96,7 +123,9 @@ def launch(demo, face: Face, service: DemoService, app_cfg: config.AppConfig, bl
     # as many jobs at once as there are engines (events.GPU): one per device
     demo.queue(max_size=app_cfg.max_queue, default_concurrency_limit=len(service.devices()))
     service.output_dir.mkdir(parents=True, exist_ok=True)
-    policy = AccessPolicy(face.access, jobs_per_client=limits.jobs_per_client, max_body_bytes=limits.max_body_bytes)
+    public = PUBLIC_PREFIXES + (("/metrics",) if app_cfg.metrics_public else ())  # a scraper on the LAN, too
+    policy = AccessPolicy(face.access, jobs_per_client=limits.jobs_per_client, max_body_bytes=limits.max_body_bytes,
+                          public=public)
     # Gradio deletes this process's cache files past the age (and all of them at shutdown); the janitor also
     # bounds their count and clears what an earlier, killed process left
     storage = app_cfg.storage
@@ -112,6 +141,8 @@ def launch(demo, face: Face, service: DemoService, app_cfg: config.AppConfig, bl
         return retention_rules(face.keeping, service.output_dir, storage, storage.gradio_cache if own_cache else None)
 
     service.janitor = Janitor(rules, storage.prune_every).start()
+    service.face = face.name
+    service.queue_length = lambda: len(demo._queue) if getattr(demo, "_queue", None) is not None else 0
     safety = face.image_safety if app_cfg.image_safety is None else app_cfg.image_safety
     if safety:
         from .safety import ImageSafety
@@ -131,8 +162,10 @@ def launch(demo, face: Face, service: DemoService, app_cfg: config.AppConfig, bl
             prevent_thread_lock=True,
             show_error=True,
             quiet=True,  # Gradio's own hint names launch(share=True); ours names the flag
-            app_kwargs={"routes": [*health_routes(service), take_route(service, face.keeping)],
-                        "middleware": [Middleware(Guard, policy=policy, pending=queued_jobs(demo))]},
+            app_kwargs={"routes": [*health_routes(service), take_route(service, face.keeping),
+                                   metrics_route(service, app_cfg.metrics_public)],
+                        "middleware": [Middleware(Guard, policy=policy, pending=queued_jobs(demo),
+                                                  refused=service.refused)]},
             allowed_paths=[str(service.output_dir)],
             max_file_size=limits.max_upload,
             state_session_capacity=limits.session_capacity,

@@ -18,7 +18,9 @@ from pathlib import Path
 
 from .. import config
 from ..errors import SetupError
+from ..hardware import memory_in_use
 from ..request import GenerationRequest, GenerationResult, Job, validate
+from .metrics import Metrics, Readings
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,15 @@ class DemoService:
         # the image-level safety layer (safety.ImageSafety), set by server.launch when the face or the flags say so:
         # every picture of every job is checked before it leaves the service
         self.image_safety = None
+        # jobs waiting in the queue in front of the engines; server.launch hands over the Gradio queue's count
+        self.queue_length = lambda: 0
+        self.face = "generate"  # the face served, as the metrics name it (server.launch sets it)
+        self.metrics = Metrics(Readings(
+            jobs_running=lambda: self.pool.running if self.pool is not None else 0,
+            queue_length=lambda: self.queue_length(),
+            engines=lambda: self.pool.info() if self.pool is not None else [],
+            device_memory=memory_in_use,
+        ))
         self._generate = gpu_task(self._generate_now)
         self._compare = gpu_task(self._compare_now)
         self._compare_sheet = gpu_task(self._compare_sheet_now, duration=300)
@@ -173,11 +184,47 @@ class DemoService:
 
     def generate(self, request: GenerationRequest, session: str = "", progress=None, preview=None,
                  num_images: int = 1, gone=None) -> GenerationResult:
-        self.require_ready()
-        self.check(request)
-        with self._previews(preview) as shown:
-            result = self._generate(request, session, progress, shown, num_images, gone)
-        return self._checked(result, [result.images or (result.image,)])
+        with self._counted():
+            self.require_ready()
+            self.check(request)
+            with self._previews(preview) as shown:
+                result = self._generate(request, session, progress, shown, num_images, gone)
+            result = self._checked(result, [result.images or (result.image,)])
+        self.metrics.images.labels(face=self.face).inc(len(result.images) or 1)
+        return result
+
+    def refused(self, reason: str) -> None:
+        """Count a request turned down before it became a job (a bad value, the door, a rule of the face)."""
+        self.metrics.refusals.labels(reason=reason).inc()
+
+    @contextlib.contextmanager
+    def _counted(self):
+        """A job in the metrics: its seconds when it makes pictures, else why it did not (a refusal: the request,
+        the service's state or the safety layer; an error: memory, the device, anything else)."""
+        from ..errors import Cancelled, InvalidRequest, OutOfMemory
+        from .safety import ImageWithheld
+
+        t0 = time.perf_counter()
+        try:
+            yield
+        except Cancelled:
+            raise
+        except (InvalidRequest, ImageWithheld) as error:
+            self.refused("invalid" if isinstance(error, InvalidRequest) else "image-safety")
+            raise
+        except OutOfMemory:
+            self.metrics.errors.labels(kind="out-of-memory").inc()
+            raise
+        except SetupError as error:
+            if str(error) in (RESTARTING, DEVICE_LOST):
+                self.metrics.errors.labels(kind="device").inc()
+            else:
+                self.refused("not-ready")
+            raise
+        except Exception:
+            self.metrics.errors.labels(kind="server").inc()
+            raise
+        self.metrics.generation_seconds.labels(face=self.face).observe(time.perf_counter() - t0)
 
     # ---- the image safety layer: every job's pictures pass here before a face sees them ----------------------
 
@@ -244,18 +291,20 @@ class DemoService:
 
     def compare(self, request: GenerationRequest, baseline: str = "bf16", session: str = "", progress=None,
                 gone=None):
-        self.require_ready()
-        self.check(request)
-        result = self._compare(request, baseline, session, progress, gone)
-        return self._checked(result, [(result.baseline.image, result.fp8.image)])
+        with self._counted():
+            self.require_ready()
+            self.check(request)
+            result = self._compare(request, baseline, session, progress, gone)
+            return self._checked(result, [(result.baseline.image, result.fp8.image)])
 
     def compare_sheet(self, prompts: list[str], request: GenerationRequest, baseline: str = "bf16",
                       session: str = "", progress=None, gone=None):
-        self.require_ready()
-        for prompt in prompts:
-            self.check(replace(request, prompt=prompt))
-        rows = self._compare_sheet(prompts, request, baseline, session, progress, gone)
-        return self._checked(rows, [(row.baseline.image, row.fp8.image) for row in rows])
+        with self._counted():
+            self.require_ready()
+            for prompt in prompts:
+                self.check(replace(request, prompt=prompt))
+            rows = self._compare_sheet(prompts, request, baseline, session, progress, gone)
+            return self._checked(rows, [(row.baseline.image, row.fp8.image) for row in rows])
 
     def _compare_sheet_now(self, prompts, request, baseline, session, progress, gone=None):
         with self._job(session, progress, gone) as (cancel, on_step), self.pool.engine() as engine:

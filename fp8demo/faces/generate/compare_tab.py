@@ -68,6 +68,8 @@ def compare_tab(service: DemoService, d: Defaults) -> dict:
                             aspect_ratio=aspect_ratio)
 
     def verdicts(errors: dict[str, str], names: tuple[str, ...]) -> list:
+        if errors:
+            service.refused("invalid")
         return [gr.validate(name not in errors, errors.get(name, "")) for name in names]
 
     def setting_errors(seed_, baseline_, steps_, guidance_, aspect_ratio) -> dict[str, str]:

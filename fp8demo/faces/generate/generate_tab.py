@@ -130,6 +130,8 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
     def check(**values):
         """Runs before the queue: each message appears under its own field and nothing else on the page changes."""
         errors = GenerateForm.of(values).errors(max_side, max_chars)
+        if errors:
+            service.refused("invalid")
         return [gr.validate(name not in errors, errors.get(name, "")) if name in form else None for name in values]
 
     def job(values: dict, request: gr.Request | None, progress: gr.Progress, on_page: bool):
