@@ -67,3 +67,23 @@ def test_the_app_serves_metrics_that_move_with_a_picture_and_a_refusal(app, clie
         before, "fp8demo_generation_seconds_count", face="generate")
     refused = sum(v for (name, _), v in after.items() if name == "fp8demo_refusals_total")
     assert refused > sum(v for (name, _), v in before.items() if name == "fp8demo_refusals_total")
+
+
+def test_the_grafana_dashboard_reads_only_metrics_the_app_exports():
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).resolve().parent.parent / "assets" / "grafana" /
+                            "fp8demo-dashboard.json").read_text())
+    metrics = Metrics(Readings(lambda: 0, lambda: 0, lambda: [{"device": "cuda:0", "state": "ready"}],
+                               lambda device: 1))
+    metrics.images.labels(face="generate").inc()
+    metrics.refusals.labels(reason="busy").inc()
+    metrics.errors.labels(kind="server").inc()
+    metrics.generation_seconds.labels(face="generate").observe(1.0)
+    text = metrics.text()[0].decode()
+    exported = {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+    used = {name for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"fp8demo_\w+", target["expr"])}
+    assert len(dashboard["panels"]) >= 7 and used and used <= exported, used - exported
