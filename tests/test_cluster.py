@@ -1,7 +1,6 @@
 """Beyond one machine, on Ray Serve (fp8demo/cluster.py): a local Ray instance on this CPU, two tiny engine replicas
 behind the usual DemoService. Skipped when Ray is not installed (it is the optional extra `cluster`)."""
 
-import os
 import subprocess
 import sys
 import threading
@@ -112,6 +111,12 @@ def test_stop_cancels_the_ray_call(cluster):
     assert service.cancel("c")
     thread.join(30)
     assert isinstance(outcome["c"], Cancelled) and time.monotonic() - t0 < 5
+    # the replica's engine stopped too: two short jobs at once find both replicas free
+    t0 = time.monotonic()
+    threads = [_start(service, name, 2, outcome, seen) for name in ("c1", "c2")]
+    for thread in threads:
+        thread.join(30)
+    assert outcome["c1"].image and outcome["c2"].image and time.monotonic() - t0 < 5
 
 
 def test_a_replica_killed_mid_job_costs_that_job_only(cluster):
@@ -130,9 +135,36 @@ def test_a_replica_killed_mid_job_costs_that_job_only(cluster):
     assert isinstance(errors[0], SetupError) and "stopped before it was done" in str(errors[0])
     assert service.ready  # the other replica serves the next job at once
     assert service.generate(_request(2), session="f").image.size == (256, 256)
-
-
-@pytest.mark.skipif(os.environ.get("FP8DEMO_CLUSTER_RESTART") != "1", reason="set FP8DEMO_CLUSTER_RESTART=1")
-def test_ray_serve_replaces_the_killed_replica(cluster):
-    _, service = cluster
+    # Ray Serve starts a replica in place of the killed one
     _wait(lambda: [e["state"] for e in service.pool.info()] == ["ready", "ready"], timeout=120)
+
+
+def test_the_application_serves_the_page_through_the_front(cluster):
+    """`fp8demo.cluster:build`: the Front deployment serves the Generate page over its own Engine deployment."""
+    import httpx
+    from conftest import free_port
+    from gradio_client import Client
+    from ray import serve
+
+    from fp8demo.cluster import build
+
+    port = free_port()
+    serve.run(build({"replicas": 1, "cpus": 0.5, "gpus": 0,
+                     "serve": f"--model tiny --host 127.0.0.1 --port {port}"}), name="fp8demo", route_prefix=None)
+    url = f"http://127.0.0.1:{port}/"
+    _wait(lambda: _get(url + "health/ready") == 200, timeout=120)
+    engines = httpx.get(url + "health/ready", timeout=30).json()["engines"]
+    assert [e["device"] for e in engines] == ["ray:Engine"]
+    gallery = Client(url, verbose=False).predict(prompt="a fox", steps=2, aspect_ratio="256x256",
+                                                 api_name="/generate")
+    assert gallery
+    serve.delete("fp8demo")
+
+
+def _get(url: str) -> int:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=5).status_code
+    except httpx.HTTPError:
+        return 0
