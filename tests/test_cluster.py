@@ -39,8 +39,8 @@ def cluster(tiny_config, cache_dir):
     ray = pytest.importorskip("ray")
     serve = pytest.importorskip("ray.serve")
     from fp8demo.cluster import RayPool, engine_deployment
-    from fp8demo.weights.random_models import ensure_tiny
     from fp8demo.web.service import DemoService
+    from fp8demo.weights.random_models import ensure_tiny
 
     ensure_tiny(cache_dir)  # built once here, not by two replicas at once
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False,
