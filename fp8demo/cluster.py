@@ -351,7 +351,8 @@ def options(args: dict[str, Any]) -> argparse.Namespace:
     p.add_argument("--min-replicas", type=int, default=None, help="autoscale from this many replicas ...")
     p.add_argument("--max-replicas", type=int, default=None, help="... to this many")
     p.add_argument("--gpus", type=float, default=None,
-                   help="GPUs per replica (default: 1 when the cluster has GPUs, else 0 and --cpus)")
+                   help="GPUs per replica; 0: --cpus instead (default: 1, or 0 when Ray is already connected to a "
+                        "cluster without GPUs)")
     p.add_argument("--cpus", type=float, default=1.0, help="CPUs per replica on a CPU (default: %(default)s)")
     p.add_argument("--serve", default="", help="the usual server flags for the front and the engines, in one string "
                                                "(e.g. \"--kiosk --port 7860 --model tiny\")")
@@ -391,8 +392,8 @@ def build(args: dict[str, Any]):
     serve_args = shlex.split(opts.serve)
     engine_cfg = serving.app_config(serving.parse_args(serve_args)).engine  # a bad flag fails here, not in a replica
     gpus = opts.gpus
-    if gpus is None:
-        gpus = 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    if gpus is None:  # `serve run` calls the builder before it connects to Ray: a GPU each unless Ray says none
+        gpus = 0.0 if ray.is_initialized() and not ray.cluster_resources().get("GPU", 0) else 1.0
     engines = engine_deployment(engine_cfg, opts.replicas, opts.min_replicas, opts.max_replicas, gpus, opts.cpus)
     most = opts.max_replicas if opts.max_replicas is not None else opts.replicas
     front = serve.deployment(Front, name=FRONT, num_replicas=1, ray_actor_options={"num_cpus": 0.5})
