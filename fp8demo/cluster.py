@@ -327,6 +327,8 @@ class Front:
     """The Ray Serve deployment that serves the face's page with a DemoService over the Engine deployment."""
 
     def __init__(self, serve_args: list[str], engine_handle, replicas: int):
+        from ray import serve
+
         from . import serve as serving
         from .web.server import launch
         from .web.service import DemoService
@@ -335,7 +337,8 @@ class Front:
         args = serving.parse_args(serve_args)
         app_cfg = serving.app_config(args)
         face = serving.face_for(app_cfg)
-        self.service = DemoService(app_cfg, pool=RayPool(engine_handle, replicas)).start(background=True)
+        app_name = serve.get_replica_context().app_name  # `serve run` names it "default" unless told otherwise
+        self.service = DemoService(app_cfg, pool=RayPool(engine_handle, replicas, app_name)).start(background=True)
         config.use_gradio_cache(app_cfg.storage.gradio_cache)
         self.demo = face.build(self.service)
         launch(self.demo, face, self.service, app_cfg, block=False)
