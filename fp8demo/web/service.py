@@ -38,12 +38,15 @@ def gpu_task(fn, duration: int = 120):
 
 
 class DemoService:
-    def __init__(self, app_cfg: config.AppConfig, caps=None, on_fatal=None):
+    def __init__(self, app_cfg: config.AppConfig, caps=None, on_fatal=None, pool=None):
         self.cfg = app_cfg
         # called after an unrecoverable device error; by default the process exits so that systemd restarts it
         self.on_fatal = on_fatal or _exit_soon
         self.caps = caps  # one device given (tests, benchmarks); None: the devices of --devices (AppConfig.devices)
         self.pool = None  # pool.EnginePool, once start() has made it
+        # another pool with EnginePool's interface, started by start() in place of one engine per device (e.g.
+        # cluster.RayPool: the engines are Ray Serve replicas, possibly on other machines)
+        self._given_pool = pool
         self._comparers: dict[int, object] = {}  # engine id -> its compare.Comparer
         self.state = "starting"  # starting -> ready | failed
         self.error: str | None = None
@@ -92,6 +95,8 @@ class DemoService:
         """The devices the engines run on: the one given, or those --devices names (the best one by default)."""
         from ..hardware import detect_all
 
+        if self._given_pool is not None:  # as many as the given pool runs at once (the queue's concurrency)
+            return self._given_pool.devices()
         return [self.caps] if self.caps is not None else detect_all(self.cfg.devices)
 
     def start(self, background: bool = True) -> DemoService:
@@ -106,7 +111,7 @@ class DemoService:
         from ..pool import EnginePool
 
         try:
-            self.pool = EnginePool.for_devices(self.cfg.engine, self.devices())
+            self.pool = self._given_pool or EnginePool.for_devices(self.cfg.engine, self.devices())
             self.pool.start()
             self.state = "ready"
             for engine in self.pool.engines:
