@@ -30,7 +30,7 @@ def health_routes(service: DemoService) -> list:
     from fastapi.responses import JSONResponse
     from fastapi.routing import APIRoute
 
-    def live():
+    async def live():  # on the event loop itself: no worker thread to wait for when the pool is busy
         return JSONResponse({"status": "live"})
 
     def ready():
