@@ -247,3 +247,11 @@ def test_config_json_is_parsed_once(app):  # a sanity check of the replayed body
     assert "event: complete" in text, text[-500:]
     data = json.loads(text.split("event: complete\ndata:")[1].strip().splitlines()[0])
     assert data[1] >= 0  # the seed
+
+
+@pytest.mark.parametrize("body", [{}, {"prompt": "a cat", "bogus": 1}, {"prompt": "a cat", "aspect_ratio": "-512x512"},
+                                  {"prompt": 5}])
+def test_keyword_calls_answer_4xx_never_500(app, body):
+    _, url = app
+    response = httpx.post(url + "gradio_api/call/v2/generate", json=body, timeout=60)
+    assert 400 <= response.status_code < 500, response.text

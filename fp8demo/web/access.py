@@ -217,6 +217,7 @@ class Guard:
         self.refused = refused or (lambda reason: None)
         self.logins = logins or LoginLimiter()
         self._join_lock: asyncio.Lock | None = None
+        self._api_info: dict | None = None  # the named endpoints' parameters, read once
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
@@ -337,8 +338,26 @@ class Guard:
         if fn is None:
             return None, ("fn_index", f"No such event: {index if index is not None else api_name!r}.")
         if "/call/v2/" in path:
-            return fn, None  # keyword arguments: Gradio names an unknown one itself (400)
+            return fn, self._keyword_problem(api_name, payload)
         return fn, arity_problem(fn, payload.get("data"))
+
+    def _keyword_problem(self, api_name: str, payload: dict) -> tuple[str, str] | None:
+        """/call/v2/<api> takes keyword arguments: an unknown or a missing one is named here (Gradio would answer
+        500 with a traceback), with Gradio's own matching of keywords to parameters."""
+        from gradio_client.utils import construct_args
+
+        if self._api_info is None:
+            self._api_info = self.blocks.get_api_info()
+        endpoint = self._api_info.get("named_endpoints", {}).get("/" + api_name)
+        if endpoint is None:
+            return "api_name", f"No such endpoint: /{api_name}."
+        try:
+            construct_args(endpoint["parameters"], (), {k: v for k, v in payload.items() if k != "oauth_token"})
+        except (TypeError, ValueError) as error:
+            message = str(error).split(" Please click")[0]
+            named = re.search(r"`([^`]+)`|argument: (\S+)", message)
+            return (named.group(1) or named.group(2)) if named else "data", message
+        return None
 
 
 def arity_problem(fn, data) -> tuple[str, str] | None:
