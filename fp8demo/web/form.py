@@ -22,7 +22,7 @@ from ..request import (
     validate_num_images,
 )
 
-_SIZE = re.compile(r"(?<!\d)(\d{1,5})\s*[x×]\s*(\d{1,5})\s*$")
+_SIZE = re.compile(r"(?<![\d.])(-?)(\d{1,5})\s*[x×]\s*(-?)(\d{1,5})\s*$")
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,10 @@ def parse_size(label) -> tuple[int, int]:
     if not match:
         shown = repr(label) if len(repr(label)) <= 40 else repr(label)[:37] + "..."
         raise InvalidRequest(f"Unknown size {shown}: pick an aspect ratio or write WIDTHxHEIGHT, e.g. 1024x1024.")
-    return int(match.group(1)), int(match.group(2))
+    if match.group(1) or match.group(3):
+        raise InvalidRequest(f"The aspect ratio's width and height must be positive, got {label.strip()!r}: "
+                             "write WIDTHxHEIGHT, e.g. 1024x1024.")
+    return int(match.group(2)), int(match.group(4))
 
 
 def number(value):

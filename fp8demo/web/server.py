@@ -12,6 +12,7 @@ from starlette.requests import Request
 
 from .. import config
 from ..errors import SetupError
+from .access import signed_in
 from .face import Face
 from .retention import Keeping
 from .service import DemoService
@@ -29,7 +30,7 @@ def health_routes(service: DemoService) -> list:
     from fastapi.responses import JSONResponse
     from fastapi.routing import APIRoute
 
-    def live():
+    async def live():  # on the event loop itself: no worker thread to wait for when the pool is busy
         return JSONResponse({"status": "live"})
 
     def ready():
@@ -44,16 +45,6 @@ def health_routes(service: DemoService) -> list:
         APIRoute("/health/live", live, methods=["GET"]),
         APIRoute("/health/ready", ready, methods=["GET"]),
     ]
-
-
-def signed_in(request) -> bool:
-    """Whether the request carries the login of the Gradio app it reached (always, when the app has none)."""
-    app = request.app
-    if getattr(app, "auth", None) is None:
-        return True
-    token = (request.cookies.get(f"access-token-{app.cookie_id}")
-             or request.cookies.get(f"access-token-unsecure-{app.cookie_id}"))
-    return app.tokens.get(token) is not None
 
 
 def metrics_route(service: DemoService, public: bool):
@@ -77,7 +68,9 @@ def take_route(service: DemoService, keeping: Keeping):
     from fastapi.responses import FileResponse, JSONResponse
     from fastapi.routing import APIRoute
 
-    def take(name: str):  # sync: FastAPI runs it in a worker thread while it waits for the PNG writer
+    def take(name: str, request: Request):  # sync: FastAPI runs it in a worker thread while it waits for the writer
+        if not signed_in(request):  # the door (access.Guard) refuses first; kept here for a route moved outside it
+            return JSONResponse({"error": "Not authenticated"}, status_code=401)
         path = service.output_dir / name
         if not TAKE_NAME.fullmatch(name) or not service.wait_for_file(path, timeout=10.0) or keeping.expired(path):
             return JSONResponse({"error": "This picture is no longer here."}, status_code=404)
@@ -113,7 +106,7 @@ def launch(demo, face: Face, service: DemoService, app_cfg: config.AppConfig, bl
     the bounded queue. Returns (app, local_url, share_url); with `block`, serves until stopped."""
     from starlette.middleware import Middleware
 
-    from .access import PUBLIC_PREFIXES, AccessPolicy, Guard, networks, queued_jobs
+    from .access import PUBLIC_PREFIXES, AccessPolicy, Guard, networks
     from .retention import Janitor, retention_rules
 
     networks(app_cfg.trusted_proxies, "FP8DEMO_TRUSTED_PROXIES")  # a bad entry fails here, not silently in uvicorn
@@ -121,7 +114,8 @@ def launch(demo, face: Face, service: DemoService, app_cfg: config.AppConfig, bl
     log.info("X-Forwarded-For is believed from: %s", ", ".join(app_cfg.trusted_proxies) or "no one")
     limits = app_cfg.limits
     # as many jobs at once as there are engines (events.GPU): one per device
-    demo.queue(max_size=app_cfg.max_queue, default_concurrency_limit=len(service.devices()))
+    # api_open=False: Gradio's own /run/<api> refuses queued events too (the door, access.Guard, refuses them first)
+    demo.queue(max_size=app_cfg.max_queue, default_concurrency_limit=len(service.devices()), api_open=False)
     service.output_dir.mkdir(parents=True, exist_ok=True)
     public = PUBLIC_PREFIXES + (("/metrics",) if app_cfg.metrics_public else ())  # a scraper on the LAN, too
     policy = AccessPolicy(face.access, jobs_per_client=limits.jobs_per_client, max_body_bytes=limits.max_body_bytes,
@@ -164,8 +158,7 @@ def launch(demo, face: Face, service: DemoService, app_cfg: config.AppConfig, bl
             quiet=True,  # Gradio's own hint names launch(share=True); ours names the flag
             app_kwargs={"routes": [*health_routes(service), take_route(service, face.keeping),
                                    metrics_route(service, app_cfg.metrics_public)],
-                        "middleware": [Middleware(Guard, policy=policy, pending=queued_jobs(demo),
-                                                  refused=service.refused)]},
+                        "middleware": [Middleware(Guard, policy=policy, blocks=demo, refused=service.refused)]},
             allowed_paths=[str(service.output_dir)],
             max_file_size=limits.max_upload,
             state_session_capacity=limits.session_capacity,
