@@ -17,7 +17,7 @@ from ... import config
 from ...web.access import AccessRule
 from ...web.face import Face
 from ...web.retention import Keeping, Rule
-from .page import HEAD, build_kiosk_ui
+from .page import build_kiosk_ui, check_settings, page_head
 from .service import ATTRACT_FOLDER, KioskService
 
 REFUSAL = "This screen's page is for the screen itself; scan the QR code to take your picture home."
@@ -25,11 +25,12 @@ REFUSAL = "This screen's page is for the screen itself; scan the QR code to take
 
 def face(settings: config.KioskConfig | None = None) -> Face:
     cfg = config.KioskConfig() if settings is None else settings
+    check_settings(cfg)
     return Face(
         name="kiosk",
         build=lambda service: build_kiosk_ui(KioskService(service, cfg)),
-        css=(config.ASSETS_DIR / "kiosk" / "kiosk.css",),
-        head=HEAD,
+        css=(),  # inlined in the head (page_head)
+        head=page_head(cfg),
         footer_links=(),
         run_history=False,
         access=AccessRule(local_only=True, clients=cfg.clients, refusal=REFUSAL, setting="FP8DEMO_KIOSK_CLIENTS"),
