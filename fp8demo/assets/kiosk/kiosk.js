@@ -1,5 +1,6 @@
 // The kiosk page's script (fp8demo/faces/kiosk/page.py inlines it). Thin on purpose: the server owns the screen's
-// state (screen.py) and renders it into #kiosk-state; the stylesheet shows each state from there. This script
+// state (screen.py) and renders it; the stylesheet shows each state from #kiosk-state. This script
+//  - puts the rendered state on #kiosk-state in the order the server changed it (answers may arrive out of order),
 //  - forwards every touch to the server, which decides what a touch does in the current state,
 //  - drives the on-screen keyboard (simple-keyboard), typing into the prompt as a physical keyboard would,
 //  - shows "restarting" while the server does not answer, and reloads the page when it answers again.
@@ -13,15 +14,42 @@
   document.addEventListener('gesturestart', (e) => e.preventDefault());
   document.addEventListener('dragstart', (e) => e.preventDefault());
 
-  // Every touch goes to the server: a touch on the picture to Screen.tap_picture, any other to Screen.touch
+  // Every touch goes to the server: a touch on the picture to Screen.tap_picture, on the prompt to Screen.typing
+  // (the keyboard comes up, even when the box has kept its focus), any other to Screen.touch
   document.addEventListener('click', (e) => {
     const target = e.target instanceof Element ? e.target : null;
     if (!target || target.closest('.kiosk-hidden')) return;  // the forwarded click itself
-    press(target.closest('#kiosk-image img') ? '#kiosk-picture-tap' : '#kiosk-touch');
+    if (target.closest('#kiosk-image img')) press('#kiosk-picture-tap');
+    else if (target.closest('#kiosk-prompt')) press('#kiosk-prompt-tap');
+    else press('#kiosk-touch');
   }, true);
 
+  // ---- the state: "<boot> <change number> <state>" as rendered; an older change never replaces a newer one ----
+  let down = false, boot = null, shown = -1;
+  function show(state) {
+    let element = $('#kiosk-state');
+    if (!element) {
+      element = document.createElement('div');
+      element.id = 'kiosk-state';
+      element.hidden = true;
+      document.body.appendChild(element);
+    }
+    element.dataset.state = state;
+  }
+  function follow() {
+    const rendered = $('#kiosk-state-view [data-rendered]');
+    if (down || !rendered) return;
+    const [server, change, state] = rendered.dataset.rendered.split(' ');
+    if (boot !== null && server !== boot) { down = true; location.reload(); return; }  // another server: start afresh
+    boot = server;
+    if (+change < shown) return;
+    shown = +change;
+    show(state);
+  }
+  new MutationObserver(follow).observe(document.documentElement,
+    {subtree: true, childList: true, attributes: true, attributeFilter: ['data-rendered']});
+
   // ---- the server: when it stops answering, say so; when it answers again, start afresh ----
-  let down = false;
   async function answers() {
     try {
       const reply = await fetch('health/live', {cache: 'no-store', signal: AbortSignal.timeout(2500)});
@@ -35,8 +63,7 @@
       if (down) location.reload();
     } else if (!down) {
       down = true;
-      const state = $('#kiosk-state');
-      if (state) state.dataset.state = 'restarting';
+      show('restarting');
     }
   }, 2000);
 

@@ -1,6 +1,6 @@
 """The kiosk page: a dark, full-bleed exhibit. The picture fills the screen's height (landscape and portrait), the
 controls sit beside or under it in type readable from 2 m. Wiring only: what the screen shows is screen.Screen
-(one per browser session, in session state), the rules live in rules.py, composer.py and service.py.
+(one per browser session), the rules live in rules.py, composer.py and service.py.
 
 The server renders the screen's state into one element (#kiosk-state); the stylesheet shows each state's parts from
 it and nothing else. The page's script (kiosk.js) is thin: it forwards every touch to the server, which decides what
@@ -14,18 +14,19 @@ import html
 import json
 import logging
 import time
+import uuid
 
 import gradio as gr
 
 from ... import config
 from ...errors import Cancelled, UserError
 from ...web.access import client_address
-from ...web.events import LIGHT, friendly, stream
+from ...web.events import LIGHT, friendly, session_id, stream
 from ...web.presence import departure
 from . import keyboard
 from .composer import INPUT_MODES, LABELS, PARTS, choice_of, preview
 from .rules import KioskRefusal
-from .screen import Screen, Texts
+from .screen import Screen, Screens, Texts
 from .service import Creation, KioskService, qr_image
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ KEYBOARD_DIR = ASSETS / "simple-keyboard"
 META = '<meta name="viewport" content="width=device-width, initial-scale=1, maximum-scale=1, user-scalable=no">'
 BUSY = "Your picture is still being made: it will appear in a moment."
 IS_PORTRAIT = "() => window.innerHeight > window.innerWidth"
-STATE_TEMPLATE = '<div id="kiosk-state" data-state="${value}"></div>'
+# The server renders "<boot> <change number> <state>" here; kiosk.js applies it to #kiosk-state, in order
+STATE_TEMPLATE = '<div data-rendered="${value}"></div>'
 
 
 def _script(text: str) -> str:
@@ -93,20 +95,24 @@ def build_kiosk_ui(kiosk: KioskService) -> gr.Blocks:
     # Raw values (preprocess=False): request_for names a wrong type instead of Gradio's "Could not preprocess".
     gpu_line = dict(concurrency_id="gpu", concurrency_limit=kiosk.service.cfg.max_queue, preprocess=False)
 
-    def screen_of(value: Screen | None) -> Screen:
+    # The operator's attract pictures are served where they are (package data, wherever the package is installed):
+    # Gradio refuses to hand out files outside the working directory, the temp folder and the outputs otherwise
+    gr.set_static_paths([cfg.attract_dir])
+    screens = Screens(lambda: Screen(cfg.idle_after, cfg.countdown, cfg.attract_every, time.monotonic(), texts))
+
+    def screen_of(request: gr.Request | None) -> Screen:
         """This browser session's Screen (a new one for a new session, and for every page after a restart)."""
-        if isinstance(value, Screen):
-            return value
-        return Screen(cfg.idle_after, cfg.countdown, cfg.attract_every, time.monotonic(), texts)
+        return screens.get(session_id(request))
 
     with gr.Blocks(title=cfg.title, fill_height=True, fill_width=True) as demo:
-        screen_state = gr.State(None)  # one Screen per browser session
         portrait = gr.Checkbox(False, visible=False)  # set by the page itself: the picture's shape follows the screen
-        state_view = gr.HTML("attract", html_template=STATE_TEMPLATE, js_on_load=None, elem_id="kiosk-state-view",
-                             elem_classes=["kiosk-hidden"])
+        boot = uuid.uuid4().hex[:12]  # this server: a page that hears from another one reloads
+        state_view = gr.HTML(f"{boot} 0 attract", html_template=STATE_TEMPLATE, js_on_load=None,
+                             elem_id="kiosk-state-view", elem_classes=["kiosk-hidden"])
         # The page's script sends every touch here; the server decides what it does (Screen.touch, .tap_picture)
         touch = gr.Button("touch", elem_id="kiosk-touch", elem_classes=["kiosk-hidden"])
         picture_tap = gr.Button("picture", elem_id="kiosk-picture-tap", elem_classes=["kiosk-hidden"])
+        prompt_tap = gr.Button("prompt", elem_id="kiosk-prompt-tap", elem_classes=["kiosk-hidden"])
 
         with gr.Column(elem_id="attract"):
             attract_image = gr.Image(show_label=False, interactive=False, elem_id="attract-image", buttons=[],
@@ -168,7 +174,7 @@ def build_kiosk_ui(kiosk: KioskService) -> gr.Blocks:
 
         # ---- rendering: a Scene, and what goes with it ---------------------------------------------------------
 
-        rendered = [screen_state, state_view, status, countdown_text, create, attract_image, attract_caption, image,
+        rendered = [state_view, status, countdown_text, create, attract_image, attract_caption, image,
                     qr]
         rendered += [c for c in (prompt_box, sentence) if c is not None] + tile_rows
 
@@ -179,8 +185,8 @@ def build_kiosk_ui(kiosk: KioskService) -> gr.Blocks:
             ready = kiosk.service.ready and not kiosk.service.restarting
             scene = screen.scene(now, ready, wait)
             out = {c: gr.skip() for c in rendered}
-            out[screen_state] = screen
-            out[state_view] = scene.state
+            # the page applies it only if it is newer than what it shows, and reloads for another server (boot)
+            out[state_view] = f"{boot} {scene.version} {scene.state}"
             out[status] = scene.status
             out[create] = gr.Button(scene.create_label, interactive=scene.create_enabled)
             if scene.state == "still-there":
@@ -204,50 +210,51 @@ def build_kiosk_ui(kiosk: KioskService) -> gr.Blocks:
         if switch is not None:
             rendered.append(switch)
 
-        def on_touch(screen: Screen | None, request: gr.Request = None):
-            screen = screen_of(screen)
+        def on_touch(request: gr.Request = None):
+            screen = screen_of(request)
             screen.touch(time.monotonic())
             return render(screen, request)
 
-        def on_picture(screen: Screen | None, request: gr.Request = None):
-            screen = screen_of(screen)
+        def on_picture(request: gr.Request = None):
+            screen = screen_of(request)
             screen.tap_picture(time.monotonic())
             return render(screen, request)
 
-        def on_typing(screen: Screen | None, request: gr.Request = None):
-            screen = screen_of(screen)
+        def on_typing(request: gr.Request = None):
+            screen = screen_of(request)
             screen.typing(time.monotonic())
             return render(screen, request)
 
-        def on_tile(screen: Screen | None, subject, setting, mood, style, request: gr.Request = None):
-            screen = screen_of(screen)
+        def on_tile(subject, setting, mood, style, request: gr.Request = None):
+            screen = screen_of(request)
             screen.typing(time.monotonic())
             extra = {sentence: preview(choice_of((subject, setting, mood, style)))}
             if prompt_box is not None:
                 extra[prompt_box] = ""  # both: the tiles replace a typed idea
             return render(screen, request, extra)
 
-        def on_tick(screen: Screen | None, request: gr.Request = None):
-            screen = screen_of(screen)
+        def on_tick(request: gr.Request = None):
+            screen = screen_of(request)
             return render(screen, request)
 
         page = dict(outputs=rendered, **LIGHT)
-        touch.click(on_touch, screen_state, **page)
-        picture_tap.click(on_picture, screen_state, **page)
+        touch.click(on_touch, None, **page)
+        picture_tap.click(on_picture, None, **page)
+        prompt_tap.click(on_typing, None, **page)
         if prompt_box is not None:
-            prompt_box.input(on_typing, screen_state, **page)
-            prompt_box.focus(on_typing, screen_state, **page)
+            prompt_box.input(on_typing, None, **page)
+            prompt_box.focus(on_typing, None, **page)
         for row in tile_rows:
-            row.input(on_tile, [screen_state, *tile_rows], **page)
+            row.input(on_tile, tile_rows, **page)
         if switch is not None:
-            def on_switch(screen: Screen | None, which: str, request: gr.Request = None):
-                screen = screen_of(screen)
+            def on_switch(which: str, request: gr.Request = None):
+                screen = screen_of(request)
                 screen.typing(time.monotonic())
                 if which == "Use the tiles":
                     return render(screen, request, {prompt_box: ""})
                 return render(screen, request, {sentence: "", **{c: None for c in tile_rows}})
 
-            switch.input(on_switch, [screen_state, switch], **page)
+            switch.input(on_switch, switch, **page)
 
         # ---- making a picture ----------------------------------------------------------------------------------
 
@@ -266,9 +273,9 @@ def build_kiosk_ui(kiosk: KioskService) -> gr.Blocks:
                 else:
                     yield "status", item
 
-        def run(screen: Screen | None, portrait_screen, prompt, subject, setting, mood, style,
+        def run(portrait_screen, prompt, subject, setting, mood, style,
                 request: gr.Request = None, progress=gr.Progress()):
-            screen = screen_of(screen)
+            screen = screen_of(request)
             now = time.monotonic
             if not screen.begin(now()):
                 yield render(screen, request, {status: BUSY})
@@ -300,7 +307,7 @@ def build_kiosk_ui(kiosk: KioskService) -> gr.Blocks:
                 screen.fail(None, now())
                 yield render(screen, request, {image: None, qr: None})
 
-        inputs = [screen_state, portrait, prompt_box if prompt_box is not None else gr.State(""),
+        inputs = [portrait, prompt_box if prompt_box is not None else gr.State(""),
                   *(tile_rows or [gr.State(None) for _ in PARTS])]
         busy = dict(outputs=rendered, api_visibility="private", show_progress="minimal", show_progress_on=[status],
                     **gpu_line)
@@ -329,7 +336,7 @@ def build_kiosk_ui(kiosk: KioskService) -> gr.Blocks:
         api_button.click(api_create, api_inputs, api_outputs, api_name="create", **gpu_line)
 
         timer = gr.Timer(1.0)
-        timer.tick(on_tick, screen_state, **page)
-        demo.load(on_tick, screen_state, **page)
+        timer.tick(on_tick, None, **page)
+        demo.load(on_tick, None, **page)
         demo.load(None, None, portrait, js=IS_PORTRAIT, **LIGHT)
     return demo

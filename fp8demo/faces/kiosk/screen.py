@@ -22,8 +22,11 @@ controls (`touch`); tests walk that claim through every state.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .rules import cooldown_text
@@ -34,6 +37,9 @@ STATES = ("attract", "composing", "creating", "result", "picture-alone", "still-
 CONTROLS = frozenset({"composing", "creating", "result", "refused", "error"})
 # the states the idle timers move on from (creating pauses them; attract and restarting are already idle)
 IDLE_WATCHED = frozenset({"composing", "result", "picture-alone", "refused", "error"})
+# Every change of any screen gets the next number: the page applies a rendered state only if it is newer than the one
+# it shows, so that an answer that reaches it late never puts an older state back
+_changes = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,7 @@ class Scene:
     clear_prompt: bool = False  # once, after a refused prompt: empty the box
     create_label: str = "Create"
     create_enabled: bool = True
+    version: int = 0  # the number of the screen's last change (newer changes, higher numbers)
 
     @property
     def controls(self) -> bool:
@@ -89,12 +96,8 @@ class Screen:
         self._lock = threading.RLock()
         self.last_touch = now
         self.status, self.cooldown, self._clear_prompt, self._wipe = "", False, False, False
+        self.version = 0
         self.go("attract", now)  # a fresh screen (and a server that restarted) starts clean, whatever was shown
-
-    def __deepcopy__(self, memo) -> Screen:
-        """Gradio deep-copies a session's first state value, which is made fresh for each session anyway (and a
-        lock cannot be copied): the copy is the screen itself."""
-        return self
 
     # ---- the one way a state changes ---------------------------------------------------------------------------
 
@@ -113,8 +116,9 @@ class Screen:
                 self._back = (back, kept, self.cooldown)
             self.state = state
             self.since = now
-            if status is None:  # still-there keeps the line of the page behind it
-                status = self.status if state == "still-there" else self._default_status(state)
+            self.version = next(_changes)
+            if status is None:  # the overlays keep the line of the page behind them
+                status = self.status if state in ("still-there", "picture-alone") else self._default_status(state)
             self.status = status
             self.cooldown = cooldown and state == "refused"  # the refusal's seconds follow the button's
             self._clear_prompt = self._clear_prompt or clear_prompt
@@ -125,8 +129,8 @@ class Screen:
 
     def _default_status(self, state: str) -> str:
         t = self.texts
-        return {"creating": t.creating, "result": t.done, "picture-alone": t.alone, "error": t.failed,
-                "restarting": t.restarting}.get(state, t.welcome)
+        return {"creating": t.creating, "result": t.done, "error": t.failed, "restarting": t.restarting}.get(
+            state, t.welcome)
 
     # ---- what visitors and the server do -----------------------------------------------------------------------
 
@@ -208,7 +212,7 @@ class Screen:
                 index = int((now - self.attract_since) // self.attract_every)
             status = cooldown_text(wait) if self.cooldown and wait else self.status
             label, enabled = create_button(self.state, wait)
-            return Scene(self.state, status, left, index, wipe, clear, label, enabled)
+            return Scene(self.state, status, left, index, wipe, clear, label, enabled, self.version)
 
     def _advance(self, now: float, ready: bool, wait: int) -> None:
         if not ready:
@@ -234,3 +238,26 @@ def create_button(state: str, wait: int) -> tuple[str, bool]:
     if wait > 0:
         return f"Next picture in {wait} s", False
     return "Create", True
+
+
+class Screens:
+    """One Screen per browser session, made on the session's first event whichever event that is, so that two
+    events racing at page load cannot make two. A new server knows no session: every page starts again at attract.
+    At most `keep` are kept (a kiosk has a screen or two; reloads and stray clients make more), the least recently
+    used dropped first."""
+
+    def __init__(self, make: Callable[[], Screen], keep: int = 64):
+        self.make, self.keep = make, keep
+        self._screens: OrderedDict[str, Screen] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, session: str) -> Screen:
+        with self._lock:
+            screen = self._screens.pop(session, None) or self.make()
+            self._screens[session] = screen
+            while len(self._screens) > self.keep:
+                self._screens.popitem(last=False)
+            return screen
+
+    def __len__(self) -> int:
+        return len(self._screens)
