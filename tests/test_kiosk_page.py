@@ -378,3 +378,101 @@ def test_the_keyboard_follows_the_operators_layout_and_can_be_off(service):
         page.locator("#kiosk-prompt textarea").click()
         page.keyboard.type("a red fox")
         assert page.locator("#kiosk-prompt textarea").input_value() == "a red fox"
+
+
+# ---- the composer ------------------------------------------------------------------------------------------------
+
+COMPOSE = replace(STEADY, input_mode="compose")
+FOX = ("A red fox", "on the moon", "calm and peaceful", "in pixel art")
+
+
+def page_create_event(url: str) -> tuple[int, int]:
+    """The page's own (private) Create event: its fn_index and how many inputs it takes."""
+    import httpx
+
+    page_config = httpx.get(url + "config", timeout=30).json()
+    create = next(c["id"] for c in page_config["components"] if c["props"].get("elem_id") == "create")
+    index, dep = next((i, d) for i, d in enumerate(page_config["dependencies"]) if [create, "click"] in
+                      [list(t) for t in d["targets"]] and len(d["inputs"]) > 1)
+    return index, len(dep["inputs"])
+
+
+def test_compose_mode_has_no_free_text_anywhere(service):
+    """Tiles only: no text field on the page, a readable sentence before Create, the picture made from the server's
+    own tiles; free text is refused on the API, and a forged request to the page's own event cannot slip it in."""
+    from gradio_client import Client
+
+    with served(service, COMPOSE) as (kiosk, url):
+        with screen(url, PORTRAIT) as (page, look):
+            one_touch_back(page, look, "start")
+            assert page.locator("textarea").count() == 0 and page.locator("input[type=text]").count() == 0
+            assert page.locator(".chip").count() == 0 and page.locator("#kiosk-keyboard").count() == 0
+            for tile in FOX:
+                page.locator("#composer label").get_by_text(tile, exact=True).click()
+            sentence = "A red fox on the moon, calm and peaceful, in pixel art"
+            page.locator("#sentence").get_by_text(sentence).wait_for(timeout=5_000)
+            page.locator("#create").click()
+            wait_state(page, "result")
+            assert kiosk.recent[0][1] == sentence
+            assert_fine(look(), "compose, result")
+
+        client = Client(url, verbose=False)
+        made = len(kiosk.recent)
+        status, image, _ = client.predict(prompt="a lighthouse", api_name="/create")
+        assert "tiles" in status and not isinstance(image, str)  # free text: refused on the API
+        status, image, _ = client.predict(prompt="a lighthouse", subject="A red fox", api_name="/create")
+        assert "tiles" in status and not isinstance(image, str)  # even beside a tile
+        status, _, _ = client.predict(subject="A red fox naked", api_name="/create")
+        assert "choose from the tiles" in status
+        index, inputs = page_create_event(url)
+        for forged in ("a naked man", "A red fox, nude"):
+            data = [False, None, forged] + [None] * (inputs - 3)  # portrait, (no prompt), the subject tile, ...
+            code, message = call_index(url, index, data)
+            assert code == 200 and "choose from the tiles" in str(message), message
+        # free text where a typing page has its prompt: that input is the server's own (empty) value here
+        code, message = call_index(url, index, [False, "a naked man"] + [None] * (inputs - 2))
+        assert code == 200 and "first row" in str(message), message
+        assert len(kiosk.recent) == made  # nothing was made of any of it
+        time.sleep(STEADY.cooldown)
+        status, image, _ = client.predict(subject="A sleepy cat", style="as a pencil sketch", api_name="/create")
+        assert status.startswith("Here it is") and kiosk.recent[0][1] == "A sleepy cat, as a pencil sketch"
+
+
+def call_index(url: str, index: int, data: list):
+    """Join the page's event number `index` with `data`, as a forged request would; (status, final message)."""
+    from gradio_raw import join, messages
+
+    response, session = join(url, "", data, index=index)
+    if response.status_code != 200:
+        return response.status_code, response.json()
+    with messages(url, session) as stream:
+        for message in stream:
+            if message["msg"] == "process_completed":
+                return 200, message
+    raise AssertionError("the event stream ended without a result")
+
+
+def test_both_modes_switch_between_typing_and_tiles(service):
+    with served(service, replace(STEADY, input_mode="both", keyboard_layout="fr")) as (kiosk, url):
+        with screen(url, LANDSCAPE) as (page, look):
+            one_touch_back(page, look, "start")
+            assert page.locator("#kiosk-keyboard").is_visible() and not page.locator("#composer").is_visible()
+            keys = page.evaluate("""() => [...document.querySelector('#kiosk-keyboard .hg-row').querySelectorAll(
+                'button')].map((b) => b.textContent.trim())""")
+            assert keys[:6] == list("azerty")  # the operator's layout
+            page.locator("#input-switch").get_by_text("Use the tiles").click()
+            page.locator("#composer").wait_for(timeout=5_000)
+            assert not page.locator("#kiosk-keyboard").is_visible() and not page.locator("#kiosk-prompt").is_visible()
+            page.locator("#composer label").get_by_text("A tiny dragon", exact=True).click()
+            page.locator("#sentence").get_by_text("A tiny dragon").wait_for(timeout=5_000)
+            page.locator("#create").click()
+            wait_state(page, "result")
+            assert kiosk.recent[0][1] == "A tiny dragon"
+            page.locator("#input-switch").get_by_text("Type an idea").click()
+            page.locator("#kiosk-keyboard").wait_for(timeout=5_000)
+            page.wait_for_timeout(STEADY.cooldown * 1000)
+            type_text(page, BLOCKED)
+            page.locator("#kiosk-prompt textarea").press("Enter")  # typed: moderated
+            wait_state(page, "refused")
+            assert page.locator("#kiosk-prompt textarea").input_value() == ""  # a refused prompt leaves the box
+            assert_fine(look(), "both, refused")
