@@ -6,13 +6,14 @@ fixed seed. The rules behind it are pure and tested on their own (test_kiosk_scr
 import base64
 import io
 import random
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM, CHROMIUM_ARGS, free_port
+from conftest import CHROMIUM, CHROMIUM_ARGS, free_port, shot
 from PIL import Image
 
 from fp8demo import config
@@ -31,6 +32,7 @@ FAST = config.KioskConfig(idle_after=1, countdown=1, attract_every=1, cooldown=2
 STEADY = replace(FAST, idle_after=4, countdown=2, cooldown=3)
 LANDSCAPE, PORTRAIT = (1920, 1080), (1080, 1920)
 FAIL = "FAILNOW"  # a prompt with this word makes the server fail (an injected error)
+SLOW = "SLOWLY"  # and with this one its picture stays a moment at its first preview (the creating state)
 BLOCKED = "a nude portrait"
 OVERLAYS = ("still-there", "picture-alone", "restarting")  # states one touch away from attract or the controls
 
@@ -89,14 +91,21 @@ def served(service: DemoService, settings: config.KioskConfig):
 
 @pytest.fixture(scope="module")
 def service(tiny_engine):
-    """The warm tiny engine, failing every picture whose prompt holds FAIL (a server error on demand)."""
+    """The warm tiny engine, failing every picture whose prompt holds FAIL (a server error on demand) and slowing
+    those with SLOW."""
     service = DemoService.from_engine(tiny_engine)
     generate = service.generate
 
-    def failing(request, *args, **kwargs):
+    def failing(request, session="", progress=None, preview=None, *args, **kwargs):
         if FAIL in request.prompt:
             raise RuntimeError("an injected server error")
-        return generate(request, *args, **kwargs)
+        if SLOW in request.prompt and preview is not None:
+            shown = preview
+
+            def preview(image):
+                shown(image)
+                time.sleep(3)
+        return generate(request, session, progress, preview, *args, **kwargs)
 
     service.generate = failing
     return service
@@ -411,6 +420,8 @@ def test_compose_mode_has_no_free_text_anywhere(service):
                 page.locator("#composer label").get_by_text(tile, exact=True).click()
             sentence = "A red fox on the moon, calm and peaceful, in pixel art"
             page.locator("#sentence").get_by_text(sentence).wait_for(timeout=5_000)
+            assert not page.evaluate(MEASURE)["problems"]
+            shot(page, "kiosk-compose-portrait.png", full_page=False)
             page.locator("#create").click()
             wait_state(page, "result")
             assert kiosk.recent[0][1] == sentence
@@ -465,6 +476,8 @@ def test_both_modes_switch_between_typing_and_tiles(service):
             assert not page.locator("#kiosk-keyboard").is_visible() and not page.locator("#kiosk-prompt").is_visible()
             page.locator("#composer label").get_by_text("A tiny dragon", exact=True).click()
             page.locator("#sentence").get_by_text("A tiny dragon").wait_for(timeout=5_000)
+            assert not page.evaluate(MEASURE)["problems"]
+            shot(page, "kiosk-compose-landscape.png", full_page=False)
             page.locator("#create").click()
             wait_state(page, "result")
             assert kiosk.recent[0][1] == "A tiny dragon"
@@ -476,3 +489,194 @@ def test_both_modes_switch_between_typing_and_tiles(service):
             wait_state(page, "refused")
             assert page.locator("#kiosk-prompt textarea").input_value() == ""  # a refused prompt leaves the box
             assert_fine(look(), "both, refused")
+
+
+
+# ---- the finish: every state in both orientations, measured, and photographed for the docs -----------------------
+
+MEASURE = """() => {
+  const problems = [];
+  const parse = (c) => {
+    const m = /rgba?\\(([^)]+)\\)/.exec(c || '');
+    if (!m) return null;
+    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+  };
+  const lin = (v) => { v /= 255; return v <= 0.04045 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  const lum = (c) => 0.2126 * lin(c[0]) + 0.7152 * lin(c[1]) + 0.0722 * lin(c[2]);
+  const over = (top, under) => [0, 1, 2].map((i) => top[i] * top[3] + under[i] * (1 - top[3])).concat([1]);
+  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+  const transparent = (el) => { for (let e = el; e; e = e.parentElement) if (getComputedStyle(e).opacity === '0')
+    return true; return false; };
+  const shown = (el) => {
+    const r = el.getBoundingClientRect(), cs = getComputedStyle(el);
+    return cs.display !== 'none' && cs.visibility !== 'hidden' && r.width > 0 && r.height > 0 && r.bottom > 0 &&
+      r.right > 0 && r.top < innerHeight && r.left < innerWidth && !el.closest('.kiosk-hidden') && !transparent(el);
+  };
+  const name = (el) => `${el.tagName.toLowerCase()}${el.id ? '#' + el.id : ''} "${(el.textContent || el.placeholder ||
+    '').trim().slice(0, 30)}"`;
+  // The colours behind an element: its own background and its ancestors' down to the first opaque one. Where a
+  // gradient or a picture lies behind, the worst of white and black stands for it.
+  const behind = (el) => {
+    const layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      const cs = getComputedStyle(e);
+      if (cs.opacity !== '1') problems.push(`opacity ${cs.opacity} on ${name(e)}`);
+      const c = parse(cs.backgroundColor);
+      if (c && c[3] > 0) layers.push(c);
+      if (c && c[3] >= 0.999) return [layers];
+      if (cs.backgroundImage !== 'none' || e.matches('#attract, #stage, #countdown, #restarting')) break;
+    }
+    return [[...layers, [255, 255, 255, 1]], [...layers, [0, 0, 0, 1]]];
+  };
+  const flat = (layers) => layers.reduceRight((under, top) => over(top, under));
+  const check = (el, colour, what) => {
+    for (const layers of behind(el)) {
+      const ground = flat(layers), text = over(parse(colour), ground), r = ratio(text, ground);
+      if (r < 4.5) problems.push(`contrast ${r.toFixed(2)} of ${what} ${name(el)}`);
+    }
+  };
+  const all = [...document.querySelectorAll('body *')].filter(shown);
+  let texts = 0, targets = 0;
+  for (const el of all) {  // every text on the page
+    if ([...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())) {
+      texts++;
+      check(el, getComputedStyle(el).color, 'text');
+    }
+    if (el.matches('textarea') && !el.value) check(el, getComputedStyle(el, '::placeholder').color, 'placeholder');
+  }
+  const controls = 'button, textarea, input:not([type=radio]), label:has(> input[type=radio]), .chip';
+  for (const el of all.filter((e) => e.matches(controls))) {  // every control a finger must hit
+    targets++;
+    const r = el.getBoundingClientRect();
+    const size = `${Math.round(r.width)}x${Math.round(r.height)}`;
+    if (r.width < 56 || r.height < 56) problems.push(`target ${size} ${name(el)}`);
+  }
+  for (const el of all) {  // no light, grey Gradio chrome anywhere
+    const c = parse(getComputedStyle(el).backgroundColor);
+    if (c && c[3] >= 0.3 && lum(c) > 0.3 && Math.max(...c.slice(0, 3)) - Math.min(...c.slice(0, 3)) < 40)
+      problems.push(`light background rgb(${c.slice(0, 3)}) on ${name(el)}`);
+  }
+  return {problems, texts, targets};
+}"""
+PICTURE_RECTS = """() => {  // the picture as drawn (object-fit: contain) and the take-home code
+  const i = document.querySelector('#kiosk-image img'), r = i.getBoundingClientRect();
+  const scale = Math.min(r.width / i.naturalWidth, r.height / i.naturalHeight);
+  const w = i.naturalWidth * scale, h = i.naturalHeight * scale;
+  const q = document.querySelector('#kiosk-qr img')?.getBoundingClientRect();
+  return {picture: [r.left + (r.width - w) / 2, r.top + (r.height - h) / 2, w, h],
+          qr: q ? [q.left, q.top, q.width, q.height] : null, fill: h / innerHeight};
+}"""
+
+
+def measured(page, where: str) -> dict:
+    """Contrast of every text, size of every control, no light chrome: measured from computed styles and boxes."""
+    found = page.evaluate(MEASURE)
+    assert not found["problems"], (where, found["problems"])
+    assert found["texts"] > 0, where
+    return found
+
+
+def overlap(a, b) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+@pytest.mark.parametrize("size, orientation", [(LANDSCAPE, "landscape"), (PORTRAIT, "portrait")])
+def test_every_state_is_finished(service, size, orientation):
+    """Title and line, the designed empty stage, full-bleed attract art, text >= 4.5:1 and targets >= 56 px on every
+    state, no light chrome, the code never over the picture, a scrolling chip row that shows it scrolls, the cooldown
+    counting on the button and in the refusal alike, a refused prompt gone from the box."""
+    # 9:16 pictures on a portrait screen, and a preview (a second step) to see forming
+    finish = replace(STEADY, idle_after=7, cooldown=4, width=None, height=None, steps=2)
+    with served(service, finish) as (kiosk, url), screen(url, size) as (page, look):
+        name = f"kiosk-{{}}-{orientation}.png"
+        page.locator("#attract-image img").wait_for(timeout=20_000)
+        page.wait_for_timeout(300)
+        art = page.evaluate("""() => {
+            const i = document.querySelector('#attract-image img'), r = i.getBoundingClientRect();
+            return [getComputedStyle(i).objectFit, r.left, r.top, r.width, r.height]; }""")
+        assert art == ["cover", 0, 0, size[0], size[1]], art  # full bleed, no pillarbox
+        assert page.locator("#attract-title h1").inner_text() == STEADY.title
+        assert page.locator("#attract-title").get_by_text(STEADY.subtitle).is_visible()
+        measured(page, "attract")
+        assert_fine(look(), "attract")
+        shot(page, name.format("attract"), full_page=False)
+
+        one_touch_back(page, look, "start")
+        assert page.locator("#stage-empty").get_by_text("Your picture will appear here").is_visible()
+        assert page.locator("#kiosk-header").get_by_text(STEADY.title).is_visible()
+        measured(page, "composing")
+        assert_fine(look(), "composing")
+        shot(page, name.format("composing"), full_page=False)
+        if size == PORTRAIT:  # the chip row scrolls sideways, and its fading end says so
+            row = page.evaluate("""() => { const c = document.querySelector('#chips'), cs = getComputedStyle(c);
+                return [c.scrollWidth > c.clientWidth + 10, cs.maskImage || cs.webkitMaskImage]; }""")
+            assert row[0] and "gradient" in row[1], row
+
+        type_text(page, f"{SLOW} a lighthouse at dusk")
+        page.locator("#create").click()
+        wait_state(page, "creating")
+        page.locator("#kiosk-image img").wait_for(timeout=10_000)  # the picture forming
+        shot(page, name.format("creating"), full_page=False)
+        measured(page, "creating")
+        assert_fine(look(), "creating")
+
+        wait_state(page, "result")
+        page.locator("#kiosk-qr img").wait_for(timeout=10_000)
+        page.wait_for_timeout(300)
+        rects = page.evaluate(PICTURE_RECTS)
+        assert rects["qr"] and not overlap(rects["picture"], rects["qr"]), rects  # the code never over the picture
+        assert rects["fill"] >= (0.99 if size == LANDSCAPE else 0.8), rects
+        measured(page, "result")
+        assert_fine(look(), "result")
+        shot(page, name.format("result"), full_page=False)
+
+        page.locator(".chip").first.click()  # during the cooldown: refused, and the refusal counts with the button
+        wait_state(page, "refused")
+        for _ in range(2):
+            said = page.locator("#kiosk-status").inner_text()
+            button = page.locator("#create").inner_text()
+            assert re.search(r"wait (\d+) s", said)[1] == re.search(r"in (\d+) s", button)[1], (said, button)
+            page.wait_for_timeout(1_000)
+        measured(page, "refused, cooldown")
+        wait_state(page, "composing", timeout=6_000)  # the cooldown over, the screen is ready again
+
+        page.locator("#kiosk-image img").click()
+        wait_state(page, "picture-alone")
+        assert page.locator("#back-hint").get_by_text("Touch anywhere to go back").is_visible()
+        measured(page, "picture-alone")
+        assert_fine(look(), "picture-alone")
+        shot(page, name.format("picture-alone"), full_page=False)
+        page.mouse.click(5, 5)  # any tap returns
+        wait_state(page, "result", "composing")
+
+        type_text(page, BLOCKED)
+        page.locator("#kiosk-prompt textarea").press("Enter")
+        wait_state(page, "refused")
+        page.wait_for_function("document.querySelector('#kiosk-prompt textarea').value === ''")  # the box is cleared
+        measured(page, "refused")
+        assert_fine(look(), "refused")
+        shot(page, name.format("refused"), full_page=False)
+
+        type_text(page, f"{FAIL} a harbour")
+        page.locator("#kiosk-prompt textarea").press("Enter")
+        wait_state(page, "error")
+        measured(page, "error")
+        assert_fine(look(), "error")
+        shot(page, name.format("error"), full_page=False)
+
+        wait_state(page, "still-there")
+        measured(page, "still-there")
+        assert_fine(look(), "still-there")
+        shot(page, name.format("still-there"), full_page=False)
+
+        try:
+            service.state = "starting"
+            wait_state(page, "restarting")
+            page.wait_for_timeout(300)
+            measured(page, "restarting")
+            assert_fine(look(), "restarting")
+            shot(page, name.format("restarting"), full_page=False)
+        finally:
+            service.state = "ready"
+        wait_state(page, "attract")

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from fp8demo.faces.kiosk.rules import cooldown_text
-from fp8demo.faces.kiosk.screen import CONTROLS, STATES, Screen, Texts, create_button
+from fp8demo.faces.kiosk.screen import CONTROLS, STATES, Screen, Screens, Texts, create_button
 
 IDLE, COUNTDOWN = 10.0, 5.0
 
@@ -74,6 +74,8 @@ def test_go_clears_what_belonged_to_other_states():
     first = s.scene(now)
     assert first.clear_prompt and first.state == "refused"  # a refused prompt leaves the box, once
     assert not s.scene(now).clear_prompt
+    s.typing(s.since + 0.1, keys=True)  # keys typed before Create, arriving just after the refusal: it stays
+    assert s.scene(s.since + 0.1).state == "refused"
     s.typing(now + 1)  # the visitor types again: the refusal gives way
     assert s.scene(now + 1).status == Texts().welcome
     s.refuse(cooldown_text(3), now + 2, cooldown=True)
@@ -109,6 +111,15 @@ def test_the_picture_alone_and_back():
     assert s.touch(now + 3) == "result"  # and a touch anywhere
     composing, now = screen_in("composing")
     assert composing.tap_picture(now) == "composing"  # only a finished picture is shown alone
+    s, now = screen_in("result")
+    s.refuse(cooldown_text(3), now, cooldown=True)  # the picture stays beside a refusal
+    assert s.tap_picture(now + 1) == "picture-alone"
+    assert s.scene(now + 1, wait=2).state == "picture-alone"
+    s.touch(now + 2)
+    back = s.scene(now + 2, wait=2)
+    assert back.state == "refused" and back.status == cooldown_text(2)  # back where the visitor was
+    s.fail(None, now + 3)
+    assert s.tap_picture(now + 4) == "error"  # an error drops the half-made picture: nothing to show alone
 
 
 def test_restarting_while_the_engine_is_not_ready():
@@ -135,6 +146,18 @@ def test_a_new_screen_wipes_what_the_browser_still_shows():
     picture."""
     first = Screen(IDLE, COUNTDOWN, 3, now=50).scene(50)
     assert first.state == "attract" and first.wipe
+
+
+def test_one_screen_per_session_and_a_bounded_number_of_them():
+    made = []
+    screens = Screens(lambda: made.append(Screen(IDLE, COUNTDOWN, 3, now=0)) or made[-1], keep=3)
+    a = screens.get("a")
+    assert screens.get("a") is a and len(made) == 1  # every event of a session finds its screen
+    for session in "bcd":
+        screens.get(session)
+    assert len(screens) == 3 and screens.get("a") is not a  # the least recently used went first
+    newer = [Screen(IDLE, COUNTDOWN, 3, now=0).scene(0).version for _ in range(3)]
+    assert newer == sorted(newer) and len(set(newer)) == 3  # changes are numbered across all screens
 
 
 EVENTS = ("touch", "typing", "tap_picture", "begin", "done", "refuse", "cooldown", "fail", "place", "idle",

@@ -20,7 +20,7 @@
     const target = e.target instanceof Element ? e.target : null;
     if (!target || target.closest('.kiosk-hidden')) return;  // the forwarded click itself
     if (target.closest('#kiosk-image img')) press('#kiosk-picture-tap');
-    else if (target.closest('#kiosk-prompt')) press('#kiosk-prompt-tap');
+    else if (target.closest('#kiosk-prompt, #sentence')) press('#kiosk-prompt-tap');
     else press('#kiosk-touch');
   }, true);
 

@@ -96,7 +96,8 @@ def build_kiosk_ui(kiosk: KioskService) -> gr.Blocks:
     gpu_line = dict(concurrency_id="gpu", concurrency_limit=kiosk.service.cfg.max_queue, preprocess=False)
 
     # The operator's attract pictures are served where they are (package data, wherever the package is installed):
-    # Gradio refuses to hand out files outside the working directory, the temp folder and the outputs otherwise
+    # otherwise a queued event that renders the attract screen fails, as Gradio refuses there to hand out files from
+    # outside the working directory, the temp folder and the outputs
     gr.set_static_paths([cfg.attract_dir])
     screens = Screens(lambda: Screen(cfg.idle_after, cfg.countdown, cfg.attract_every, time.monotonic(), texts))
 
@@ -125,8 +126,9 @@ def build_kiosk_ui(kiosk: KioskService) -> gr.Blocks:
             countdown_text = gr.Markdown("", elem_id="countdown-text")
             gr.Button("I'm still here", elem_id="still-here", variant="primary")
         with gr.Column(elem_id="restarting"):
-            gr.HTML(_heading(cfg, "h2") + f'<p class="restarting-text">{html.escape(texts.restarting)}</p>'
-                    '<div class="spinner" aria-hidden="true"></div>', js_on_load=None)
+            gr.HTML('<div class="restarting-card">' + _heading(cfg, "h2") +
+                    f'<p class="restarting-text">{html.escape(texts.restarting)}</p>'
+                    '<div class="spinner" aria-hidden="true"></div></div>', js_on_load=None)
         with gr.Row(elem_id="main"):
             with gr.Column(elem_id="stage"):
                 gr.HTML('<div class="empty-frame"><p class="empty-title">Your picture will appear here</p></div>',
@@ -225,6 +227,11 @@ def build_kiosk_ui(kiosk: KioskService) -> gr.Blocks:
             screen.typing(time.monotonic())
             return render(screen, request)
 
+        def on_keys(request: gr.Request = None):
+            screen = screen_of(request)
+            screen.typing(time.monotonic(), keys=True)
+            return render(screen, request)
+
         def on_tile(subject, setting, mood, style, request: gr.Request = None):
             screen = screen_of(request)
             screen.typing(time.monotonic())
@@ -242,8 +249,8 @@ def build_kiosk_ui(kiosk: KioskService) -> gr.Blocks:
         picture_tap.click(on_picture, None, **page)
         prompt_tap.click(on_typing, None, **page)
         if prompt_box is not None:
-            prompt_box.input(on_typing, None, **page)
-            prompt_box.focus(on_typing, None, **page)
+            prompt_box.input(on_keys, None, **page)
+            prompt_box.focus(on_keys, None, **page)
         for row in tile_rows:
             row.input(on_tile, tile_rows, **page)
         if switch is not None:

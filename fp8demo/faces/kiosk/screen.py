@@ -35,8 +35,11 @@ STATES = ("attract", "composing", "creating", "result", "picture-alone", "still-
           "restarting")
 # the states in which the controls (prompt or tiles, Create) are on the screen
 CONTROLS = frozenset({"composing", "creating", "result", "refused", "error"})
+# the states shown over the page, which one touch leaves for where the visitor was
+OVERLAID = frozenset({"picture-alone", "still-there"})
 # the states the idle timers move on from (creating pauses them; attract and restarting are already idle)
 IDLE_WATCHED = frozenset({"composing", "result", "picture-alone", "refused", "error"})
+SETTLE = 0.6  # seconds in which typing does not end a result, a refusal or an apology (see Screen.typing)
 # Every change of any screen gets the next number: the page applies a rendered state only if it is newer than the one
 # it shows, so that an answer that reaches it late never puts an older state back
 _changes = itertools.count(1)
@@ -96,6 +99,8 @@ class Screen:
         self._lock = threading.RLock()
         self.last_touch = now
         self.status, self.cooldown, self._clear_prompt, self._wipe = "", False, False, False
+        self._back: tuple | None = None
+        self.has_picture = False  # a finished picture is on the screen
         self.version = 0
         self.go("attract", now)  # a fresh screen (and a server that restarted) starts clean, whatever was shown
 
@@ -108,12 +113,14 @@ class Screen:
             raise ValueError(f"unknown kiosk state {state!r}")
         with self._lock:
             previous = getattr(self, "state", None)
-            # still-there keeps where the visitor was, to go back there (the controls, for a picture shown alone)
-            self._back = None
-            if state == "still-there":
-                back = "result" if previous == "picture-alone" else previous
-                kept = self.status if back in ("refused", "error") else None
-                self._back = (back, kept, self.cooldown)
+            # the overlays keep where the visitor was, to go back there (over another overlay: where that one came
+            # from, so that the way back always leads to the controls)
+            if state in OVERLAID:
+                if previous not in OVERLAID:
+                    kept = self.status if previous in ("refused", "error") else None
+                    self._back = (previous, kept, self.cooldown)
+            else:
+                self._back = None
             self.state = state
             self.since = now
             self.version = next(_changes)
@@ -126,6 +133,11 @@ class Screen:
                 self.attract_since = now
                 self._wipe = True  # the prompt, the tiles, the picture and its code
                 self._clear_prompt = False
+                self.has_picture = False
+            elif state == "error":
+                self.has_picture = False  # the page drops the half-made picture
+            elif state == "result":
+                self.has_picture = True
 
     def _default_status(self, state: str) -> str:
         t = self.texts
@@ -141,26 +153,25 @@ class Screen:
             self.last_touch = now
             if self.state == "attract":
                 self.go("composing", now)
-            elif self.state == "still-there":
+            elif self.state in OVERLAID:
                 back, status, cooldown = self._back or ("composing", None, False)
                 self.go(back, now, status, cooldown=cooldown)
-            elif self.state == "picture-alone":
-                self.go("result", now)
             return self.state
 
-    def typing(self, now: float) -> str:
-        """The visitor types, uses the keyboard or picks a tile: a new idea, so a refusal, an apology or the last
-        result gives way to composing."""
+    def typing(self, now: float, keys: bool = False) -> str:
+        """The visitor touches the prompt, picks a tile or types (`keys`): a new idea, so a refusal, an apology or
+        the last result gives way to composing. Typed keys not in the first moments of those states: keys typed
+        before Create can reach the server after a quick refusal, and must not wipe it out."""
         with self._lock:
             self.touch(now)
-            if self.state in ("result", "refused", "error"):
+            if self.state in ("result", "refused", "error") and not (keys and now - self.since < SETTLE):
                 self.go("composing", now)
             return self.state
 
     def tap_picture(self, now: float) -> str:
         """A touch on the picture: the finished picture alone, full screen; and back."""
         with self._lock:
-            if self.state == "result":
+            if self.has_picture and self.state in CONTROLS - {"creating"}:
                 self.last_touch = now
                 self.go("picture-alone", now)
                 return self.state
