@@ -3,8 +3,8 @@
 - Access: only the screen's own browser (loopback, or FP8DEMO_KIOSK_CLIENTS) uses the page, its events and its
   files; visitors' phones reach the take-home downloads, monitoring reaches health, and nothing else.
 - Launch: no footer and no API link (nothing on the page leads anywhere else), the page's own <head> (no zoom, no
-  long-press menu), and no run history, which would keep every visitor's prompts and pictures in the shared browser
-  for the next visitor to read.
+  long-press menu; the stylesheets, the on-screen keyboard and the page's script, inlined), and no run history,
+  which would keep every visitor's prompts and pictures in the shared browser for the next visitor to read.
 - Keeping: take-home PNGs for FP8DEMO_TAKE_TTL seconds and at most `keep_pngs` of them; the attract loop's copies
   for as long, and only as many as it shows.
 """
