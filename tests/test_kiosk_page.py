@@ -26,7 +26,7 @@ from fp8demo.web.service import DemoService
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 
 # Short timings and small pictures: a random walk of a few hundred events takes seconds, not minutes
-FAST = config.KioskConfig(idle_after=1, countdown=1, attract_every=1, cooldown=2, steps=1, width=256, height=256,
+FAST = config.KioskConfig(idle_after=1, countdown=1, attract_every=1, cooldown=3, steps=1, width=256, height=256,
                           public_url="http://kiosk.example:7860")
 # Scripted sequences: time for a few steps between touches before the screen asks whether anyone is there
 STEADY = replace(FAST, idle_after=4, countdown=2, cooldown=3)
@@ -138,7 +138,7 @@ def screen(url: str, size: tuple[int, int]):
         def look() -> dict:
             view = page.evaluate(VIEW)
             shot = cdp.send("Page.captureScreenshot", {"format": "png", "clip": {
-                "x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 0.1}})
+                "x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 0.05}})
             pixels = Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("RGB").getdata()
             view["black"] = sum(1 for p in pixels if max(p) <= 10) / len(pixels)
             return view
@@ -221,7 +221,7 @@ def test_the_reported_dead_end_is_gone(steady_kiosk):
 
 
 WEIGHTS = {"touch": 6, "picture": 3, "keys": 4, "create": 3, "enter": 1, "chip": 2, "blocked": 1.5, "fail": 1.5,
-           "still_there": 0.6, "walk_away": 0.2, "pause": 0.6}
+           "still_there": 0.5, "walk_away": 0.2, "pause": 0.3}
 
 
 
@@ -293,7 +293,7 @@ def test_long_random_walks(fast_kiosk, seed):
     _, url = fast_kiosk
     for size in (LANDSCAPE, PORTRAIT):
         with screen(url, size) as (page, look):
-            walk(page, look, random.Random(seed), 1000, f"seed {seed}, {size[0]}x{size[1]}")
+            walk(page, look, random.Random(seed), 600, f"seed {seed}, {size[0]}x{size[1]}")
 
 
 def test_a_server_restart_shows_restarting_then_the_attract_screen(service):
@@ -360,6 +360,7 @@ def test_the_on_screen_keyboard_types_into_the_prompt(steady_kiosk, size):
         assert box.input_value() == "Hi fox"  # one capital after Shift, as on a phone
         box.press("End")
         page.keyboard.type(" at night")  # a physical keyboard types into the same box
+        page.wait_for_function("!document.querySelector('#create').disabled")  # (the screen's cooldown, if any)
         key("Create").click()
         wait_state(page, "result")
         assert kiosk.recent[0][1] == "Hi fox at night"  # what the server made: Gradio saw every key

@@ -58,10 +58,12 @@
       return false;
     }
   }
+  let misses = 0;  // two in a row: one slow answer from a busy server is no restart
   setInterval(async () => {
     if (await answers()) {
+      misses = 0;
       if (down) location.reload();
-    } else if (!down) {
+    } else if (++misses >= 2 && !down) {
       down = true;
       show('restarting');
     }

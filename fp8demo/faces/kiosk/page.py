@@ -176,9 +176,8 @@ def build_kiosk_ui(kiosk: KioskService) -> gr.Blocks:
 
         # ---- rendering: a Scene, and what goes with it ---------------------------------------------------------
 
-        rendered = [state_view, status, countdown_text, create, attract_image, attract_caption, image,
-                    qr]
-        rendered += [c for c in (prompt_box, sentence) if c is not None] + tile_rows
+        rendered = [state_view, status, countdown_text, create, attract_image, attract_caption, image, qr]
+        rendered += [c for c in (prompt_box, sentence, switch) if c is not None] + tile_rows
 
         def render(screen: Screen, request: gr.Request | None, extra: dict | None = None) -> dict:
             """Every output of every page event: the screen's scene, and what the event adds (a picture...)."""
@@ -208,9 +207,6 @@ def build_kiosk_ui(kiosk: KioskService) -> gr.Blocks:
                 out[switch] = "Type an idea"
             out.update(extra or {})
             return out
-
-        if switch is not None:
-            rendered.append(switch)
 
         def on_touch(request: gr.Request = None):
             screen = screen_of(request)
