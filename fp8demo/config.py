@@ -176,6 +176,20 @@ class KioskConfig:
     # take-home PNGs expire after this many seconds (the QR code's link then says the picture is gone)
     take_ttl: float = field(default_factory=lambda: env_float("FP8DEMO_TAKE_TTL", 3600.0))
     keep_pngs: int = 200  # at most this many take-home PNGs on disk, however short the TTL
+    # How visitors ask for a picture (FP8DEMO_KIOSK_INPUT): "free" (typed text, moderated), "compose" (tiles only:
+    # the server builds every prompt from the operator's tiles, and refuses free text) or "both"
+    input_mode: str = field(default_factory=lambda: env_str("FP8DEMO_KIOSK_INPUT", "free").strip().lower())
+    # the composer's tiles: [subject], [setting], [mood] and [style] headings, one tile per line
+    tiles: Path = field(default_factory=lambda: Path(env_str("FP8DEMO_KIOSK_TILES",
+                                                             str(ASSETS_DIR / "kiosk" / "tiles.txt"))))
+    # the on-screen keyboard for touch-only screens: on unless FP8DEMO_KIOSK_KEYBOARD=off (a physical keyboard
+    # always works too); its layout: en (QWERTY), de (QWERTZ) or fr (AZERTY)
+    keyboard: bool = field(default_factory=lambda: env_switch("FP8DEMO_KIOSK_KEYBOARD", True))
+    keyboard_layout: str = field(default_factory=lambda: env_str("FP8DEMO_KIOSK_KEYBOARD_LAYOUT", "en"))
+    # what the exhibit says it is: a title and one line, on the attract screen and beside the controls
+    title: str = field(default_factory=lambda: env_str("FP8DEMO_KIOSK_TITLE", "Paint with words"))
+    subtitle: str = field(default_factory=lambda: env_str(
+        "FP8DEMO_KIOSK_SUBTITLE", "Describe a picture and an AI model paints it in seconds, right here."))
 
 
 @dataclass(frozen=True)
@@ -260,6 +274,18 @@ def env_int(name: str, default: int | None = None) -> int | None:
         return default if value is None else int(value)
     except ValueError as error:
         raise ValueError(f"{name} must be a whole number, got {value!r}") from error
+
+
+def env_switch(name: str, default: bool) -> bool:
+    """on/off (also 1/0, true/false, yes/no)."""
+    value = env_str(name)
+    if value is None:
+        return default
+    if value.strip().lower() in ("on", "1", "true", "yes"):
+        return True
+    if value.strip().lower() in ("off", "0", "false", "no"):
+        return False
+    raise ValueError(f"{name} must be on or off, got {value!r}")
 
 
 def env_list(name: str) -> tuple[str, ...]:

@@ -1,6 +1,7 @@
 """`pip install .` ships everything the app needs at run time: the installed package, started from an empty folder
-outside the repository, serves the kiosk with its stylesheet and its prompt chips. Nothing is downloaded: the new
-environment sees this one's packages through a .pth file, and pip builds without an index or build isolation."""
+outside the repository, serves the kiosk with its stylesheet, its on-screen keyboard and its prompt chips. Nothing is
+downloaded: the new environment sees this one's packages through a .pth file, and pip builds without an index or
+build isolation."""
 
 import os
 import shutil
@@ -76,7 +77,11 @@ def test_the_installed_package_serves_the_kiosk_from_anywhere(tmp_path, cache_di
         page = httpx.get(url + "config", timeout=30).json()
         assert KIOSK_ONLY_RULE in (ASSETS / "kiosk" / "kiosk.css").read_text()
         assert KIOSK_ONLY_RULE not in (ASSETS / "style.css").read_text()
-        assert KIOSK_ONLY_RULE in page["css"]  # the kiosk's stylesheet, from the installed package
+        # the kiosk's stylesheet, the keyboard's library (and its licence) and the page's script, from the installed
+        # package, inlined in the page's head
+        assert KIOSK_ONLY_RULE in page["head"]
+        assert "simple-keyboard v" in page["head"] and "window.kioskKeyboard" in page["head"]
+        assert (Path(where).parent / "assets" / "kiosk" / "simple-keyboard" / "LICENSE").is_file()
         assert page["footer_links"] == [] and page["run_history"] is False  # the kiosk's launch options
         props = [c["props"] for c in page["components"]]
         chips = {p.get("value") for p in props if "chip" in (p.get("elem_classes") or [])}

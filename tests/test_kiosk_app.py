@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import CHROMIUM, CHROMIUM_ARGS, free_port, shot
+from conftest import CHROMIUM, CHROMIUM_ARGS, free_port
 from PIL import Image
 
 from fp8demo import config
@@ -107,7 +107,6 @@ def test_kiosk_page_attract_chip_refusal_and_idle_reset(kiosk_app):
         start = page.locator("#start").bounding_box()
         page.wait_for_timeout(2_200)  # two more attract pictures
         assert page.locator("#start").bounding_box() == start  # the call to action never moves
-        shot(page, "kiosk-attract.png")
         page.mouse.click(300, 300)  # a touch anywhere starts
         page.locator("#kiosk-prompt textarea").wait_for(timeout=10_000)
 
@@ -118,7 +117,6 @@ def test_kiosk_page_attract_chip_refusal_and_idle_reset(kiosk_app):
         assert page.get_by_text("Scan to take it home").is_visible()
         page.locator("#create").get_by_text("Next picture in").wait_for(timeout=5_000)  # the cooldown counts down
         page.wait_for_timeout(600)
-        shot(page, "kiosk.png", full_page=False)
 
         page.locator("#kiosk-prompt textarea").fill("a nude portrait")
         page.locator("#create").get_by_text("Create").wait_for(timeout=10_000)
@@ -145,7 +143,6 @@ def test_kiosk_portrait_fills_the_height_and_keeps_no_run_history(kiosk_app):
         for a, b in zip(chips, chips[1:], strict=False):  # side by side in one row, never on top of each other
             assert a["x"] + a["width"] <= b["x"] + 0.5
         page.wait_for_timeout(600)
-        shot(page, "kiosk-portrait.png", full_page=False)
         # Nothing of this visitor is kept in the shared browser: run history is off and its page is gone
         assert page.request.get(url + "gradio_api/runs").status == 404
         assert page.request.get(url + "config").json()["run_history"] is False

@@ -1,38 +1,40 @@
-"""Kiosk rules as pure logic, driven by a fake clock (moderation: test_moderation.py)."""
+"""Kiosk rules as pure logic, driven by a fake clock (the screen's states: test_kiosk_screen.py; moderation:
+test_moderation.py)."""
 
 import threading
 
 import pytest
 
-from fp8demo.faces.kiosk.rules import IdleMachine, KioskRefusal, Line, SessionGate, place_text
+from fp8demo.faces.kiosk.rules import KioskRefusal, Line, SessionGate, place_text
+from fp8demo.faces.kiosk.screen import Screen
 
 
-def test_idle_machine_full_cycle():
-    m = IdleMachine(idle_after=60, countdown=15, attract_every=6, now=0)
-    assert m.view(0).mode == "attract"  # a fresh screen shows the attract loop
-    assert m.view(13).attract_index == 2
+def test_screen_idle_cycle():
+    m = Screen(idle_after=60, countdown=15, attract_every=6, now=0)
+    assert m.scene(0).state == "attract"  # a fresh screen shows the attract loop
+    assert m.scene(13).attract_index == 2
     m.touch(100)
-    assert m.view(100).mode == "active" and m.view(159.9).mode == "active"
-    v = m.view(160)
-    assert v.mode == "countdown" and v.seconds_left == 15
-    assert m.view(174.2).seconds_left == 1
+    assert m.scene(100).state == "composing" and m.scene(159.9).state == "composing"
+    v = m.scene(160)
+    assert v.state == "still-there" and v.seconds_left == 15
+    assert m.scene(174.2).seconds_left == 1
     m.touch(170)  # "I'm still here"
-    assert m.view(171).mode == "active"
-    reset = m.view(245)  # 75 s after the last touch
-    assert reset.mode == "attract" and reset.reset
-    again = m.view(246)
-    assert again.mode == "attract" and not again.reset  # the reset happens once
-    assert m.view(245 + 6).attract_index == 1  # the loop restarts from the first picture
+    assert m.scene(171).state == "composing"
+    reset = m.scene(245)  # 75 s after the last touch
+    assert reset.state == "attract" and reset.wipe
+    again = m.scene(246)
+    assert again.state == "attract" and not again.wipe  # the reset happens once
+    assert m.scene(245 + 6).attract_index == 1  # the loop restarts from the first picture
 
 
 def test_generation_pauses_the_timers():
-    m = IdleMachine(idle_after=10, countdown=5, attract_every=3, now=0)
+    m = Screen(idle_after=10, countdown=5, attract_every=3, now=0)
     m.touch(0)
-    m.set_busy(True, 5)
-    assert m.view(100).mode == "active"  # a slow picture never triggers the countdown
-    m.set_busy(False, 100)
-    assert m.view(109).mode == "active"  # the idle clock restarts when the picture arrives
-    assert m.view(110).mode == "countdown"
+    assert m.begin(5)
+    assert m.scene(100).state == "creating"  # a slow picture never triggers the countdown
+    m.done(100)
+    assert m.scene(109).state == "result"  # the idle clock restarts when the picture arrives
+    assert m.scene(110).state == "still-there"
 
 
 def test_cooldown_and_one_job_per_session():

@@ -1,4 +1,5 @@
-"""Kiosk rules as pure logic: the idle/attract state machine and per-visitor fairness (moderation: moderation.py).
+"""Kiosk rules as pure logic: per-visitor fairness and the line (the screen's states: screen.py; moderation:
+moderation.py).
 
 No Gradio, no torch and no wall clock in here: every time comes in as an argument, so tests drive hours of
 kiosk life in microseconds with a fake clock.
@@ -9,64 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
-
-# ---------------------------------------------------------------------------------------------------------------
-# Idle machine: active -> (idle_after s untouched) countdown -> (countdown s) attract -> (touch) active
-
-
-@dataclass(frozen=True)
-class IdleView:
-    mode: str  # "active", "countdown" or "attract"
-    seconds_left: int = 0  # in countdown: seconds before the reset
-    attract_index: int = 0  # in attract: which picture to show
-    reset: bool = False  # True exactly once, on the transition into attract: clear the prompt and the picture
-
-
-class IdleMachine:
-    """Per-screen idle state. `touch` on any visitor action, `busy` around a generation, `view` on each tick."""
-
-    def __init__(self, idle_after: float, countdown: float, attract_every: float, now: float):
-        self.idle_after, self.countdown, self.attract_every = idle_after, countdown, attract_every
-        self.mode = "attract"  # a fresh screen starts in the attract loop
-        self.last_touch = now
-        self.attract_since = now
-        self.busy = False
-        self._reset_pending = False
-
-    def touch(self, now: float) -> None:
-        self.mode = "active"
-        self.last_touch = now
-
-    def set_busy(self, busy: bool, now: float) -> None:
-        """Generation pauses the timers: the idle clock restarts when the picture arrives."""
-        self.busy = busy
-        self.last_touch = now
-        if busy:
-            self.mode = "active"
-
-    def view(self, now: float) -> IdleView:
-        if self.busy:
-            return IdleView("active")
-        if self.mode == "attract":
-            reset, self._reset_pending = self._reset_pending, False
-            index = int((now - self.attract_since) // self.attract_every) if self.attract_every > 0 else 0
-            return IdleView("attract", attract_index=index, reset=reset)
-        idle = now - self.last_touch
-        if idle < self.idle_after:
-            self.mode = "active"
-            return IdleView("active")
-        left = self.idle_after + self.countdown - idle
-        if left > 0:
-            self.mode = "countdown"
-            return IdleView("countdown", seconds_left=int(left + 0.999))
-        self.mode = "attract"
-        self.attract_since = now
-        self._reset_pending = True
-        return self.view(now)
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Fairness: one job in flight per client, a cooldown between its jobs, and a FIFO line. The key is the client
@@ -74,7 +19,18 @@ class IdleMachine:
 
 
 class KioskRefusal(Exception):
-    """A request the kiosk turns down politely (moderation, cooldown, a job already running)."""
+    """A request the kiosk turns down politely (moderation, cooldown, a job already running). `kind` tells the page
+    what to do with it: "prompt" (the words were refused: the box is cleared), "cooldown" (the message counts the
+    seconds down with the button), "busy" (this screen's picture is still being made) or "other"."""
+
+    def __init__(self, message: str = "", kind: str = "other"):
+        super().__init__(message)
+        self.kind = kind
+
+
+def cooldown_text(seconds: int) -> str:
+    """The cooldown's refusal; the page says it again each second with the seconds left, as the button counts."""
+    return f"Nice one! Please wait {seconds} s before the next picture."
 
 
 class SessionGate:
@@ -87,10 +43,10 @@ class SessionGate:
     def begin(self, session: str, now: float) -> None:
         with self._lock:
             if session in self._running:
-                raise KioskRefusal("Your picture is still being made: it will appear in a moment.")
+                raise KioskRefusal("Your picture is still being made: it will appear in a moment.", "busy")
             wait = self._last_end.get(session, -1e18) + self.cooldown - now
             if wait > 0:
-                raise KioskRefusal(f"Nice one! Please wait {int(wait + 0.999)} s before the next picture.")
+                raise KioskRefusal(cooldown_text(int(wait + 0.999)), "cooldown")
             self._running.add(session)
 
     def wait_left(self, session: str, now: float) -> int:

@@ -18,6 +18,7 @@ from ...errors import Cancelled
 from ...request import GenerationRequest, GenerationResult
 from ...web.safety import ImageWithheld
 from ...web.service import DemoService
+from .composer import Tiles, prompt_for
 from .moderation import Moderator
 from .rules import KioskRefusal, Line, SessionGate, place_text
 
@@ -45,6 +46,8 @@ class KioskService:
         self.line = Line()
         # (a metadata-free JPEG copy, its prompt): the attract loop never shows the PNG, which carries the prompt
         self.recent: deque[tuple[Path, str]] = deque(maxlen=cfg.recent_creations)
+        # the composer's tiles, where visitors may build a prompt from them (FP8DEMO_KIOSK_INPUT compose or both)
+        self.tiles = Tiles.from_file(cfg.tiles) if cfg.input_mode in ("compose", "both") else None
 
     def chips(self) -> list[str]:
         try:
@@ -71,9 +74,14 @@ class KioskService:
         sizes = config.aspect_sizes(self.service.preset)
         return next(size for label, size in sizes.items() if label.startswith("9:16 "))
 
-    def request_for(self, prompt: str, portrait: bool = False) -> GenerationRequest:
+    def request_for(self, prompt: str, portrait: bool = False, tiles=None) -> GenerationRequest:
         """The kiosk preset: model, steps and size from configuration; the fixed negative prompt always appended
-        (the engine drops it, and the PNG does not record it, where guidance <= 1 gives it no effect)."""
+        (the engine drops it, and the PNG does not record it, where guidance <= 1 gives it no effect). `tiles`: the
+        composer's choice (part -> tile), rebuilt from the operator's tiles and so not moderated; the input mode
+        decides which of free text and tiles this screen takes (composer.prompt_for)."""
+        prompt, approved = prompt_for(self.cfg.input_mode, prompt, tiles, self.tiles)
+        if approved:
+            return self._request(prompt, portrait)
         if prompt is not None and not isinstance(prompt, str):
             raise KioskRefusal("The prompt must be text: type an idea or touch one of the suggestions.")
         prompt = (prompt or "").strip()
@@ -83,7 +91,10 @@ class KioskService:
             raise KioskRefusal("Type an idea or touch one of the suggestions.")
         verdict = self.moderator.check(prompt)
         if not verdict.allowed:
-            raise KioskRefusal(verdict.message)
+            raise KioskRefusal(verdict.message, "prompt")
+        return self._request(prompt, portrait)
+
+    def _request(self, prompt: str, portrait: bool) -> GenerationRequest:
         width, height = self.size_for(portrait)
         return GenerationRequest(
             prompt=prompt,
@@ -94,13 +105,14 @@ class KioskService:
         )
 
     def create(self, prompt: str, client: str, progress=None, preview=None,
-               portrait: bool = False, gone=None) -> Iterator[str | Creation]:
+               portrait: bool = False, gone=None, tiles=None) -> Iterator[str | Creation]:
         """Yield status lines while the visitor waits, then the Creation. Raises KioskRefusal or UserError, or
         Cancelled when `gone()` says the visitor left (in the line or mid-picture). `client` is the fairness key:
         the screen's address, which its visitors cannot change (access.client_address). `preview` gets the forming
         picture after each step (those the image safety layer passes), and None when the finished picture is
-        withheld (ImageWithheld, a UserError): the screen then shows no picture."""
-        request = self.request_for(prompt, portrait)
+        withheld (ImageWithheld, a UserError): the screen then shows no picture; `tiles`: the composer's choice
+        instead of free text (request_for)."""
+        request = self.request_for(prompt, portrait, tiles)
         self.service.require_ready()
         self.gate.begin(client, self.clock())
         ticket = self.line.join()
