@@ -27,7 +27,8 @@ SCREEN, SCREEN_2, PHONE, PROXY = "127.0.0.1", "127.0.0.5", "127.0.0.7", "127.0.0
 LAN_PHONE = "192.0.2.99"  # a visitor's phone on the exhibition Wi-Fi, seen through the proxy
 SETTINGS = config.KioskConfig(cooldown=30, clients=(*config.KIOSK_SCREEN, SCREEN_2), take_ttl=60,
                               public_url="http://kiosk.example:7860")
-EMPTY = ["", None, False]  # an empty prompt: refused by the kiosk's own check at once, no picture made
+# /create's prompt and the composer's four tiles; an empty prompt: refused by the kiosk's own check at once, no picture
+EMPTY = ["", None, None, None, None]
 
 
 def http(address: str) -> httpx.Client:
@@ -84,7 +85,7 @@ def test_the_door_from_several_addresses_and_forged_headers(kiosk_app):
     """The page, the queue, the call and run APIs, take-home and health, from each kind of client."""
     kiosk, url, demo = kiosk_app
     assert demo.server.config.forwarded_allow_ips == PROXY  # uvicorn believes X-Forwarded-For from the proxy alone
-    status, message = call(url, "create", ["a lighthouse", None, False])
+    status, message = call(url, "create", ["a lighthouse", None, None, None, None])
     assert status == 200 and message["output"]["data"][0].startswith("Here it is")
     png = kiosk.service.output_dir / (kiosk.recent[0][0].stem + ".png")
     assert kiosk.service.wait_for_file(png)
@@ -143,7 +144,7 @@ def test_the_lan_gets_take_home_and_health_only(kiosk_app):
             refused = phone.get(url + path)
             assert refused.status_code == 403, path
             assert "scan the QR code" in refused.json()["detail"]
-        response, _ = join(url, "create", ["a cat", None, False], http=phone)
+        response, _ = join(url, "create", ["a cat", None, None, None, None], http=phone)
         assert response.status_code == 403  # the events too: nobody off the screen makes pictures
         # nor runs the attract loop's tick (a light event), nor fetches the creation it shows
         tick = phone.post(url + "gradio_api/run/predict", json={"data": [None], "fn_index": 0, "session_hash": "z"})
@@ -169,7 +170,7 @@ def test_fairness_is_keyed_on_the_client_not_its_session(kiosk_app):
     for i in range(3):
         status = Client(url, verbose=False).predict(prompt=f"boat {i}", api_name="/create")[0]
         assert "wait" in status and "Here it is" not in status
-    status, _ = call(url, "create", ["a raw boat", None, False])
+    status, _ = call(url, "create", ["a raw boat", None, None, None, None])
     assert status == 200  # answered (with the cooldown text), not served a picture
     assert kiosk.gate.wait_left("127.0.0.1", kiosk.clock()) > 0
 

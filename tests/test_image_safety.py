@@ -184,7 +184,8 @@ def test_kiosk_api_at_threshold_zero_leaves_nothing_and_the_default_passes(kiosk
     status, image, qr = client.predict(prompt="a lighthouse at dusk", api_name="/create")
     assert KIND in status and no_picture(image) and no_picture(qr)  # the kind message; no picture, no QR code
     # the kiosk's own event through Gradio's call route (what the page's queue and gradio_client use is above)
-    event = httpx.post(url + "gradio_api/call/create", json={"data": ["a red boat", None, False]}, timeout=60)
+    event = httpx.post(url + "gradio_api/call/create", json={"data": ["a red boat", None, None, None, None]},
+                       timeout=60)
     answer = httpx.get(url + f"gradio_api/call/create/{event.json()['event_id']}", timeout=60).text
     assert KIND in answer and ".jpeg" not in answer and ".png" not in answer
     # no PNG, no attract-loop copy: the picture has no file and no name that /take/ could ever serve

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM, CHROMIUM_ARGS, free_port, shot
+from conftest import CHROMIUM, CHROMIUM_ARGS, SHOTS, free_port
 from PIL import Image
 
 from fp8demo import config
@@ -145,6 +145,16 @@ def screen(url: str, size: tuple[int, int]):
 
         yield page, look
         browser.close()
+
+
+def shot(page, name: str) -> None:
+    """The screen as the docs show it (FP8DEMO_SCREENSHOTS=assets/screenshots): a PNG of 256 colours, a third of the
+    size of a full-colour one for the same look (the pictures are noise on the offline model)."""
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        picture = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+        picture.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+            Path(SHOTS) / name, optimize=True)
 
 
 def assert_fine(view: dict, where: str) -> None:
@@ -422,7 +432,7 @@ def test_compose_mode_has_no_free_text_anywhere(service):
             sentence = "A red fox on the moon, calm and peaceful, in pixel art"
             page.locator("#sentence").get_by_text(sentence).wait_for(timeout=5_000)
             assert not page.evaluate(MEASURE)["problems"]
-            shot(page, "kiosk-compose-portrait.png", full_page=False)
+            shot(page, "kiosk-compose-portrait.png")
             page.locator("#create").click()
             wait_state(page, "result")
             assert kiosk.recent[0][1] == sentence
@@ -478,7 +488,7 @@ def test_both_modes_switch_between_typing_and_tiles(service):
             page.locator("#composer label").get_by_text("A tiny dragon", exact=True).click()
             page.locator("#sentence").get_by_text("A tiny dragon").wait_for(timeout=5_000)
             assert not page.evaluate(MEASURE)["problems"]
-            shot(page, "kiosk-compose-landscape.png", full_page=False)
+            shot(page, "kiosk-compose-landscape.png")
             page.locator("#create").click()
             wait_state(page, "result")
             assert kiosk.recent[0][1] == "A tiny dragon"
@@ -572,6 +582,8 @@ PICTURE_RECTS = """() => {  // the picture as drawn (object-fit: contain) and th
 
 def measured(page, where: str) -> dict:
     """Contrast of every text, size of every control, no light chrome: measured from computed styles and boxes."""
+    # after every transition has ended: a text fading in is measured at its final colour, not half way
+    page.wait_for_function("() => document.getAnimations().every(a => a.playState !== 'running')", timeout=10_000)
     found = page.evaluate(MEASURE)
     assert not found["problems"], (where, found["problems"])
     assert found["texts"] > 0, where
@@ -601,14 +613,14 @@ def test_every_state_is_finished(service, size, orientation):
         assert page.locator("#attract-title").get_by_text(STEADY.subtitle).is_visible()
         measured(page, "attract")
         assert_fine(look(), "attract")
-        shot(page, name.format("attract"), full_page=False)
+        shot(page, name.format("attract"))
 
         one_touch_back(page, look, "start")
         assert page.locator("#stage-empty").get_by_text("Your picture will appear here").is_visible()
         assert page.locator("#kiosk-header").get_by_text(STEADY.title).is_visible()
         measured(page, "composing")
         assert_fine(look(), "composing")
-        shot(page, name.format("composing"), full_page=False)
+        shot(page, name.format("composing"))
         if size == PORTRAIT:  # the chip row scrolls sideways, and its fading end says so
             row = page.evaluate("""() => { const c = document.querySelector('#chips'), cs = getComputedStyle(c);
                 return [c.scrollWidth > c.clientWidth + 10, cs.maskImage || cs.webkitMaskImage]; }""")
@@ -618,7 +630,7 @@ def test_every_state_is_finished(service, size, orientation):
         page.locator("#create").click()
         wait_state(page, "creating")
         page.locator("#kiosk-image img").wait_for(timeout=10_000)  # the picture forming
-        shot(page, name.format("creating"), full_page=False)
+        shot(page, name.format("creating"))
         measured(page, "creating")
         assert_fine(look(), "creating")
 
@@ -630,7 +642,7 @@ def test_every_state_is_finished(service, size, orientation):
         assert rects["fill"] >= (0.99 if size == LANDSCAPE else 0.8), rects
         measured(page, "result")
         assert_fine(look(), "result")
-        shot(page, name.format("result"), full_page=False)
+        shot(page, name.format("result"))
 
         page.locator(".chip").first.click()  # during the cooldown: refused, and the refusal counts with the button
         wait_state(page, "refused")
@@ -647,7 +659,7 @@ def test_every_state_is_finished(service, size, orientation):
         assert page.locator("#back-hint").get_by_text("Touch anywhere to go back").is_visible()
         measured(page, "picture-alone")
         assert_fine(look(), "picture-alone")
-        shot(page, name.format("picture-alone"), full_page=False)
+        shot(page, name.format("picture-alone"))
         page.mouse.click(5, 5)  # any tap returns
         wait_state(page, "result", "composing")
 
@@ -657,19 +669,19 @@ def test_every_state_is_finished(service, size, orientation):
         page.wait_for_function("document.querySelector('#kiosk-prompt textarea').value === ''")  # the box is cleared
         measured(page, "refused")
         assert_fine(look(), "refused")
-        shot(page, name.format("refused"), full_page=False)
+        shot(page, name.format("refused"))
 
         type_text(page, f"{FAIL} a harbour")
         page.locator("#kiosk-prompt textarea").press("Enter")
         wait_state(page, "error")
         measured(page, "error")
         assert_fine(look(), "error")
-        shot(page, name.format("error"), full_page=False)
+        shot(page, name.format("error"))
 
         wait_state(page, "still-there")
         measured(page, "still-there")
         assert_fine(look(), "still-there")
-        shot(page, name.format("still-there"), full_page=False)
+        shot(page, name.format("still-there"))
 
         try:
             service.state = "starting"
@@ -677,7 +689,7 @@ def test_every_state_is_finished(service, size, orientation):
             page.wait_for_timeout(300)
             measured(page, "restarting")
             assert_fine(look(), "restarting")
-            shot(page, name.format("restarting"), full_page=False)
+            shot(page, name.format("restarting"))
         finally:
             service.state = "ready"
         wait_state(page, "attract")
