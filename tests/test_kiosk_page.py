@@ -583,7 +583,8 @@ PICTURE_RECTS = """() => {  // the picture as drawn (object-fit: contain) and th
 def measured(page, where: str) -> dict:
     """Contrast of every text, size of every control, no light chrome: measured from computed styles and boxes."""
     # after every transition has ended: a text fading in is measured at its final colour, not half way
-    page.wait_for_function("() => document.getAnimations().every(a => a.playState !== 'running')", timeout=10_000)
+    page.wait_for_function("() => document.getAnimations().filter(a => a instanceof CSSTransition)"
+                           ".every(a => a.playState !== 'running')", timeout=10_000)
     found = page.evaluate(MEASURE)
     assert not found["problems"], (where, found["problems"])
     assert found["texts"] > 0, where
