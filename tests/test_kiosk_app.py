@@ -34,12 +34,22 @@ def kiosk_app(tiny_engine):
     demo.close()
 
 
+def refusals(kiosk) -> dict[str, float]:
+    """fp8demo_refusals_total by reason, as /metrics shows it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text, _ = kiosk.service.metrics.text()
+    return {s.labels["reason"]: s.value for family in text_string_to_metric_families(text.decode())
+            for s in family.samples if s.name == "fp8demo_refusals_total"}
+
+
 def test_api_enforces_moderation_cooldown_and_the_negative_prompt(kiosk_app):
     from gradio_client import Client
 
     kiosk, url = kiosk_app
     client = Client(url, verbose=False)
     before = kiosk.moderator.refused
+    counted = refusals(kiosk)
     files_before = set(kiosk.service.output_dir.iterdir())
     status, image, qr = client.predict(prompt="a N.A.K.E.D man", api_name="/create")
     assert "different idea" in status and "naked" not in status.lower()
@@ -52,6 +62,9 @@ def test_api_enforces_moderation_cooldown_and_the_negative_prompt(kiosk_app):
     assert Image.open(qr).size[0] > 100  # the take-home code, because a public URL is configured
     status, image, _ = client.predict(prompt="a second lighthouse", api_name="/create")
     assert re.search(r"wait \d s", status) and not isinstance(image, str)  # the cooldown, on the API path too
+    # both refusals are in the operator's metrics, by why
+    assert {r: n - counted.get(r, 0) for r, n in refusals(kiosk).items() if n != counted.get(r, 0)} == {
+        "moderation": 1, "cooldown": 1}
     time.sleep(SETTINGS.cooldown)
     status, _, _ = client.predict(prompt="a second lighthouse", api_name="/create")
     assert status.startswith("Here it is")

@@ -71,6 +71,18 @@ def test_line_is_first_come_first_served_with_places():
     assert order == ["b", "c"]
 
 
+def test_a_wider_line_has_as_many_visitors_going_at_once():
+    engines = [2]
+    line = Line(lambda: engines[0])
+    a, b, c, d = (line.join() for _ in range(4))
+    assert [line.ahead(t) for t in (a, b, c, d)] == [0, 0, 1, 2]
+    assert line.wait_turn(b, timeout=0) == 0
+    engines[0] = 1  # an engine taken out of the pool: the line narrows
+    assert [line.ahead(t) for t in (a, b, c, d)] == [0, 1, 2, 3]
+    line.leave(a)
+    assert [line.ahead(t) for t in (b, c, d)] == [0, 1, 2]
+
+
 def test_cooldown_counts_down_to_zero():
     gate = SessionGate(cooldown=10)
     assert gate.wait_left("a", now=0) == 0  # a new visitor never waits

@@ -9,6 +9,7 @@ from conftest import CPU
 
 from fp8demo import hardware
 from fp8demo.errors import SetupError
+from fp8demo.faces.kiosk.rules import place_text
 from fp8demo.pool import EnginePool
 from fp8demo.request import GenerationRequest, Job
 
@@ -146,3 +147,30 @@ def test_the_app_on_two_devices_runs_two_jobs_at_once(tiny_config, monkeypatch):
         assert max(running) == 2
     finally:
         demo.close()
+
+
+def test_the_kiosk_line_lets_as_many_visitors_through_as_there_are_engines(pool):
+    """Two engines: two visitors at two screens make their pictures at once; a third waits, told one is ahead."""
+    from fp8demo import config
+    from fp8demo.faces.kiosk.service import KioskService
+    from fp8demo.web.service import DemoService
+
+    service = DemoService.from_engine(pool.first)
+    service.pool = pool
+    kiosk = KioskService(service, config.KioskConfig(cooldown=0, steps=4, width=256, height=256))
+    first_lines, running = {}, []
+
+    def visitor(client):
+        for item in kiosk.create("a lighthouse", client, progress=lambda i, n: time.sleep(0.3)):
+            first_lines.setdefault(client, item)
+
+    threads = [threading.Thread(target=visitor, args=(f"10.0.0.{i}",)) for i in (1, 2, 3)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.1)
+    while any(t.is_alive() for t in threads):
+        running.append(pool.running)
+        time.sleep(0.05)
+    assert max(running) == 2  # never more than the engines, and both of them at once
+    assert first_lines["10.0.0.1"] == first_lines["10.0.0.2"] == place_text(0)
+    assert first_lines["10.0.0.3"] == place_text(1)  # the third is next, not two behind

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,17 @@ class SessionGate:
 
 
 class Line:
-    """First come, first served in front of the GPU, with each visitor's place for the status line."""
+    """First come, first served in front of the GPUs, with each visitor's place for the status line. `width`: how
+    many pictures are made at once (the pool's engines; asked each time, as the pool starts after the page and may
+    lose an engine): the first `width` visitors in the line are all making theirs."""
 
-    def __init__(self):
+    def __init__(self, width: Callable[[], int] = lambda: 1):
         self._queue: deque[object] = deque()
         self._cond = threading.Condition()
+        self._width = width
+
+    def _ahead(self, ticket) -> int:
+        return max(0, self._queue.index(ticket) - max(1, self._width()) + 1) if ticket in self._queue else 0
 
     def join(self) -> object:
         ticket = object()
@@ -78,13 +85,13 @@ class Line:
 
     def ahead(self, ticket) -> int:
         with self._cond:
-            return self._queue.index(ticket) if ticket in self._queue else 0
+            return self._ahead(ticket)
 
     def wait_turn(self, ticket, timeout: float) -> int:
         """Wait up to `timeout` s for the turn; returns how many are still ahead (0: go)."""
         with self._cond:
-            self._cond.wait_for(lambda: self._queue[0] is ticket, timeout)
-            return self._queue.index(ticket)
+            self._cond.wait_for(lambda: self._ahead(ticket) == 0, timeout)
+            return self._ahead(ticket)
 
     def leave(self, ticket) -> None:
         with self._cond:

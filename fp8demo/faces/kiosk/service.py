@@ -36,6 +36,10 @@ class Creation:
     take_home_url: str | None
 
 
+# the metrics' reason for each kind of KioskRefusal (the rest are malformed or incomplete requests)
+REFUSAL_REASONS = {"prompt": "moderation", "cooldown": "cooldown", "busy": "busy"}
+
+
 class KioskService:
     def __init__(self, service: DemoService, cfg: config.KioskConfig, clock: Callable[[], float] = time.monotonic):
         self.service = service
@@ -43,7 +47,8 @@ class KioskService:
         self.clock = clock
         self.moderator = Moderator.from_file(cfg.blocklist)
         self.gate = SessionGate(cfg.cooldown)
-        self.line = Line()
+        # as many visitors make their pictures at once as the pool has engines (one before it has started)
+        self.line = Line(lambda: service.pool.size if service.pool is not None else 1)
         # (a metadata-free JPEG copy, its prompt): the attract loop never shows the PNG, which carries the prompt
         self.recent: deque[tuple[Path, str]] = deque(maxlen=cfg.recent_creations)
         # the composer's tiles, where visitors may build a prompt from them (FP8DEMO_KIOSK_INPUT compose or both)
@@ -112,9 +117,13 @@ class KioskService:
         picture after each step (those the image safety layer passes), and None when the finished picture is
         withheld (ImageWithheld, a UserError): the screen then shows no picture; `tiles`: the composer's choice
         instead of free text (request_for)."""
-        request = self.request_for(prompt, portrait, tiles)
-        self.service.require_ready()
-        self.gate.begin(client, self.clock())
+        try:
+            request = self.request_for(prompt, portrait, tiles)
+            self.service.require_ready()
+            self.gate.begin(client, self.clock())
+        except KioskRefusal as refusal:  # counted in the metrics as the others are: by why
+            self.service.refused(REFUSAL_REASONS.get(refusal.kind, "invalid"))
+            raise
         ticket = self.line.join()
         try:
             ahead = self.line.ahead(ticket)
