@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from PIL import Image
 
-from . import compiler, hardware, recipe, runplan
+from . import hardware, prepare, runplan
 from .engine import Engine
 from .errors import InvalidRequest, OutOfMemory, SetupError
 from .metrics import ImageMetrics, compare_images, difference_heatmap
@@ -98,10 +98,10 @@ class Comparer:
             self._variants.clear()
             hardware.release_cached_memory(self.engine.caps.target)
             t0 = time.perf_counter()
-            module, label = self._load(kind)
+            module, label, plan = self._load(kind)
             resident = self._place(module)
-            if self.engine.plan.compile:
-                compiler.compile_blocks(module, self.engine.caps.device)
+            prepare.speed(module, plan)  # compiled and cached like the engine's own side
+            if plan.compile:
                 if not resident:
                     self._move(module, self.engine.caps.target)
                 self.engine.warm_compiled(module)  # its first comparison must not pay for the compiler
@@ -116,16 +116,16 @@ class Comparer:
         speed ratio shown is compiled against compiled)."""
         engine = self.engine
         cfg = replace(engine.cfg, precision=kind, t5="off", offload="none", compile=engine.plan.compile)
-        plan = runplan.decide(cfg, engine.caps)
+        plan = runplan.decide(cfg, engine.caps, preset=engine.source.preset)
         module = sources.load_transformer(engine.source, plan, engine.cfg)
         if plan.is_fp8 and engine.caps.device == "cuda":
             module.to(engine.caps.target)  # torchao quantizes on the device it computes on
-        recipe.prepare_transformer(module, plan)
+        module = prepare.transformer(module, plan)
         log.info("comparison transformer %s loaded: %.2f GiB", kind, module_bytes(module) / 2**30)
         label = plan.label() if plan.compile or plan.is_fp8 else f"{kind} (eager)"
         if not plan.is_fp8 and engine.source.kind in (SourceKind.FP8_FOLDER, SourceKind.SINGLE_FILE):
             label += ", dequantized from the FP8 checkpoint"  # no 16-bit original is at hand
-        return module, label
+        return module, label, plan
 
     def _place(self, module) -> bool:
         device = self.engine.caps.target

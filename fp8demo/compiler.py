@@ -25,6 +25,7 @@ model and precision plan, so a changed library, GPU or model never reuses anothe
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -139,18 +140,28 @@ def compile_blocks(transformer, device: str, backend: str = "inductor") -> int:
 
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     options = {"mode": mode_for(device)} if backend == "inductor" else {"backend": backend}
+    # The block's forward is compiled, not the module's call (nn.Module.compile): what wraps the forward later (the
+    # block count, a step cache's hooks: stepcache.py) stays in Python, outside the graph, and a cache skipping a
+    # block never asks for another graph.
     for block in transformer.transformer_blocks:
-        block.compile(fullgraph=True, dynamic=True, **options)
+        eager = block.forward
+        block._fp8demo_compiled = torch.compile(eager, fullgraph=True, dynamic=True, **options)
+
+        @functools.wraps(eager)
+        def forward(*args, _block=block, _eager=eager, **kwargs):
+            return (_block._fp8demo_compiled or _eager)(*args, **kwargs)
+
+        block.forward = forward
     return len(transformer.transformer_blocks)
 
 
 def uncompile(transformer) -> None:
     for block in transformer.transformer_blocks:
-        block._compiled_call_impl = None  # what nn.Module.compile set; the eager forward is used again
+        block._fp8demo_compiled = None  # the eager forward runs again (whatever wraps it stays)
 
 
 def is_compiled(transformer) -> bool:
-    return any(getattr(b, "_compiled_call_impl", None) is not None for b in transformer.transformer_blocks)
+    return any(getattr(b, "_fp8demo_compiled", None) is not None for b in transformer.transformer_blocks)
 
 
 def graphs_compiled() -> int:

@@ -30,7 +30,12 @@ FP8_MATMUL_MODES = ("auto", "native", "weight-only")
 T5_MODES = ("auto", "bf16", "fp8", "off")
 MODULATION_MODES = ("fp8", "bf16")
 OFFLOAD_MODES = ("auto", "none", "model", "sequential")
-ATTENTION_BACKENDS = ("sdpa", "xformers")
+ATTENTION_BACKENDS = ("sdpa", "xformers", "fp8")
+# Step caches (recipes.parse_cache reads them): what --cache takes
+CACHE_HELP = ("none | first-block:<threshold> (skip the other blocks while the first block's output changes less "
+              "than this, relative) | taylorseer:<interval>[:<warm-up steps>] (a full step every <interval> steps, "
+              "Taylor-predicted in between) | mag:<threshold> (MagCache: needs magnitude ratios calibrated for the "
+              "model, refused for SD3.5)")
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,7 @@ class EngineConfig:
     modulation: str = "fp8"
     offload: str = "auto"
     attention: str = "sdpa"
+    cache: str = "none"  # a step cache (recipes.parse_cache), or "preset": the preset's recommended one
     compile: bool | None = None  # None: on where it pays off (native FP8 on CUDA), off elsewhere
     # Where a single-file checkpoint's missing parts (tokenizers, scheduler, VAE...) come from; None: the
     # official repo of the file's model family.
@@ -338,8 +344,8 @@ def field_default(cls, name: str):
 # Command-line flags shared by `python -m fp8demo` and app.py; their defaults are the dataclasses' defaults.
 
 
-ENGINE_FLAGS = ("model", "precision", "fp8_matmul", "t5", "modulation", "offload", "attention", "compile", "base",
-                "max_side")
+ENGINE_FLAGS = ("model", "precision", "fp8_matmul", "t5", "modulation", "offload", "attention", "cache", "compile",
+                "base", "max_side")
 
 
 def add_engine_arguments(parser, names: tuple[str, ...] = ENGINE_FLAGS) -> None:
@@ -373,7 +379,12 @@ def add_engine_arguments(parser, names: tuple[str, ...] = ENGINE_FLAGS) -> None:
                        help="CPU offload; auto keeps everything on the GPU when it fits (default: %(default)s)")
     if "attention" in names:
         g.add_argument("--attention", choices=ATTENTION_BACKENDS, default=field_default(d, "attention"),
-                       help="attention kernels: PyTorch SDPA or xformers if installed (default: %(default)s)")
+                       help="attention kernels: PyTorch SDPA, xformers if installed, or fp8 (FP8 attention through "
+                            "torchao's FA3 kernels: Hopper GPUs with flash-attn 3) (default: %(default)s)")
+    if "cache" in names:
+        g.add_argument("--cache", default=field_default(d, "cache"),
+                       help=f"step cache: preset (the model preset's recommended one) | {CACHE_HELP} "
+                            "(default: %(default)s)")
     if "compile" in names:
         g.add_argument("--compile", dest="compile", action="store_true", default=field_default(d, "compile"),
                        help="torch.compile the transformer blocks (default: on for native FP8 on CUDA)")

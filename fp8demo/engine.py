@@ -1,4 +1,4 @@
-"""The warm engine: carries out a run plan (load, recipe, warm-up), then turns jobs into images.
+"""The warm engine: carries out a run plan (load, prepare, warm-up), then turns jobs into images.
 
 The plan is decided before anything loads (runplan.decide) and never changes; what happens while serving (a request
 that would need a new compiled graph, a compiler failure) is recorded as an event, logged once per kind and shown by
@@ -18,7 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import compiler, config, hardware, placement, recipe
+from . import compiler, config, hardware, placement, prepare, stepcache
 from .errors import Cancelled, OutOfMemory, SetupError, UserError
 from .hardware import Capabilities
 from .report import Report, count_fp8_matmuls
@@ -94,7 +94,7 @@ class Event:
 
 
 class Engine:
-    """Owns the pipeline. Create (the plan is decided here), `start()` (load, recipe, warm-up), then `run(job)`."""
+    """Owns the pipeline. Create (the plan is decided here), `start()` (load, prepare, warm-up), then `run(job)`."""
 
     def __init__(self, cfg: config.EngineConfig, caps: Capabilities | None = None, plan: RunPlan | None = None):
         self.cfg = cfg
@@ -145,7 +145,7 @@ class Engine:
 
     def load(self) -> None:
         """Load with the plan's precision applied as the weights arrive, each component straight onto the device the
-        plan gives it (never a 16-bit model on the GPU), then run the recipe."""
+        plan gives it (never a 16-bit model on the GPU), then prepare it."""
         self.state = "loading"
         t0 = time.perf_counter()
         log.info("Loading %s (%s; %s) on %s", self.source.name, self.plan.label(), self.plan.offload,
@@ -153,7 +153,7 @@ class Engine:
         self.compile_cache = self.compile_cache_for() if self.plan.compile else None
         with hardware.current(self.caps.target):
             pipe = load_pipeline(self.source, self.plan, self.cfg, placement.load_devices(self.plan))
-            self.report = recipe.prepare(pipe, self.plan, self.compile_cache)
+            self.report = prepare.pipeline(pipe, self.plan, self.compile_cache)
         self.pipe = pipe
         self._transformer = pipe.transformer
         self.load_seconds = time.perf_counter() - t0
@@ -319,7 +319,7 @@ class Engine:
             denoiser = own if job.transformer is None else job.transformer
             try:
                 self.pipe.transformer = denoiser
-                images, timings, cached = self._denoise(job, denoiser)
+                images, timings, cached, blocks = self._denoise(job, denoiser)
             except Exception as error:
                 if not hardware.is_out_of_memory(error):
                     raise
@@ -342,6 +342,8 @@ class Engine:
             model=self.source.name,
             warnings=tuple(warnings),
             embeddings_cached=cached,
+            blocks_run=blocks[0],
+            blocks_total=blocks[1],
         )
 
     def _denoise(self, job: Job, denoiser):
@@ -413,7 +415,9 @@ class Engine:
                 pipe._interrupt = True  # the pipeline skips the remaining steps
             return tensors
 
-        with torch.inference_mode():
+        transformer = self.pipe.transformer
+        blocks_before = stepcache.blocks_run(transformer)
+        with torch.inference_mode(), stepcache.run(transformer):
             latents = self.pipe(
                 prompt_embeds=pe,
                 negative_prompt_embeds=npe,
@@ -429,13 +433,15 @@ class Engine:
                 callback_on_step_end=on_step,
             ).images
         clock.mark()
+        blocks_total = request.steps * len(transformer.transformer_blocks)
+        blocks = (stepcache.blocks_run(transformer) - blocks_before, blocks_total)
         if cancel is not None and cancel.is_set():
             raise Cancelled("Generation cancelled.")
         decoded = self._decode(latents, max(request.width, request.height))
         clock.mark()
         images = self.pipe.image_processor.postprocess(decoded, output_type="pil")  # on the CPU, not timed
         text, denoise, vae = clock.intervals()
-        return images, Timings(text, denoise, vae, text + denoise + vae), cached
+        return images, Timings(text, denoise, vae, text + denoise + vae), cached, blocks
 
     def _decode(self, latents, longest_side: int):
         import torch

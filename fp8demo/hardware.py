@@ -28,6 +28,7 @@ class Capabilities:
     bf16: bool = True
     torchao: bool = True
     xformers: bool = False
+    flash_attention_3: bool = False  # flash-attn 3's interface is installed (FP8 attention's kernels)
     cpu_count: int = 1
     index: int | None = None  # which CUDA device, on a machine with several; None: the default one
 
@@ -57,7 +58,8 @@ def _installed(module: str) -> bool:
 
 
 def _common() -> dict:
-    return dict(torchao=_installed("torchao"), xformers=_installed("xformers"), cpu_count=os.cpu_count() or 1)
+    return dict(torchao=_installed("torchao"), xformers=_installed("xformers"),
+                flash_attention_3=_installed("flash_attn_interface"), cpu_count=os.cpu_count() or 1)
 
 
 def _cuda(index: int) -> Capabilities:

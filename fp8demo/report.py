@@ -70,7 +70,7 @@ def count_linears(module) -> tuple[int, int]:
 
 
 def measure(pipe, plan: RunPlan) -> Report:
-    """The report of a pipeline that the recipe has prepared as `plan` says."""
+    """The report of a pipeline prepared as `plan` says."""
     transformer = pipe.transformer
     crop = getattr(transformer, "pos_embed_crop", None)
     baseline = bf16_bytes(transformer)

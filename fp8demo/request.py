@@ -53,6 +53,13 @@ class GenerationResult:
     embeddings_cached: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     images: tuple[Image.Image, ...] = ()  # the whole batch when several images were asked for; images[0] is image
+    # transformer blocks that ran, of steps x blocks (a step cache skips some; None: not counted)
+    blocks_run: int | None = None
+    blocks_total: int | None = None
+
+    @property
+    def blocks_skipped(self) -> int | None:
+        return None if self.blocks_run is None or self.blocks_total is None else self.blocks_total - self.blocks_run
 
     def each_image(self) -> list[GenerationResult]:
         """One result per image of the batch, each with the seed that makes it alone (seed, seed+1, ...)."""

@@ -12,8 +12,9 @@ The decisions, in order:
    weights with 16-bit compute elsewhere, or 16-bit (--precision bf16/fp16). AdaLN modulation: FP8 weights at most.
 3. T5-XXL: FP8 weights, 16-bit or not loaded.
 4. dtypes: text encoders in the compute dtype, T5 in bf16 (it overflows in fp16), the VAE in float32 on a CPU.
-5. Attention backend.
-6. Placement and compile: on a CUDA card the fastest placement that fits (planner.choose); compile where it pays
+5. Attention backend: SDPA, xformers, or FP8 attention (Hopper with flash-attn 3 only).
+6. Step cache: none, the one asked for, or the preset's recommended one (recipes.py).
+7. Placement and compile: on a CUDA card the fastest placement that fits (planner.choose); compile where it pays
    (native FP8 on CUDA) and never with an offloaded transformer.
 """
 
@@ -23,11 +24,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from . import config, planner
+from . import config, planner, recipes
 from .errors import SetupError
 from .hardware import Capabilities
 from .planner import MemoryEstimate, ModelFootprint, Where
 from .policy import KEPT_16BIT, Kind, Layer
+from .recipes import StepCache
 
 KNOWN_BROKEN = "compiled torchao FP8 with CPU offload is a known-broken combination"
 
@@ -44,11 +46,12 @@ class RunPlan:
     dtypes: Mapping[str, str]  # component -> dtype of its 16-bit parts
     placement: Mapping[str, Where]  # component -> where it lives while serving
     compile: bool  # the transformer blocks are compiled
-    attention: str  # "sdpa" or "xformers"
+    attention: str  # "sdpa", "xformers" or "fp8"
     max_side: int  # the largest image side served (the positional table is cropped to it)
     reasons: Mapping[str, str]  # decision -> why, in words
     architecture: str | None = None  # the model's architecture when the planner knew it
     memory: MemoryEstimate | None = None  # None: nothing to place (not CUDA, or an architecture the planner lacks)
+    cache: StepCache | None = None  # the step cache; None: every step runs every block
 
     @property
     def kinds(self) -> dict[Layer, Kind]:
@@ -87,6 +90,10 @@ class RunPlan:
         else:
             head = "fp16" if self.compute_dtype == "float16" else "bf16"
         extras = ["compiled"] if self.compile else []
+        if self.cache is not None:
+            extras.append(f"cache {self.cache}")
+        if self.attention == "fp8":
+            extras.append("FP8 attention")
         transformer = self.placement["transformer"]
         if transformer is not Where.DEVICE:
             extras.append(f"offload {transformer.value.removesuffix('-offload')}")
@@ -118,6 +125,7 @@ class RunPlan:
             "offload": self.offload,
             "compile": self.compile,
             "attention": self.attention,
+            "cache": str(self.cache) if self.cache is not None else "none",
             "max_side": self.max_side,
             "architecture": self.architecture,
             "memory": asdict(self.memory) if self.memory is not None else None,
@@ -132,7 +140,8 @@ def _kinds(blocks: Kind, modulation: Kind, t5: Kind | None) -> dict[Layer, Kind]
 def describe(plan: dict) -> list[str]:
     """A plan (RunPlan.as_dict, or read back from JSON) in plain words, one fact a line: what `plan` prints without
     --json, and `doctor` too."""
-    lines = [f"plan:          {plan['label']}; T5 {plan['t5']}; compile {'on' if plan['compile'] else 'off'}",
+    lines = [f"plan:          {plan['label']}; T5 {plan['t5']}; compile {'on' if plan['compile'] else 'off'}; "
+             f"step cache {plan.get('cache', 'none')}",
              f"matmul:        {plan['matmul']}",
              "placement:     " + ", ".join(f"{planner.LABELS[c]} {w}" for c, w in plan["placement"].items())]
     m = plan["memory"]
@@ -158,6 +167,8 @@ def _check(cfg: config.EngineConfig) -> None:
     _choice("modulation mode", cfg.modulation, config.MODULATION_MODES)
     _choice("offload mode", cfg.offload, config.OFFLOAD_MODES)
     _choice("attention backend", cfg.attention, config.ATTENTION_BACKENDS)
+    if cfg.cache != "preset":
+        recipes.parse_cache(cfg.cache)  # refused here, before anything else is decided
     if cfg.max_side % config.SIZE_MULTIPLE or not config.MIN_SIDE <= cfg.max_side:
         raise SetupError(f"--max-side must be a multiple of {config.SIZE_MULTIPLE} of at least {config.MIN_SIDE}, "
                          f"got {cfg.max_side}.")
@@ -191,9 +202,10 @@ def _blocks(cfg: config.EngineConfig, caps: Capabilities) -> tuple[Kind, str]:
 
 
 def decide(cfg: config.EngineConfig, caps: Capabilities, footprint: ModelFootprint | None = None,
-           guided: bool = True) -> RunPlan:
+           guided: bool = True, preset: config.Preset | None = None) -> RunPlan:
     """The run plan for `cfg` on `caps`. `footprint`: what the model holds (a CUDA card is planned with it);
-    `guided`: the model's preset uses guidance > 1, so the transformer runs on a batch of 2. Pure: no torch, no I/O."""
+    `guided`: the model's preset uses guidance > 1, so the transformer runs on a batch of 2; `preset`: the model's
+    preset (its recommended step cache, for --cache preset). Pure: no torch, no I/O."""
     _check(cfg)
     reasons: dict[str, str] = {}
 
@@ -230,13 +242,8 @@ def decide(cfg: config.EngineConfig, caps: Capabilities, footprint: ModelFootpri
     dtypes = {"transformer": compute, "text_encoder": compute, "text_encoder_2": compute,
               "text_encoder_3": "bfloat16", "vae": vae}
 
-    if cfg.attention == "xformers":
-        if caps.device != "cuda":
-            raise SetupError("xformers attention needs a CUDA GPU; use --attention sdpa (the default).")
-        if not caps.xformers:
-            raise SetupError("xformers is not installed: pip install xformers (its wheels pin a torch version; check "
-                             "it matches yours), or use --attention sdpa (PyTorch's built-in memory-efficient "
-                             "attention).")
+    _attention(cfg, caps, reasons)
+    cache, reasons["cache"] = _cache(cfg, preset)
 
     if cfg.compile is not None:
         compile_wanted = cfg.compile
@@ -255,7 +262,48 @@ def decide(cfg: config.EngineConfig, caps: Capabilities, footprint: ModelFootpri
         reasons["compile"] = f"Off: {KNOWN_BROKEN}."
     architecture = footprint.architecture if memory is not None else None
     return RunPlan(caps.device, caps.target, cfg.precision, compute, blocks, modulation, t5, dtypes, placement,
-                   compile_, cfg.attention, cfg.max_side, reasons, architecture, memory)
+                   compile_, cfg.attention, cfg.max_side, reasons, architecture, memory, cache)
+
+
+def _attention(cfg: config.EngineConfig, caps: Capabilities, reasons: dict[str, str]) -> None:
+    """Refuse an attention backend this machine cannot run, saying why."""
+    if cfg.attention == "xformers":
+        if caps.device != "cuda":
+            raise SetupError("xformers attention needs a CUDA GPU; use --attention sdpa (the default).")
+        if not caps.xformers:
+            raise SetupError("xformers is not installed: pip install xformers (its wheels pin a torch version; check "
+                             "it matches yours), or use --attention sdpa (PyTorch's built-in memory-efficient "
+                             "attention).")
+    elif cfg.attention == "fp8":
+        hopper = caps.device == "cuda" and (caps.compute_capability or (0, 0))[0] == 9
+        if not hopper:
+            where = caps.describe() if caps.device == "cuda" else f"the {caps.device.upper()}"
+            raise SetupError(f"--attention fp8 runs on Hopper GPUs only (compute capability 9.x: torchao's FP8 "
+                             f"attention uses flash-attn 3 kernels), and {where} is not one. Use --attention sdpa.")
+        if not caps.flash_attention_3:
+            raise SetupError("--attention fp8 needs flash-attn 3 (its flash_attn_interface module: built from the "
+                             "flash-attention repository's hopper/ folder). Use --attention sdpa.")
+        reasons["attention"] = ("FP8 attention: Q, K and V quantized to FP8 for flash-attn 3 (torchao's "
+                                "low-precision attention, a prototype): faster attention, some quality lost.")
+
+
+def _cache(cfg: config.EngineConfig, preset: config.Preset | None) -> tuple[StepCache | None, str]:
+    """The step cache and why."""
+    spec = recipes.recommended_cache(preset) if cfg.cache == "preset" else cfg.cache
+    cache = recipes.parse_cache(spec)
+    source = f"the {preset.name} preset's recommended one" if cfg.cache == "preset" and preset else f"--cache {spec}"
+    if cache is None:
+        return None, f"None ({source}): every step runs every block."
+    if cache.kind == "mag":
+        raise SetupError("--cache mag: MagCache needs magnitude ratios calibrated for the model at a fixed step "
+                         "count, and none are published for SD3.5; use first-block or taylorseer.")
+    if cache.kind == "first-block":
+        what = (f"the other blocks are skipped while the first block's output changes by less than "
+                f"{cache.threshold:g} (relative) from the last full step")
+    else:
+        what = (f"a full step every {cache.interval} steps after {cache.warmup} full ones, the steps between "
+                "predicted from a Taylor expansion")
+    return cache, f"{cache} ({source}): {what}; faster, at a quality price measured by `fidelity`."
 
 
 def _place(cfg, caps, footprint, kinds, compile_wanted, guided) -> tuple[dict, MemoryEstimate | None, str]:

@@ -11,7 +11,7 @@ import torch
 from conftest import CPU, FakeHubApi, forward, make_plan, tiny_transformer
 from safetensors.torch import load_file, save_file
 
-from fp8demo import recipe
+from fp8demo import prepare
 from fp8demo.__main__ import main
 from fp8demo.config import EngineConfig
 from fp8demo.engine import Engine
@@ -216,7 +216,7 @@ def test_medium_width_transformer_file_is_at_most_052_of_bf16(tmp_path):
     torch.nn.Module.to(tr, torch.bfloat16)
     bf16_bytes = sum(t.numel() * t.element_size() for t in tr.state_dict().values())
     plan = _plan(CPU)
-    recipe.prepare_transformer(tr, plan)
+    prepare.transformer(tr, plan)
     fp8_format.make_savable(tr, "transformer", plan)
     tr.save_pretrained(tmp_path)
     ratio = (tmp_path / "diffusion_pytorch_model.safetensors").stat().st_size / bf16_bytes

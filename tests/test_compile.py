@@ -266,8 +266,7 @@ def test_a_compiler_failure_falls_back_to_eager_once(tiny_config, tmp_path, capl
         raise RuntimeError("simulated inductor crash")
 
     engine = Engine(replace(tiny_config, warmup_runs=0), CPU).start()
-    for block in engine.pipe.transformer.transformer_blocks:
-        block.compile(backend=broken_backend, dynamic=True)
+    compiler.compile_blocks(engine.pipe.transformer, "cpu", backend=broken_backend)
     with caplog.at_level(logging.WARNING, logger="fp8demo.engine"), compiler.stance("default"):
         a = engine.generate(GenerationRequest("a cat", seed=3, steps=1))
         b = engine.generate(GenerationRequest("a cat", seed=3, steps=1))

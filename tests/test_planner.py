@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import CPU, make_plan
 
-from fp8demo import cards, config, planner, recipe, report
+from fp8demo import cards, config, planner, prepare, report
 from fp8demo.__main__ import main
 from fp8demo.policy import COMPONENTS
 from fp8demo.weights import footprint, quantize, random_models
@@ -197,7 +197,7 @@ def test_footprints_match_the_precision_estimate_on_full_size_models():
 
 
 def test_per_component_estimate_is_exact_on_tiny():
-    """The footprint's bytes under a plan are what the recipe really leaves, component by component, T5 in FP8
+    """The footprint's bytes under a plan are what preparing really leaves, component by component, T5 in FP8
     included."""
     components = random_models.build_components(random_models.TINY)
     for options in ({}, {"t5": "bf16", "modulation": "bf16"}):
@@ -205,7 +205,7 @@ def test_per_component_estimate_is_exact_on_tiny():
         pipe = SimpleNamespace(**{c: copy.deepcopy(components[c]) for c in COMPONENTS})
         fp = footprint.measure(pipe, "tiny", plan.max_side)
         estimate = planner.sizes(fp, plan.kinds, t5=True).components
-        recipe.prepare_transformer(pipe.transformer, plan)  # the recipe's steps that change bytes
+        prepare.transformer(pipe.transformer, plan)  # the steps that change bytes
         quantize.quantize(pipe.text_encoder_3, "text_encoder_3", plan)
         held = report.measure(pipe, plan)
         assert estimate == {c.name: c.bytes for c in held.components}, options

@@ -143,4 +143,4 @@ def plan_for(source, cfg: config.EngineConfig, caps: Capabilities) -> runplan.Ru
     """The run plan of `source` under `cfg` on `caps`: a CUDA card is planned with the model's footprint (other
     devices have nothing to place), at the preset's guidance (CFG doubles the transformer's batch)."""
     footprint = of_source(source, cfg.max_side) if caps.device == "cuda" else None
-    return runplan.decide(cfg, caps, footprint, guided=source.preset.guidance > 1)
+    return runplan.decide(cfg, caps, footprint, guided=source.preset.guidance > 1, preset=source.preset)
