@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from PIL import Image
 
-from . import hardware, prepare, runplan
+from . import compiler, hardware, prepare, runplan
 from .engine import Engine
 from .errors import InvalidRequest, OutOfMemory, SetupError
 from .metrics import ImageMetrics, compare_images, difference_heatmap
@@ -81,6 +81,12 @@ class Comparer:
         self.engine = engine
         self._variants: dict[str, tuple[object, str, bool]] = {}  # kind -> (module, label, on device)
         self._lock = threading.Lock()
+
+    def prepare(self, kind: str) -> None:
+        """Load, compile and warm the `kind` side now (at start-up), and keep its kernels in the compile cache."""
+        self._variant(kind)
+        if self.engine.compile_cache is not None:
+            compiler.save(self.engine.compile_cache)
 
     def _own_kind(self) -> str:
         plan = self.engine.plan

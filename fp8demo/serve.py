@@ -95,7 +95,8 @@ def serve(args: argparse.Namespace) -> None:
         # a share link's tunnel connects from this machine, so every visitor on the internet would be the screen
         raise SetupError(f"--share cannot serve the {face.name} page: it is for the listed screens only, and "
                          "visitors through a share link arrive from this machine's own address.")
-    service = DemoService(app_cfg).start(background=True)  # the page says "warming up" meanwhile
+    # the page says "warming up" meanwhile
+    service = DemoService(app_cfg, compare_baseline=face.compare_baseline).start(background=True)
     config.use_gradio_cache(app_cfg.storage.gradio_cache)  # its own folder, which the janitor may prune
     launch(face.build(service), face, service, app_cfg)
 

@@ -32,6 +32,9 @@ class Face:
     keeping: Keeping = field(default_factory=Keeping)  # how many of its PNGs the outputs folder keeps, how long
     # every picture checked by the image classifier before it is shown (safety.py), unless the flags say otherwise
     image_safety: bool = False
+    # the Compare tab's default baseline ("bf16"), for a face that has one: with --compile it is loaded, compiled and
+    # warmed before the service is ready, so that the first comparison compiles nothing
+    compare_baseline: str | None = None
 
     def launch_options(self) -> dict[str, Any]:
         """This face's arguments to Gradio's launch()."""

@@ -38,8 +38,10 @@ def gpu_task(fn, duration: int = 120):
 
 
 class DemoService:
-    def __init__(self, app_cfg: config.AppConfig, caps=None, on_fatal=None, pool=None):
+    def __init__(self, app_cfg: config.AppConfig, caps=None, on_fatal=None, pool=None, compare_baseline=None):
         self.cfg = app_cfg
+        # the face's Compare baseline, made ready (loaded, compiled, warmed) before the service is (Face)
+        self.compare_baseline = compare_baseline
         # called after an unrecoverable device error; by default the process exits so that systemd restarts it
         self.on_fatal = on_fatal or _exit_soon
         self.caps = caps  # one device given (tests, benchmarks); None: the devices of --devices (AppConfig.devices)
@@ -113,6 +115,9 @@ class DemoService:
         try:
             self.pool = self._given_pool or EnginePool.for_devices(self.cfg.engine, self.devices())
             self.pool.start()
+            if self.compare_baseline is not None:
+                self.state = "warming"
+                self._warm_comparisons(self.compare_baseline)
             self.state = "ready"
             for engine in self.pool.engines:
                 log.info("%s on %s: %s, %s", engine.state, engine.caps.target, engine.source.name,
@@ -319,6 +324,13 @@ class DemoService:
     def _compare_now(self, request, baseline, session, progress, gone=None):
         with self._job(session, progress, gone) as (cancel, on_step), self.pool.engine() as engine:
             return self._comparer(engine).compare(Job(request, progress=on_step, cancel=cancel), baseline)
+
+    def _warm_comparisons(self, baseline: str) -> None:
+        """With --compile, each engine's comparison side for `baseline` now, not in the first visitor's request
+        (minutes of compiling on a GPU). Uncompiled, loading it at the first comparison costs seconds: left to then."""
+        for engine in getattr(self.pool, "engines", ()):  # a Ray pool's engines are replicas elsewhere
+            if engine.ready and engine.plan.compile:
+                self._comparer(engine).prepare(baseline)
 
     def _comparer(self, engine):
         """The comparer of a free engine the comparison borrowed (each keeps its own second transformer)."""

@@ -17,4 +17,5 @@ def face(storage: config.StorageConfig | None = None) -> Face:
         css=(config.ASSETS_DIR / "style.css",),
         footer_links=("api",),
         keeping=Keeping(pngs=storage.keep_pngs, max_age=storage.keep_days * 86400),
+        compare_baseline="bf16",  # the Compare tab's default
     )
