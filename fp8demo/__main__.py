@@ -45,8 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--compute-capability", default="8.9", metavar="MAJOR.MINOR",
                       help="the card's CUDA compute capability; FP8 matmuls from 8.9 (default: %(default)s, Ada)")
     plan.add_argument("--json", action="store_true", help="print the run plan as one JSON line")
-    config.add_engine_arguments(plan, ("model", "precision", "fp8_matmul", "t5", "modulation", "offload", "compile",
-                                       "max_side"))
+    config.add_engine_arguments(plan, ("model", "precision", "fp8_matmul", "t5", "modulation", "offload", "cache",
+                                       "compile", "max_side"))
 
     quant = sub.add_parser("quantize", help="write an FP8 diffusers folder (loads with plain diffusers + torchao too)")
     quant.add_argument("--model", required=True, help="repo id, folder, tiny, random:<arch>[:blocks] or a file")

@@ -246,11 +246,18 @@ def test_cli_prints_one_json_line(capsys):
     (["--model", "medium", "--vram", "0"], "--vram must be a positive"),
     (["--model", "medium", "--vram", "8", "--max-side", "1000"], "--max-side must be a multiple of 16"),
     (["--model", "medium", "--vram", "8", "--compute-capability", "ada"], "--compute-capability must look like"),
+    (["--model", "large", "--vram", "24", "--cache", "first-block:3"], "--cache 'first-block:3'"),
 ])
 def test_cli_mistakes_exit_2(args, message, capsys):
     assert main(["plan", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
+
+
+def test_the_plan_carries_the_step_cache_asked_for(capsys):
+    assert main(["plan", "--model", "large", "--vram", "24", "--cache", "preset", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["cache"] == "first-block:0.08" and "large preset" in data["reasons"]["cache"]
 
 
 def test_plain_output_says_what_goes_where_and_why(capsys):
