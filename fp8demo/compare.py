@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from PIL import Image
 
-from . import compiler, hardware, prepare, runplan
+from . import compiler, hardware, prepare, recipes, runplan
 from .engine import Engine
 from .errors import InvalidRequest, OutOfMemory, SetupError
 from .metrics import ImageMetrics, compare_images, difference_heatmap
@@ -26,7 +26,8 @@ from .weights.sources import SourceKind
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("bf16", "fp16")
+BASELINES = ("bf16", "fp16")  # the 16-bit recipes the Compare tab offers first
+MAX_VARIANTS = 2  # extra transformers kept loaded: both sides of a comparison of two recipes
 # Room for activations, the VAE decode and allocator slack beside the second transformer on the device.
 WORKING_BYTES = 3 * 2**30
 
@@ -82,56 +83,71 @@ class Comparer:
         self._variants: dict[str, tuple[object, str, bool]] = {}  # kind -> (module, label, on device)
         self._lock = threading.Lock()
 
-    def prepare(self, kind: str) -> None:
-        """Load, compile and warm the `kind` side now (at start-up), and keep its kernels in the compile cache."""
-        self._variant(kind)
+    def prepare(self, recipe: str) -> None:
+        """Load, compile and warm the `recipe` side now (at start-up), and keep its kernels in the compile cache."""
+        self._variant(recipe)
         if self.engine.compile_cache is not None:
             compiler.save(self.engine.compile_cache)
 
-    def _own_kind(self) -> str:
-        plan = self.engine.plan
-        return "fp8" if plan.is_fp8 else plan.precision
+    def plan_for(self, recipe: str) -> runplan.RunPlan:
+        """The run plan of a comparison side: the engine's options with `recipe`'s speed choices, T5 left out,
+        everything resident. A recipe that does not say `compile` is compiled like the engine's own side, so that
+        "bf16 against the engine" compares precision, compiled against compiled. SetupError for a recipe this
+        machine cannot run, saying why."""
+        engine = self.engine
+        try:
+            cfg = recipes.apply(engine.cfg, recipe, engine.preset)
+        except SetupError as error:  # a visitor's choice: a mistake in the request, not the machine
+            raise InvalidRequest(str(error)) from error
+        named = recipes.names_compile(recipe)
+        cfg = replace(cfg, t5="off", offload="none", compile=cfg.compile if named else engine.plan.compile)
+        return runplan.decide(cfg, engine.caps, preset=engine.preset)
 
-    def _variant(self, kind: str) -> tuple[object, str, bool, float]:
-        """(transformer, label, on device, load seconds) for "fp8", "bf16" or "fp16"."""
-        if kind == self._own_kind():
+    def _is_own(self, plan: runplan.RunPlan) -> bool:
+        """The engine's own transformer serves this side: the same speed choices."""
+        own = self.engine.plan
+        return ((plan.blocks, plan.compute_dtype, plan.compile, plan.cache, plan.attention)
+                == (own.blocks, own.compute_dtype, own.compile, own.cache, own.attention))
+
+    def _variant(self, recipe: str | None) -> tuple[object, str, bool, float]:
+        """(transformer, label, on device, load seconds) for `recipe`; None: the engine's own transformer."""
+        plan = None if recipe is None else self.plan_for(recipe)
+        if plan is None or self._is_own(plan):
             return self.engine.pipe.transformer, self.engine.plan.label(), True, 0.0
         with self._lock:
-            if kind in self._variants:
-                module, label, resident = self._variants[kind]
+            if recipe in self._variants:
+                self._variants[recipe] = self._variants.pop(recipe)  # the most recently used last
+                module, label, resident = self._variants[recipe]
                 return module, label, resident, 0.0
-            # one extra transformer at a time: a new baseline replaces the old one
-            self._variants.clear()
+            # at most MAX_VARIANTS extra transformers (both sides of a comparison); the least recently used goes
+            while len(self._variants) >= MAX_VARIANTS:
+                self._variants.pop(next(iter(self._variants)))
             hardware.release_cached_memory(self.engine.caps.target)
             t0 = time.perf_counter()
-            module, label, plan = self._load(kind)
+            module, label = self._load(recipe, plan)
             resident = self._place(module)
-            prepare.speed(module, plan)  # compiled and cached like the engine's own side
+            prepare.speed(module, plan)
             if plan.compile:
                 if not resident:
                     self._move(module, self.engine.caps.target)
                 self.engine.warm_compiled(module)  # its first comparison must not pay for the compiler
                 if not resident:
                     self._move(module, "cpu")
-            self._variants[kind] = (module, label, resident)
+            self._variants[recipe] = (module, label, resident)
             return module, label, resident, time.perf_counter() - t0
 
-    def _load(self, kind: str):
-        """The transformer of the engine's source in precision `kind`, with a run plan of its own: the engine's
-        options but that precision, T5 left out, everything resident, compiled like the engine's own side (so the
-        speed ratio shown is compiled against compiled)."""
+    def _load(self, recipe: str, plan: runplan.RunPlan):
+        """The transformer of the engine's source as `plan` says, prepared (not yet compiled)."""
         engine = self.engine
-        cfg = replace(engine.cfg, precision=kind, t5="off", offload="none", compile=engine.plan.compile)
-        plan = runplan.decide(cfg, engine.caps, preset=engine.source.preset)
         module = sources.load_transformer(engine.source, plan, engine.cfg)
         if plan.is_fp8 and engine.caps.device == "cuda":
             module.to(engine.caps.target)  # torchao quantizes on the device it computes on
         module = prepare.transformer(module, plan)
-        log.info("comparison transformer %s loaded: %.2f GiB", kind, module_bytes(module) / 2**30)
-        label = plan.label() if plan.compile or plan.is_fp8 else f"{kind} (eager)"
+        log.info("comparison transformer %s loaded: %.2f GiB", recipe, module_bytes(module) / 2**30)
+        label = plan.label() if plan.compile or plan.is_fp8 or plan.cache else f"{plan.precision} (eager)"
         if not plan.is_fp8 and engine.source.kind in (SourceKind.FP8_FOLDER, SourceKind.SINGLE_FILE):
             label += ", dequantized from the FP8 checkpoint"  # no 16-bit original is at hand
-        return module, label, plan
+        return module, label
 
     def _place(self, module) -> bool:
         device = self.engine.caps.target
@@ -147,16 +163,16 @@ class Comparer:
         log.info("comparison transformer waits on the CPU (%.1f GiB, %.1f GiB free)", size / 2**30, free / 2**30)
         return False
 
-    def compare(self, job: Job, baseline: str = "bf16") -> CompareResult:
-        """`job.request` through the `baseline` transformer, then the FP8 one; progress counts over both."""
+    def compare(self, job: Job, baseline: str = "bf16", candidate: str | None = None) -> CompareResult:
+        """`job.request` through the `baseline` side, then the candidate; progress counts over both. Each side is a
+        recipe (recipes.py: "bf16", "fp8-storage+cache", ...); the candidate is by default the engine's own
+        transformer (its FP8 one: the result's `fp8` side)."""
         progress = job.progress
-        if baseline not in BASELINES:
-            raise SetupError(f"Unknown baseline {baseline!r}: choose {' or '.join(BASELINES)}.")
         # Resolve once, so both sides get the same seed even when the request left it random.
         request = resolve(validate(job.request, self.engine.cfg.max_side), self.engine.preset)
         try:
             base_module, base_label, base_resident, load_b = self._variant(baseline)
-            fp8_module, fp8_label, fp8_resident, load_f = self._variant("fp8")
+            fp8_module, fp8_label, fp8_resident, load_f = self._variant(candidate)
         except Exception as error:
             self._out_of_memory(error, f"loading the {baseline} transformer for the comparison")
             raise
@@ -170,7 +186,7 @@ class Comparer:
         swap = 0.0
         results = {}
         for offset, (kind, module, label, resident) in enumerate(
-            ((baseline, base_module, base_label, base_resident), ("fp8", fp8_module, fp8_label, fp8_resident))
+            (("baseline", base_module, base_label, base_resident), ("fp8", fp8_module, fp8_label, fp8_resident))
         ):
             if not resident:
                 try:
@@ -185,7 +201,7 @@ class Comparer:
             finally:
                 if not resident:
                     swap += self._move(module, "cpu")
-        base, fp8 = results[baseline], results["fp8"]
+        base, fp8 = results["baseline"], results["fp8"]
         return CompareResult(
             baseline=base,
             fp8=fp8,
@@ -199,7 +215,8 @@ class Comparer:
             device=self.engine.caps.device,
         )
 
-    def compare_sheet(self, prompts: list[str], job: Job, baseline: str = "bf16") -> list[CompareResult]:
+    def compare_sheet(self, prompts: list[str], job: Job, baseline: str = "bf16",
+                      candidate: str | None = None) -> list[CompareResult]:
         """The same seed and settings through both transformers for each prompt (a contact sheet of FP8 vs 16-bit).
         Progress counts over all of them."""
         prompts = [p for p in prompts if p and p.strip()]
@@ -211,7 +228,7 @@ class Comparer:
         for k, prompt in enumerate(prompts):
             step = None if progress is None else (lambda i, n, k=k: progress(k * per + i, len(prompts) * per))
             results.append(self.compare(replace(job, request=replace(request, prompt=prompt), progress=step),
-                                        baseline))
+                                        baseline, candidate))
         return results
 
     def _out_of_memory(self, error: Exception, doing: str) -> None:

@@ -105,6 +105,11 @@ def flags(recipe: str, preset: config.Preset | None = None) -> dict:
     return values
 
 
+def names_compile(recipe: str) -> bool:
+    """The recipe says `compile` (else a comparison compiles it like the engine's own side)."""
+    return "compile" in [part.strip() for part in recipe.strip().lower().split("+")[1:]]
+
+
 def apply(cfg: config.EngineConfig, recipe: str, preset: config.Preset | None = None) -> config.EngineConfig:
     """`cfg` with the speed choices of `recipe` (the model and everything else unchanged)."""
     return replace(cfg, **flags(recipe, preset))

@@ -118,7 +118,7 @@ def test_comparison_out_of_memory_gets_the_out_of_memory_message(tiny_engine, mo
 
     service = DemoService.from_engine(tiny_engine)
 
-    def no_room(kind):
+    def no_room(recipe, plan):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
 
     comparer = service._comparer(tiny_engine)  # the comparer of the engine a comparison borrows

@@ -300,30 +300,32 @@ class DemoService:
         raise SetupError(RESTARTING) from error
 
     def compare(self, request: GenerationRequest, baseline: str = "bf16", session: str = "", progress=None,
-                gone=None):
+                gone=None, candidate: str | None = None):
+        """Two recipes side by side (compare.Comparer.compare); `candidate` None: the engine's own transformer."""
         with self._counted():
             self.require_ready()
             self.check(request)
-            result = self._compare(request, baseline, session, progress, gone)
+            result = self._compare(request, baseline, session, progress, gone, candidate)
             return self._checked(result, [(result.baseline.image, result.fp8.image)])
 
     def compare_sheet(self, prompts: list[str], request: GenerationRequest, baseline: str = "bf16",
-                      session: str = "", progress=None, gone=None):
+                      session: str = "", progress=None, gone=None, candidate: str | None = None):
         with self._counted():
             self.require_ready()
             for prompt in prompts:
                 self.check(replace(request, prompt=prompt))
-            rows = self._compare_sheet(prompts, request, baseline, session, progress, gone)
+            rows = self._compare_sheet(prompts, request, baseline, session, progress, gone, candidate)
             return self._checked(rows, [(row.baseline.image, row.fp8.image) for row in rows])
 
-    def _compare_sheet_now(self, prompts, request, baseline, session, progress, gone=None):
+    def _compare_sheet_now(self, prompts, request, baseline, session, progress, gone=None, candidate=None):
         with self._job(session, progress, gone) as (cancel, on_step), self.pool.engine() as engine:
             job = Job(request, progress=on_step, cancel=cancel)
-            return self._comparer(engine).compare_sheet(prompts, job, baseline)
+            return self._comparer(engine).compare_sheet(prompts, job, baseline, candidate)
 
-    def _compare_now(self, request, baseline, session, progress, gone=None):
+    def _compare_now(self, request, baseline, session, progress, gone=None, candidate=None):
         with self._job(session, progress, gone) as (cancel, on_step), self.pool.engine() as engine:
-            return self._comparer(engine).compare(Job(request, progress=on_step, cancel=cancel), baseline)
+            return self._comparer(engine).compare(Job(request, progress=on_step, cancel=cancel), baseline,
+                                                  candidate)
 
     def _warm_comparisons(self, baseline: str) -> None:
         """With --compile, each engine's comparison side for `baseline` now, not in the first visitor's request
