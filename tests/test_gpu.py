@@ -69,3 +69,35 @@ def test_compiled_native_engine_serves_every_size_without_compiling(cache_dir):
         assert engine.compile_cache.state()["mega_cache"]
     finally:
         torch.compiler.set_stance("default")
+
+
+def test_a_step_cache_on_the_compiled_native_path_skips_blocks_without_compiling(cache_dir):
+    """The Large recipe's shape on a GPU: compiled native FP8 with First-Block Cache; a skipped step needs no graph."""
+    from fp8demo import compiler
+    from fp8demo.engine import Engine
+
+    cfg = EngineConfig(model="tiny", cache_dir=cache_dir, compile=True, cache="first-block:0.5", warmup_runs=0)
+    engine = Engine(cfg).start()
+    try:
+        graphs = compiler.graphs_compiled()
+        results = [engine.generate(GenerationRequest("a red fox", seed=1, steps=8, width=w, height=h, guidance=g))
+                   for w, h, g in ((1024, 1024, 0.0), (832, 1216, 4.5))]
+        assert compiler.graphs_compiled() == graphs and not engine.events
+        assert sum(r.blocks_skipped for r in results) > 0
+    finally:
+        torch.compiler.set_stance("default")
+
+
+def test_fp8_attention_runs_where_the_plan_allows_it(cache_dir):
+    """Hopper with flash-attn 3: FP8 attention through torchao; elsewhere the plan refuses it (tested on the CPU)."""
+    from fp8demo import hardware
+    from fp8demo.engine import Engine
+
+    caps = hardware.detect()
+    if caps.compute_capability[0] != 9 or not caps.flash_attention_3:
+        pytest.skip(f"FP8 attention needs Hopper with flash-attn 3; this is {caps.describe()}, flash-attn 3 "
+                    f"{'present' if caps.flash_attention_3 else 'absent'}")
+    engine = Engine(EngineConfig(model="tiny", cache_dir=cache_dir, attention="fp8", compile=False)).start()
+    a = engine.generate(GenerationRequest("a red fox", seed=1, steps=2))
+    b = engine.generate(GenerationRequest("a red fox", seed=1, steps=2))
+    assert a.image.tobytes() == b.image.tobytes() and "FP8 attention" in a.precision
