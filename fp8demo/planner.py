@@ -68,6 +68,14 @@ VAE_LIVE_TENSORS = 4
 # Text encoders at 256 tokens: attention scores and MLP of T5-XXL, a few tens of MiB; rounded up.
 TEXT_ENCODER_WORK_BYTES = 256 * 2**20
 
+# Quantizing one Linear as it loads (torchao's per-row FP8, the same operations on a CPU and a GPU) holds, beyond the
+# FP8 result that stays, its 16-bit weight (2 bytes an element) and torchao's temporaries at their peak less that
+# result: three float32 copies (cast, divided by the scale, clamped) and a 16-bit one, 14 bytes. Measured on this
+# project's CPU: 15.1-15.2 bytes an element above the 16-bit weight, the FP8 result included, for 2432 x 9728 to
+# 10240 x 4096 weights. T5-XXL's largest Linears (10240 x 4096): 0.63 GiB, more than its largest module (its 16-bit
+# embedding, 0.25 GiB, which stays as it is).
+QUANTIZE_BYTES_PER_WEIGHT = 16
+
 # Group offload keeps the block running and the next one, prefetched on a CUDA stream, on the GPU; the parts outside
 # the blocks (embedders, norm_out, proj_out) are counted as resident.
 GROUP_OFFLOAD_BLOCKS_ON_GPU = 2
@@ -142,6 +150,7 @@ class ComponentBytes:
     plain: int  # every parameter and buffer that stays as loaded
     linears: Mapping[Layer, tuple[int, int]] = field(default_factory=dict)  # class -> (weight elements, rows)
     element_size: int = 2  # bytes an element of those weights takes when they stay 16-bit
+    largest: Mapping[Layer, int] = field(default_factory=dict)  # class -> weight elements of its largest Linear
 
     def under(self, kinds: Mapping[Layer, Kind]) -> int:
         """Bytes with each class of Linear as `kinds` says: FP8 is one byte a weight plus one float32 scale a row."""
@@ -150,6 +159,11 @@ class ComponentBytes:
             fp8 = kinds.get(layer, Kind.BITS16).is_fp8
             total += elements + 4 * rows if fp8 else elements * self.element_size
         return total
+
+    def quantize_transient(self, kinds: Mapping[Layer, Kind]) -> int:
+        """Bytes beyond its final ones while its largest Linear that becomes FP8 is quantized (0: none does)."""
+        return QUANTIZE_BYTES_PER_WEIGHT * max((n for layer, n in self.largest.items()
+                                                if kinds.get(layer, Kind.BITS16).is_fp8), default=0)
 
 
 @dataclass(frozen=True)
@@ -160,7 +174,7 @@ class ModelFootprint:
     components: Mapping[str, ComponentBytes]  # as it will load (the positional table already cropped to max_side)
     blocks: tuple[ComponentBytes, ...]  # each transformer block (part of components["transformer"])
     params: Mapping[str, int]  # component -> parameter count (CPU time of a text encoder)
-    largest_module_16bit: Mapping[str, int]  # component -> its largest single module in 16-bit (the load transient)
+    largest_module_16bit: Mapping[str, int]  # component -> its largest single module in 16-bit
     width: int  # attention_head_dim x num_attention_heads
     patch_size: int
     dual_attention_blocks: int
@@ -175,13 +189,28 @@ class Sizes:
     components: Mapping[str, int]
     block: int  # the largest transformer block
     rest: int  # the transformer outside its blocks
+    load_transient: Mapping[str, int] = field(default_factory=dict)  # component -> bytes beyond its final ones
+
+
+def load_transient(component: ComponentBytes, kinds: Mapping[Layer, Kind], largest_module_16bit: int) -> int:
+    """Bytes a component holds beyond its final ones while it loads: the larger of one module arriving in 16-bit and
+    one Linear being quantized (QUANTIZE_BYTES_PER_WEIGHT). Components load one after another, each quantized as it
+    arrives, so only one such transient exists at a time."""
+    return max(largest_module_16bit, component.quantize_transient(kinds))
+
+
+def load_peak_bytes(resident: int, transients) -> int:
+    """Device bytes at the peak of loading: every final byte, the largest single transient and OVERHEAD_BYTES."""
+    return OVERHEAD_BYTES + resident + max(transients, default=0)
 
 
 def sizes(fp: ModelFootprint, kinds: Mapping[Layer, Kind], t5: bool) -> Sizes:
-    components = {c: fp.components[c].under(kinds) if c in fp.components and (t5 or c != "text_encoder_3") else 0
-                  for c in COMPONENTS}
+    loaded = [c for c in COMPONENTS if c in fp.components and (t5 or c != "text_encoder_3")]
+    components = {c: fp.components[c].under(kinds) if c in loaded else 0 for c in COMPONENTS}
     blocks = [b.under(kinds) for b in fp.blocks]
-    return Sizes(components, max(blocks, default=0), components["transformer"] - sum(blocks))
+    transients = {c: load_transient(fp.components[c], kinds, fp.largest_module_16bit[c]) if c in loaded else 0
+                  for c in COMPONENTS}
+    return Sizes(components, max(blocks, default=0), components["transformer"] - sum(blocks), transients)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -196,7 +225,7 @@ class MemoryEstimate:
     fits: bool  # both peaks leave `headroom_bytes` free
     headroom_bytes: int
     resident_bytes: int  # weights kept on the GPU between images
-    peak_load_bytes: int  # while loading: resident weights + one 16-bit layer being quantized + overhead
+    peak_load_bytes: int  # while loading: resident weights + one Linear being quantized (or 16-bit module) + overhead
     peak_run_bytes: int  # the largest phase, activations and overhead included
     phase_bytes: Mapping[str, int]  # "encode", "denoise", "decode": device bytes of each phase, overhead included
     activation_bytes: Mapping[str, int]  # "transformer", "vae"
@@ -291,8 +320,8 @@ def evaluate(fp: ModelFootprint, size: Sizes, placement: Mapping[str, Where], co
     phases = {k: v + OVERHEAD_BYTES for k, v in phases.items()}
     peak_run = max(phases.values())
     # Weights are quantized while loading: a component loading onto the GPU holds its final bytes plus the one
-    # 16-bit module being converted. Offloaded parts load into host memory.
-    peak_load = OVERHEAD_BYTES + resident + max((fp.largest_module_16bit[c] for c in on_gpu), default=0)
+    # Linear being quantized (load_transient). Offloaded parts load into host memory.
+    peak_load = load_peak_bytes(resident, [size.load_transient.get(c, 0) for c in on_gpu])
     spare = headroom(card_bytes or vram_bytes)
     fits = max(peak_run, peak_load) + spare <= vram_bytes
 

@@ -6,6 +6,8 @@ test_planner.py and test_bench.py.)"""
 
 import json
 
+import pytest
+
 from fp8demo import hardware
 from fp8demo.bench import device_slug
 
@@ -33,6 +35,18 @@ def test_memory_peaks(tmp_path, cache_dir):
     steps = _result(tmp_path, "memory-peaks-tiny-t5-off")["steps"]
     assert set(steps) == {"build", "quantize", "load"}
     assert all(step["peak_rss_bytes"] > step["resident_bytes"] > 0 for step in steps.values())
+
+
+@pytest.mark.slow
+def test_memory_t5_16bit_load(tmp_path, cache_dir):
+    """A full-width T5-XXL cut to one block (0.6 GiB of bf16 files): the folder written, loaded, measured, deleted."""
+    from benchmarks import memory
+
+    memory.main(["--t5-16bit", "--t5-layers", "1", "--tmp", str(tmp_path), "--out", str(tmp_path)])
+    load = _result(tmp_path, "memory-peaks-t5-16bit-1")["load"]
+    assert load["t5_layers"] == 1 and load["t5_fp8_bytes"] == load["t5_fp8_bytes_planner"]
+    assert load["peak_rss_bytes"] > load["resident_bytes"] > load["t5_fp8_bytes"] > 0
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []  # the temporary folder is gone
 
 
 def test_compile_shapes_with_dynamo_alone(tmp_path, cache_dir, monkeypatch):

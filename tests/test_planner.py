@@ -177,11 +177,22 @@ def test_smaller_max_side_needs_less_memory():
     assert small.memory.peak_run_bytes < full.memory.peak_run_bytes
 
 
-def test_peak_load_is_resident_plus_one_16bit_layer():
+def test_peak_load_is_resident_plus_one_linear_being_quantized():
     plan = cards.plan_for_card("large", 80)
-    largest = max(_footprint("large").largest_module_16bit.values())
-    assert largest == 32128 * 4096 * 2  # T5's shared embedding, the largest single module
-    assert plan.memory.peak_load_bytes == planner.OVERHEAD_BYTES + plan.memory.resident_bytes + largest
+    fp = _footprint("large")
+    assert max(fp.largest_module_16bit.values()) == 32128 * 4096 * 2  # T5's shared embedding, the largest module
+    # ... but it stays 16-bit; T5's FFN Linears are quantized as they load, with torchao's float32 copies
+    quantizing = 10240 * 4096 * planner.QUANTIZE_BYTES_PER_WEIGHT
+    assert fp.components["text_encoder_3"].quantize_transient(plan.kinds) == quantizing
+    assert plan.memory.peak_load_bytes == planner.OVERHEAD_BYTES + plan.memory.resident_bytes + quantizing
+
+
+def test_peak_load_of_a_16bit_plan_or_without_t5():
+    bf16 = cards.plan_for_card("large", 80, config.EngineConfig(precision="bf16", t5="bf16"))
+    assert bf16.memory.peak_load_bytes == planner.OVERHEAD_BYTES + bf16.memory.resident_bytes + 32128 * 4096 * 2
+    no_t5 = cards.plan_for_card("large", 80, config.EngineConfig(t5="off"))
+    adaln = 6 * 2432 * 2432 * planner.QUANTIZE_BYTES_PER_WEIGHT  # the transformer's largest FP8 Linear (norm1.linear)
+    assert no_t5.memory.peak_load_bytes == planner.OVERHEAD_BYTES + no_t5.memory.resident_bytes + adaln
 
 
 def test_footprints_match_the_precision_estimate_on_full_size_models():

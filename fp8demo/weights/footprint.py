@@ -25,6 +25,7 @@ def component_bytes(name: str, module, max_side: int, prefix: str = "") -> Compo
 
     plain, element_size = 0, 2
     linears: dict[Layer, tuple[int, int]] = {}
+    largest: dict[Layer, int] = {}
     seen: set[int] = set()  # tied weights (T5's shared embedding) count once
     for mname, mod in module.named_modules(prefix=prefix.rstrip(".")):
         mprefix = f"{mname}." if mname else ""
@@ -39,16 +40,18 @@ def component_bytes(name: str, module, max_side: int, prefix: str = "") -> Compo
             else:
                 elements, rows = linears.get(layer, (0, 0))
                 linears[layer] = (elements + p.numel(), rows + p.shape[0])
+                largest[layer] = max(largest.get(layer, 0), p.numel())
                 element_size = p.element_size()
         for bname, b in mod.named_buffers(recurse=False):
             numel = b.numel()
             if name == "transformer" and mprefix + bname == "pos_embed.pos_embed":
                 numel = pos_table.table_elements(module, max_side)
             plain += numel * b.element_size()
-    return ComponentBytes(plain, linears, element_size)
+    return ComponentBytes(plain, linears, element_size, largest)
 
 
-def _largest_module_16bit(module) -> int:
+def largest_module_16bit(module) -> int:
+    """Bytes of the largest single module of `module` in 16-bit (its own parameters and buffers); 0 for None."""
     if module is None:
         return 0
     return max(
@@ -69,7 +72,7 @@ def measure(pipe, architecture: str, max_side: int) -> ModelFootprint:
         blocks=tuple(component_bytes("transformer", block, max_side, prefix=f"transformer_blocks.{i}.")
                      for i, block in enumerate(tr.transformer_blocks)),
         params={c: sum(p.numel() for p in m.parameters()) if m is not None else 0 for c, m in modules.items()},
-        largest_module_16bit={c: _largest_module_16bit(m) for c, m in modules.items()},
+        largest_module_16bit={c: largest_module_16bit(m) for c, m in modules.items()},
         width=cfg.attention_head_dim * cfg.num_attention_heads,
         patch_size=cfg.patch_size,
         dual_attention_blocks=len(cfg.dual_attention_layers or ()),
@@ -110,6 +113,18 @@ def meta_pipeline(arch_name: str, num_layers: int | None = None):
     for module in modules.values():
         torch.nn.Module.to(module, torch.bfloat16)  # T5 stays bf16 and the rest is 16-bit on a GPU: 2 bytes each
     return SimpleNamespace(**modules)
+
+
+def meta_t5(num_layers: int | None = None):
+    """SD3.5's T5-XXL on the meta device in bf16, optionally cut to its first `num_layers` blocks."""
+    import torch
+    from accelerate import init_empty_weights
+
+    arch = random_models.ARCHITECTURES["large"]  # every SD3.5 model has the same T5-XXL
+    spec = arch.t5 if num_layers is None else dict(arch.t5, num_layers=num_layers)
+    with init_empty_weights(include_buffers=True):
+        module = random_models.t5_model(spec, _TokenIds(0, 1, 0), arch.t5_vocab)
+    return torch.nn.Module.to(module, torch.bfloat16)
 
 
 @functools.lru_cache(maxsize=32)

@@ -18,7 +18,7 @@ from ..errors import ModelAccessError, UserError
 from ..hardware import Capabilities
 from ..policy import COMPONENTS
 from ..runplan import RunPlan
-from . import comfy, fp8_format, quantize, random_models
+from . import comfy, fp8_format, quantize, random_models, streaming
 
 log = logging.getLogger(__name__)
 
@@ -274,9 +274,12 @@ def load_transformer(source: ModelSource, plan: RunPlan, cfg: config.EngineConfi
 
 
 def _load_component(name: str, location: str, plan: RunPlan, dtype, device: str, kwargs: dict, stored_fp8: bool):
-    """One model component, quantized as it loads where the plan has FP8 (the libraries' TorchAoConfig), or from
-    an FP8 folder as stored, then retargeted to the plan."""
+    """One model component, quantized as it loads where the plan has FP8 (the libraries' TorchAoConfig; T5-XXL read
+    tensor by tensor, `streaming`, since transformers keeps its whole 16-bit file mapped), or from an FP8 folder as
+    stored, then retargeted to the plan."""
     cls = _component_classes()[name]
+    if not stored_fp8 and streaming.applies(name, plan):
+        return streaming.load(cls, location, name, plan, dtype, device, kwargs).eval()
     extra = {}
     if stored_fp8:
         fp8_format.check_component(Path(location) / name, cls)
