@@ -63,8 +63,8 @@ def _count_blocks(transformer) -> None:
 
 def _pass_context_through(block) -> None:
     """SD3's last block updates only the image stream and returns None for the text stream, which the caches'
-    hooks compute with (First-Block Cache's tail subtracts from it); nothing after the last block reads the text stream, so it is handed on as it
-    came."""
+    hooks compute with (First-Block Cache's tail subtracts from it); nothing after the last block reads the text
+    stream, so it is handed on as it came."""
     if not getattr(block, "context_pre_only", False):
         return
     forward = block.forward
