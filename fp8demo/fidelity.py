@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,19 @@ class Setup:
     steps: int | None = None  # None: the model preset's
     size: tuple[int, int] | None = None
     guidance: float | None = None
+
+    def argv(self) -> list[str]:
+        """The fidelity flags that make this run again (add --out)."""
+        b = self.base
+        argv = ["--model", b.model, "--t5", b.t5, "--modulation", b.modulation, "--offload", b.offload,
+                "--max-side", str(b.max_side), *(["--base", b.base] if b.base else []),
+                "--recipes", ",".join(self.recipes), "--prompts", self.prompt_set, "--limit", str(len(self.prompts)),
+                "--seeds", str(len(self.seeds))]
+        for flag, value in (("--steps", self.steps), ("--size", self.size and "x".join(map(str, self.size))),
+                            ("--guidance", self.guidance)):
+            if value is not None:
+                argv += [flag, str(value)]
+        return argv
 
     def requests(self) -> list[GenerationRequest]:
         """Every prompt x seed, seeds innermost: a prompt's text embeddings then come from the engine's cache."""
@@ -128,6 +142,7 @@ def run(setup: Setup, caps: Capabilities | None = None, lpips=None) -> Outcome:
         "size": first.get("size"),
         "guidance": first.get("guidance"),
         "reference": setup.recipes[0],
+        "argv": setup.argv(),
         "lpips": lpips.describe(),
         "recipes": rows,
     }
@@ -144,6 +159,7 @@ def _run_recipe(setup, recipe, is_reference, caps, preset, requests, references,
         log.warning("recipe %s refused: %s", recipe, error)
         return {"recipe": recipe, "reference": False, "refused": str(error), "images": []}
     log.info("recipe %s: %s", recipe, engine.plan.label())
+    load_before = _load_average()
     engine.start()
     images = []
     for case, request in enumerate(requests):
@@ -167,6 +183,7 @@ def _run_recipe(setup, recipe, is_reference, caps, preset, requests, references,
         log.info("%s %d/%d: %.2f s, PSNR %s, LPIPS %s", recipe, case + 1, len(requests), result.timings.total,
                  images[-1]["psnr_db"], images[-1]["lpips"])
     row = _summary(recipe, is_reference, engine, images, result.peak_memory_kind)
+    row["load_average_1min"] = [load_before, _load_average()]  # other work on the machine slows every timing
     compiled = engine.plan.compile
     del engine, result
     if compiled:
@@ -223,6 +240,10 @@ def _number(value, digits: int):
 
 def _value(number) -> float:
     return math.inf if number == "inf" else number
+
+
+def _load_average() -> float | None:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 def _thumbnail(image):

@@ -77,7 +77,11 @@ def table(report: dict) -> list[str]:
     if "process peak RSS" in kinds:
         notes[0] += (" On a CPU that is the process's high-water mark so far (it never goes down), so a recipe's "
                      "figure includes the ones before it.")
-    return [*lines, "", *notes, *([""] + refused if refused else [])]
+    loads = [x for r in report["recipes"] for x in r.get("load_average_1min") or [] if x is not None]
+    if loads:
+        notes.append(f"Load average (1 min) before and after each recipe: {min(loads):.1f} to {max(loads):.1f} on "
+                     f"{report['device']['cpu_count']} cores (other work on the machine slows every timing).")
+    return [*lines, "", " ".join(notes), *([""] + refused if refused else [])]
 
 
 def markdown(report: dict) -> str:
@@ -125,7 +129,8 @@ def contact_sheet(report: dict, thumbnails: dict) -> Image.Image:
     small = ImageFont.load_default(size=11)
     lpips = report["lpips"]
     for col, r in enumerate(shown):
-        draw.text((GAP + col * (CELL + GAP), 4), _fit(draw, r["recipe"], font, CELL), fill="black", font=font)
+        head = r["recipe"] + (" (reference)" if r["reference"] else "")
+        draw.text((GAP + col * (CELL + GAP), 4), _fit(draw, head, font, CELL), fill="black", font=font)
     for n, case in enumerate(cases):
         y = HEAD_H + GAP + n * row_h
         row = shown[0]["images"][case]

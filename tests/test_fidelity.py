@@ -14,7 +14,7 @@ from conftest import CPU, stand_in_lpips
 from PIL import Image
 
 from fp8demo import fidelity, fidelity_report, lpips_metric, prompt_sets
-from fp8demo.__main__ import main
+from fp8demo.__main__ import _parser, main
 from fp8demo.errors import UserError
 
 DONE_WHEN = ["fidelity", "--model", "tiny", "--recipes", "bf16,fp8,fp8+cache=first-block:0.5", "--prompts", "smoke",
@@ -33,7 +33,7 @@ def _check_report(report: dict, out, prompts: int, seeds: int) -> None:
     for r in report["recipes"]:
         assert r["plan"] and r["seconds_per_image"] > 0 and r["first_image_seconds"] > 0
         assert r["peak_memory_bytes"] > 0 and r["blocks_total_per_image"] == 4 * 2  # 4 steps x tiny's 2 blocks
-        assert len(r["images"]) == prompts * seeds
+        assert len(r["images"]) == prompts * seeds and len(r["load_average_1min"]) == 2
         assert all(i["blocks_run"] + i["blocks_skipped"] == i["blocks_total"] for i in r["images"])
     assert fp8["plan"].startswith("FP8") and fp8["blocks_skipped_per_image"] == 0
     assert isinstance(fp8["psnr_db"]["mean"], float) and fp8["ssim"]["worst"] < 1.0
@@ -49,6 +49,9 @@ def test_the_command_reports_every_recipe_against_the_first(tmp_path, capsys, ca
     report = json.loads(capsys.readouterr().out)
     assert report == json.loads((out / "fidelity.json").read_text())
     _check_report(report, out, prompts=1, seeds=2)
+    again = _parser().parse_args(["fidelity", *report["argv"], "--out", "elsewhere"])  # the recorded flags redo it
+    assert fidelity.setup_from_args(again) == fidelity.setup_from_args(_parser().parse_args(
+        [*DONE_WHEN, "--limit", "1", "--out", "x"]))
 
 
 @pytest.mark.slow
