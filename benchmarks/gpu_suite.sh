@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# GPU suite for any CUDA machine: the GPU-marked tests, `doctor`, and the FP8-against-bf16 benchmark matrix on
-# random:* models (real widths, random weights: nothing is downloaded, no token needed).
+# GPU suite for any CUDA machine: the GPU-marked tests, `doctor`, the FP8-against-bf16 benchmark matrix on
+# random:* models (real widths, random weights: nothing is downloaded, no token needed), and, with HF_TOKEN, the
+# fidelity of each speed recipe on SD3.5 Large Turbo and Large (real weights).
 #
 #   benchmarks/gpu_suite.sh              # results in benchmarks/results/, named after the device
 #   benchmarks/gpu_suite.sh --dry-run    # print the commands, run nothing (no GPU needed)
@@ -10,7 +11,8 @@
 # fails or runs out of time is recorded, the suite goes on, and the exit status is 1. Every bench variant runs in its
 # own process (see fp8demo/bench.py), so each one builds its random model and compiles afresh: that, not the timed
 # runs, is most of the time. Expected on one H100 (estimated, not yet measured): ~28 min on a first run, ~20 min
-# on a rerun whose compiles hit Inductor's cache; the estimate's breakdown is in benchmarks/README.md.
+# on a rerun whose compiles hit Inductor's cache, plus ~22 min for the fidelity steps when HF_TOKEN is set; the
+# estimate's breakdown is in benchmarks/README.md.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -84,6 +86,23 @@ step bench-large 900 "$PYTHON" -m fp8demo -v bench --model random:large --t5 fp8
 step bench-medium 600 "$PYTHON" -m fp8demo -v bench --model random:medium --t5 auto --sizes 1024 \
     --steps 28 --guidance 4.5 --variants fp8+compile,bf16+compile --warmup 3 --runs 10 \
     --out "$OUT_DIR" --name "bench-random-medium-$SLUG"
+
+# Fidelity on the real weights: each speed recipe's pictures against bf16's (LPIPS, PSNR, SSIM beside seconds,
+# memory and blocks skipped) on the first PartiPrompts of the fixed sample, one seed, into
+# $OUT_DIR/fidelity-<model>-<device>/. SD3.5 Large and Large Turbo are gated: without HF_TOKEN (licence accepted)
+# these steps are skipped. Download each model before the suite (python -m fp8demo info --model large-turbo): the
+# budgets do not cover it. LPIPS needs torchvision and AlexNet's weights (docs/performance.md, "Fidelity"). Prompt
+# counts are sized to 10-12 min each on an H100 (estimated, not yet measured): six engines load (~45 s each) and
+# two or three compile (~2.5 min each); the images themselves take ~1.5 min (Turbo ~0.5 s each, Large ~3 s).
+FIDELITY_RECIPES=bf16,fp8-storage,fp8-native,fp8-native+compile,fp8-native+compile+cache,fp8-native+compile+fp8-attention
+if [[ $DRY_RUN == 1 || -n "${HF_TOKEN:-}" ]]; then
+    step fidelity-large-turbo 900 "$PYTHON" -m fp8demo -v fidelity --model large-turbo --recipes "$FIDELITY_RECIPES" \
+        --prompts parti200 --limit 32 --seeds 1 --out "$OUT_DIR/fidelity-large-turbo-$SLUG"
+    step fidelity-large 900 "$PYTHON" -m fp8demo -v fidelity --model large --recipes "$FIDELITY_RECIPES" \
+        --prompts parti200 --limit 8 --seeds 1 --steps 28 --guidance 3.5 --out "$OUT_DIR/fidelity-large-$SLUG"
+else
+    echo "== fidelity: skipped: HF_TOKEN is not set (SD3.5 Large and Large Turbo are gated models)" >&2
+fi
 
 [[ $DRY_RUN == 1 ]] && exit 0
 TOTAL=$((SECONDS - SUITE_START))

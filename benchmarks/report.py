@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import doc_sync
+from fp8demo import fidelity_report
 from fp8demo.report import size_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,9 +106,22 @@ def _overhead(path: Path, data: dict) -> list[str]:
     ]
 
 
+def _fidelity(path: Path, data: dict) -> list[str]:
+    name = f"{path.parent.name}/{path.name}"
+    return [
+        f"**Fidelity, `{data['model']}`** ({data['device']['name']}, {data['device']['kind']}; "
+        f"[{name}]({LINKS}/{name})):",
+        "",
+        *fidelity_report.intro(data),
+        "",
+        *fidelity_report.table(data),
+    ]
+
+
 def section() -> str:
     parts = [START, ""]
-    for path in sorted(RESULTS.glob("*.json")):
+    # the fidelity harness writes a folder per run: fidelity-<model>-<device>/fidelity.json
+    for path in sorted([*RESULTS.glob("*.json"), *RESULTS.glob("fidelity-*/fidelity.json")]):
         data = json.loads(path.read_text())
         kind = data.get("benchmark", "")
         if kind.startswith("resident bytes"):
@@ -116,6 +130,8 @@ def section() -> str:
             parts += _overhead(path, data)
         elif kind == "fp8demo bench":
             parts += _bench(path, data)
+        elif kind == "fidelity":
+            parts += _fidelity(path, data)
         else:
             continue
         parts.append("")

@@ -1,4 +1,4 @@
-"""Command line: `python -m fp8demo generate | info | doctor | plan | quantize | bench`.
+"""Command line: `python -m fp8demo generate | info | doctor | plan | quantize | bench | fidelity`.
 
 Output is one JSON line on stdout so scripts can read it; logs go to stderr. A user mistake prints `error: ...`
 and exits with status 2, never a traceback.
@@ -79,6 +79,26 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--name", default=None, help="file stem (default: bench-<model>-<device>)")
     # internal: each variant is measured in a child process started with this (see fp8demo.bench)
     bench.add_argument("--child-result", default=None, help=argparse.SUPPRESS)
+
+    fid = sub.add_parser("fidelity", help="every prompt x seed with every recipe, scored against the first recipe "
+                                          "(LPIPS, PSNR, SSIM) beside its cost; write JSON, Markdown, contact sheet")
+    config.add_engine_arguments(fid, ("model", "t5", "modulation", "offload", "base", "max_side"))
+    fid.add_argument("--recipes", default="bf16,fp8",
+                     help="comma list of speed recipes, the first the reference: a base (bf16, fp16, fp8, "
+                          "fp8-storage, fp8-native) and modifiers (+compile, +cache, +cache=<spec>, +fp8-attention) "
+                          "(default: %(default)s)")
+    fid.add_argument("--prompts", default="smoke",
+                     help="smoke | parti200 (200 PartiPrompts) | a text file, one prompt a line, # comments "
+                          "(default: %(default)s)")
+    fid.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N prompts of the set")
+    fid.add_argument("--seeds", type=int, default=1, metavar="K",
+                     help="seeds 0..K-1 per prompt (default: %(default)s)")
+    fid.add_argument("--steps", type=int, default=None, help="default: the model preset's")
+    fid.add_argument("--size", default=None, metavar="WxH", help="default: the model preset's")
+    fid.add_argument("--guidance", type=float, default=None, help="default: the model preset's")
+    fid.add_argument("--out", required=True, metavar="DIR",
+                     help="folder for fidelity.json, fidelity.md and contact-sheet.png")
+    fid.add_argument("--json", action="store_true", help="print the whole report as one JSON document")
     return parser
 
 
@@ -264,13 +284,26 @@ def cmd_bench(args) -> dict:
     return {"files": paths}
 
 
+def cmd_fidelity(args) -> dict:
+    from pathlib import Path
+
+    from . import fidelity
+
+    setup = fidelity.setup_from_args(args)  # every flag checked before a model loads
+    outcome = fidelity.run(setup)
+    files = fidelity.save(outcome, Path(args.out))
+    if args.json:
+        return outcome.report
+    print(Path(files["markdown"]).read_text(), file=sys.stderr)
+    return {"files": files}
+
+
 def cmd_serve(args) -> None:
     serve.serve(args)  # until stopped
 
 
 COMMANDS = {"serve": cmd_serve, "generate": cmd_generate, "info": cmd_info, "doctor": cmd_doctor, "plan": cmd_plan,
-            "quantize": cmd_quantize,
-            "bench": cmd_bench}
+            "quantize": cmd_quantize, "bench": cmd_bench, "fidelity": cmd_fidelity}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -160,6 +160,16 @@ def uncompile(transformer) -> None:
         block._fp8demo_compiled = None  # the eager forward runs again (whatever wraps it stays)
 
 
+def reset() -> None:
+    """Forget every compiled graph, and serve eagerly-compiling again: for a process that frees one engine and loads
+    the next (the fidelity harness). Dynamo keeps its graphs on the blocks' shared code, so the old engine's would
+    stay in memory and count against the next one's recompile limit."""
+    import torch
+
+    torch.compiler.reset()
+    torch.compiler.set_stance("default")
+
+
 def is_compiled(transformer) -> bool:
     return any(getattr(b, "_fp8demo_compiled", None) is not None for b in transformer.transformer_blocks)
 

@@ -160,6 +160,34 @@ def forward(tr, side_px: int, seed: int = 0):
                   timestep=torch.tensor([500.0]), return_dict=False)[0]
 
 
+def stand_in_lpips(monkeypatch):
+    """torchmetrics' LPIPS with a randomly initialised AlexNet-shaped backbone instead of torchvision's ImageNet one:
+    the code path of LPIPS without torchvision or its weights (neither is in CI). Its numbers are not LPIPS, and the
+    Lpips object says so (genuine is False)."""
+    pytest.importorskip("torchmetrics")
+    import torch
+    import torchmetrics.functional.image.lpips as tm_lpips
+    import torchmetrics.image.lpip as tm_lpip
+    from torch import nn
+    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+    from fp8demo.lpips_metric import Lpips
+
+    def features(net, pretrained=False):  # torchvision's AlexNet feature layers, in its shapes
+        torch.manual_seed(0)
+        return nn.Sequential(
+            nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
+            nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2))
+
+    monkeypatch.setattr(tm_lpip, "_TORCHVISION_AVAILABLE", True)
+    monkeypatch.setattr(tm_lpips, "_get_tv_model_features", features)
+    metric = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True)
+    return Lpips(metric, backbone="random AlexNet-shaped stand-in (test)")
+
+
 # Debian's Chromium, driven by Playwright (its own browser download does not work offline)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",

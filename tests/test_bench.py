@@ -12,7 +12,7 @@ import pytest
 from conftest import A100, CPU, H100
 from PIL import Image
 
-from fp8demo import bench
+from fp8demo import bench, fidelity
 from fp8demo.__main__ import _parser
 from fp8demo.errors import UserError
 
@@ -96,6 +96,13 @@ def test_gpu_suite_commands_parse():
         cases[args.model] = (args.steps, args.guidance, args.t5)
     assert cases == {"random:large-turbo": ("4", 0.0, "fp8"), "random:large": ("28", 3.5, "fp8"),
                      "random:medium": ("28", 4.5, "auto")}
+    fidelities = [_parser().parse_args(c[3:]) for c in commands if c[2] == "fp8demo" and "fidelity" in c]
+    assert {a.model: (a.prompts, a.limit, a.seeds, a.steps, a.guidance) for a in fidelities} == {
+        "large-turbo": ("parti200", 32, 1, None, None), "large": ("parti200", 8, 1, 28, 3.5)}
+    for args in fidelities:
+        setup = fidelity.setup_from_args(args)  # every recipe and flag is one the harness takes
+        assert setup.recipes[0] == "bf16" and len(setup.recipes) == 6
+        assert args.out.startswith(f"benchmarks/results/fidelity-{args.model}-")  # named after the device
 
 
 def test_gpu_suite_refuses_without_a_gpu(tmp_path):
