@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from PIL import Image
 
-from . import compiler, hardware, prepare, recipes, runplan
+from . import compiler, hardware, lpips_metric, prepare, recipes, runplan
 from .engine import Engine
 from .errors import InvalidRequest, OutOfMemory, SetupError
 from .metrics import ImageMetrics, compare_images, difference_heatmap
@@ -82,6 +82,7 @@ class Comparer:
         self.engine = engine
         self._variants: dict[str, tuple[object, str, bool]] = {}  # kind -> (module, label, on device)
         self._lock = threading.Lock()
+        self._lpips = None  # lpips_metric.Lpips or .Missing, loaded at the first comparison
 
     def prepare(self, recipe: str) -> None:
         """Load, compile and warm the `recipe` side now (at start-up), and keep its kernels in the compile cache."""
@@ -205,7 +206,7 @@ class Comparer:
         return CompareResult(
             baseline=base,
             fp8=fp8,
-            metrics=compare_images(base.image, fp8.image),
+            metrics=self._with_lpips(compare_images(base.image, fp8.image), base.image, fp8.image),
             heatmap=difference_heatmap(base.image, fp8.image),
             swap_seconds=swap,
             load_seconds=load_b + load_f,
@@ -230,6 +231,15 @@ class Comparer:
             results.append(self.compare(replace(job, request=replace(request, prompt=prompt), progress=step),
                                         baseline, candidate))
         return results
+
+    def _with_lpips(self, metrics: ImageMetrics, a, b) -> ImageMetrics:
+        """`metrics` with LPIPS beside PSNR and SSIM, or the reason it cannot be computed here."""
+        if self._lpips is None:
+            self._lpips = lpips_metric.load(self.engine.caps.target)
+        if isinstance(self._lpips, lpips_metric.Missing):
+            return replace(metrics, lpips_note=self._lpips.reason)
+        note = "" if self._lpips.genuine else f"not LPIPS: a stand-in backbone ({self._lpips.backbone})"
+        return replace(metrics, lpips=self._lpips.distance(a, b), lpips_note=note)
 
     def _out_of_memory(self, error: Exception, doing: str) -> None:
         """Raise the visitor's out-of-memory message (memory released, the next request works) for an OOM while

@@ -21,6 +21,8 @@ class ImageMetrics:
     ssim: float  # 1.0 when identical
     mean_abs_diff: float  # on the 0-255 scale
     max_abs_diff: int
+    lpips: float | None = None  # LPIPS (AlexNet), 0 when identical; None: not computed, `lpips_note` says why
+    lpips_note: str = ""
 
     def as_dict(self) -> dict:
         return {
@@ -28,6 +30,8 @@ class ImageMetrics:
             "ssim": round(self.ssim, 5),
             "mean_abs_diff": round(self.mean_abs_diff, 4),
             "max_abs_diff": self.max_abs_diff,
+            "lpips": None if self.lpips is None else round(self.lpips, 4),
+            "lpips_note": self.lpips_note,
         }
 
 

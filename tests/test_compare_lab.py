@@ -2,6 +2,7 @@
 both extra sides kept loaded, a recipe a visitor mistyped refused with its name."""
 
 import pytest
+from conftest import stand_in_lpips
 
 from fp8demo.compare import Comparer
 from fp8demo.errors import InvalidRequest
@@ -36,3 +37,17 @@ def test_a_side_that_is_the_engines_recipe_is_the_engines_transformer(comparer, 
 def test_a_recipe_nobody_can_read_is_refused_naming_it(comparer):
     with pytest.raises(InvalidRequest, match="fp8\\+turbo"):
         comparer.compare(Job(CAT), "fp8+turbo")
+
+
+def test_lpips_stands_beside_psnr_and_ssim_or_says_why_not(tiny_engine, monkeypatch):
+    """Where LPIPS cannot be loaded (no torchvision, AlexNet's weights not cached) the metrics say why; with a
+    backbone (here the tests' random stand-in, labelled as not LPIPS) identical pictures score 0."""
+    comparer = Comparer(tiny_engine)
+    own = comparer.compare(Job(CAT), "fp8-storage", None)
+    assert (own.metrics.lpips is not None and own.metrics.lpips >= 0) or own.metrics.lpips_note
+    assert "lpips" in own.metrics.as_dict() and "lpips_note" in own.metrics.as_dict()
+    comparer._lpips = stand_in_lpips(monkeypatch)
+    own = comparer.compare(Job(CAT), "fp8-storage", None)
+    assert own.metrics.lpips == 0 and "not LPIPS" in own.metrics.lpips_note
+    other = comparer.compare(Job(CAT), "bf16", None)
+    assert other.metrics.lpips > 0
