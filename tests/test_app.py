@@ -46,6 +46,23 @@ def test_generate_api_returns_image_and_seed(app, client):
     assert params.startswith("a cat on a windowsill\n") and "Seed: 123" in params
 
 
+def test_generate_api_streams_the_steps_then_the_result(client):
+    """The events that draw the page's progress reach API callers as streamed outputs: the forming picture, and
+    "Step N of M" with the time left where the timings will be."""
+    import re
+
+    job = client.submit(prompt="a red fox", steps=6, aspect_ratio="512x512", api_name="/generate")
+    images, _, info, _ = job.result()
+    assert "(6 steps)" in info and len(images) == 1
+    streamed = [out[2] for out in job.outputs()[:-1] if isinstance(out[2], str)]
+    assert any(re.fullmatch(r"Step [1-6] of 6( · .*)?", line) for line in streamed), streamed
+
+    job = client.submit(prompt="a red fox", seed=1, steps=2, aspect_ratio="256x256", api_name="/compare")
+    assert "PSNR" in job.result()[4]
+    assert any(isinstance(out[4], str) and re.match(r"Step \d of 4 · (16-bit|FP8) side", out[4])
+               for out in job.outputs()[:-1])
+
+
 def test_generate_api_defaults_and_random_seed(client):
     _, seed_a, _, _ = client.predict(prompt="a boat", api_name="/generate")
     _, seed_b, _, _ = client.predict(prompt="a boat", api_name="/generate")

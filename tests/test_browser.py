@@ -3,6 +3,7 @@
 Set FP8DEMO_SCREENSHOTS=<dir> to save the screenshots of the README and docs/ while it runs.
 """
 
+import re
 import time
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def test_enter_runs_with_a_live_preview_and_an_error_keeps_the_picture(browser, 
 
     prompt.fill("")
     prompt.press("Enter")
-    page.get_by_text("The prompt is empty").wait_for(timeout=10_000)  # beside the field at fault
+    page.locator("#prompt").get_by_text("The prompt is empty").wait_for(timeout=10_000)  # under the field at fault
     page.wait_for_timeout(500)
     assert page.locator("#result img").first.get_attribute("src") == final  # the last good result stays
     assert page.locator("#result-info").inner_text() == info
@@ -91,6 +92,57 @@ def test_enter_runs_with_a_live_preview_and_an_error_keeps_the_picture(browser, 
     page.locator("#gallery img").first.click()  # a click brings back that picture's settings
     page.wait_for_function("document.querySelector('#prompt textarea').value.startsWith('a lighthouse')",
                            timeout=10_000)
+    page.close()
+
+
+# What the page shows at each change while a run is on: the progress line, the Run and Stop buttons, the timings line
+WATCH_RUN = """() => { window.seen = [];
+  const text = (sel) => (document.querySelector(sel) || {innerText: ''}).innerText.trim();
+  new MutationObserver(() => window.seen.push({progress: text('#run-progress .run-progress-text'),
+      run: text('#run'), runOn: !document.querySelector('#run').disabled,
+      stopOn: !document.querySelector('#stop').disabled, info: text('#result-info')}))
+    .observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true}); }"""
+
+
+def test_progress_counts_steps_and_time_left_over_the_forming_picture_and_stop_says_where(browser, url):
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    _ready(page, url)
+    assert not page.locator("#stop").is_enabled()  # nothing to stop yet
+    _settings(page, steps=2, size="512x512")
+    prompt = page.locator("#prompt textarea")
+    prompt.fill("a red fox in an autumn forest")
+    prompt.press("Enter")
+    _wait_done(page)
+
+    page.locator("#steps input[type=number]").fill("20")
+    page.keyboard.press("Tab")
+    page.evaluate(WATCH_RUN)
+    page.locator("#run").click()
+    page.locator("#result-info").get_by_text("(20 steps)").wait_for(timeout=90_000)
+    seen = page.evaluate("() => window.seen")
+    during = [s for s in seen if s["progress"].startswith("Step")]
+    steps = [int(re.match(r"Step (\d+) of 20\b", s["progress"]).group(1)) for s in during]
+    assert len(set(steps)) >= 3 and steps == sorted(steps), steps  # "Step N of 20", forward
+    left = [float(m.group(1)) for s in during if (m := re.search(r"([\d.]+) s left", s["progress"]))]
+    assert len(left) >= 2 and left[-1] < left[0], left  # the time left falls
+    # while it runs: the Run button says so and cannot be pressed again, Stop can; the last timings are hidden
+    assert all(s["run"] == "Running…" and not s["runOn"] and s["stopOn"] and s["info"] == "" for s in during)
+    page.wait_for_timeout(300)
+    assert page.locator("#run").inner_text() == "Run" and page.locator("#run").is_enabled()
+    assert not page.locator("#stop").is_enabled() and page.locator("#run-progress").inner_text().strip() == ""
+
+    # Stop: where the run was, above the last result, which is back with its timings
+    info, png = page.locator("#result-info").inner_text(), page.locator("#download a").first.get_attribute("download")
+    page.locator("#run").click()
+    page.locator("#run-progress").get_by_text(re.compile(r"Step [3-9] of 20")).wait_for(timeout=60_000)
+    page.locator("#stop").click()
+    stopped = page.locator("#run-error").get_by_text(re.compile(r"Stopped at step \d+ of 20; the last result is back"))
+    stopped.wait_for(timeout=30_000)
+    assert stopped.is_visible() and stopped.bounding_box()["y"] < 900  # where the visitor looks
+    page.wait_for_timeout(300)
+    assert png in page.locator("#result img").first.get_attribute("src")  # the last good picture is back
+    assert page.locator("#result-info").inner_text() == info
+    assert page.locator("#run").is_enabled() and not page.locator("#stop").is_enabled()
     page.close()
 
 
@@ -205,17 +257,21 @@ def test_phone_one_progress_indicator_result_in_view_no_overflow(browser, url):
     _settings(page, steps=12, size="768x768")  # a job of a few seconds: long enough to be watched
     page.locator("#prompt textarea").fill("a cozy cabin in a snowy forest")
     page.locator("#run").click()
-    seen = []
+    seen, in_view = [], []
     done = page.locator("#result-info").get_by_text("denoising")
     deadline = time.monotonic() + 60
     while not done.count() and time.monotonic() < deadline:
+        in_view.append(page.evaluate("""() => { const e = document.querySelector('#run-progress .run-progress-text');
+            if (!e || !e.innerText.startsWith('Step')) return null;
+            const box = e.getBoundingClientRect(); return box.top >= 0 && box.bottom <= window.innerHeight; }"""))
         # components showing a progress indicator while the job runs (hidden trackers stay in the DOM)
         seen.append(page.evaluate(
-            "() => new Set([...document.querySelectorAll('.eta-bar, .progress-text, .progress-level')]"
+            "() => new Set([...document.querySelectorAll('.eta-bar, .progress-text, .progress-level, .run-progress')]"
             ".filter(e => e.checkVisibility({opacityProperty: true, visibilityProperty: true}))"
             ".map(e => e.closest('.block'))).size"))
         page.wait_for_timeout(50)
     assert max(seen) == 1, seen  # one indicator, however long the job ran and whenever the page was looked at
+    assert True in in_view and False not in in_view, in_view  # "Step N of 12" over the picture, in view
     _wait_done(page)
     page.wait_for_timeout(800)  # the smooth scroll
     box = page.locator("#result img").first.bounding_box()

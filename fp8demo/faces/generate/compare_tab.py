@@ -8,12 +8,13 @@ import math
 import gradio as gr
 
 from ... import config
-from ...errors import InvalidRequest
+from ...errors import Cancelled, InvalidRequest
 from ...report import size_text
 from ...request import check_prompt
-from ...web.events import GPU, RAW, run_job, session_id
+from ...web.events import GPU, LIGHT, RAW, friendly, session_id, stream_steps
 from ...web.form import Defaults, GenerateForm, text
 from ...web.presence import departure
+from ...web.progress import STARTING, StepClock, stopped_text
 from ...web.service import DemoService
 from .generate_tab import EXAMPLES
 from .sheet import contact_sheet
@@ -39,9 +40,15 @@ def compare_tab(service: DemoService, d: Defaults) -> dict:
                 steps = gr.Slider(config.MIN_STEPS, min(50, config.MAX_STEPS), value=d.steps, step=1, label="Steps")
                 guidance = gr.Slider(config.MIN_GUIDANCE, 10.0, value=d.guidance, step=0.1, label="Guidance")
                 aspect = gr.Dropdown(list(d.aspects), value=d.aspect, label="Aspect ratio", allow_custom_value=True)
-            run = gr.Button("Compare", variant="primary", interactive=service.ready, elem_id="compare-run")
+            with gr.Row():
+                run = gr.Button("Compare", variant="primary", interactive=service.ready, elem_id="compare-run",
+                                scale=3)
+                stop = gr.Button("Stop", variant="secondary", interactive=False, elem_id="compare-stop", scale=1)
         with gr.Column(scale=3):
-            slider = gr.ImageSlider(label="16-bit ◀ ▶ FP8 (drag)", type="pil", elem_id="slider")
+            run_error = gr.Markdown("", elem_id="compare-error", elem_classes=["run-error"])
+            with gr.Column(elem_classes=["stage"]):
+                slider = gr.ImageSlider(label="16-bit ◀ ▶ FP8 (drag)", type="pil", elem_id="slider")
+                progress = gr.HTML("", elem_id="compare-progress", elem_classes=["run-progress-overlay"])
     with gr.Row():
         left = gr.Image(label="16-bit", type="pil", format="webp", interactive=False, elem_id="compare-base")
         right = gr.Image(label="FP8", type="pil", format="webp", interactive=False, elem_id="compare-fp8")
@@ -53,10 +60,16 @@ def compare_tab(service: DemoService, d: Defaults) -> dict:
     with gr.Accordion("Sheet: the same seed, several prompts, FP8 beside 16-bit", open=False, elem_id="sheet"):
         sheet_prompts = gr.Textbox(label="Prompts, one per line (up to 4)", value="\n".join(SHEET_PROMPTS),
                                    lines=4, max_lines=4, elem_id="sheet-prompts")
-        sheet_run = gr.Button("Compare all", variant="primary", interactive=service.ready, elem_id="sheet-run")
-        # The sheet labels its own columns; Gradio's label badge would cover the first one.
-        sheet_image = gr.Image(label="Rows: prompts · columns: 16-bit, FP8", show_label=False, type="pil",
-                               format="jpeg", interactive=False, elem_id="sheet-image")
+        with gr.Row():
+            sheet_run = gr.Button("Compare all", variant="primary", interactive=service.ready, elem_id="sheet-run",
+                                  scale=3)
+            sheet_stop = gr.Button("Stop", variant="secondary", interactive=False, elem_id="sheet-stop", scale=1)
+        sheet_error = gr.Markdown("", elem_id="sheet-error", elem_classes=["run-error"])
+        with gr.Column(elem_classes=["stage"]):
+            # The sheet labels its own columns; Gradio's label badge would cover the first one.
+            sheet_image = gr.Image(label="Rows: prompts · columns: 16-bit, FP8", show_label=False, type="pil",
+                                   format="jpeg", interactive=False, elem_id="sheet-image")
+            sheet_progress = gr.HTML("", elem_id="sheet-progress", elem_classes=["run-progress-overlay"])
         sheet_table = gr.Markdown("", elem_id="sheet-table")
 
     max_side = service.cfg.engine.max_side
@@ -103,48 +116,123 @@ def compare_tab(service: DemoService, d: Defaults) -> dict:
             check_prompt(text(line, "prompt"), max_chars)
         return lines
 
-    def compare(prompt: str, seed: float = 42, baseline: str = "bf16", steps: float = d.steps,
-                guidance: float = d.guidance, aspect_ratio: str = d.aspect, request: gr.Request = None,
-                progress=gr.Progress()):
-        def on_step(i, n):
-            progress((i, n), desc=f"step {i}/{n} ({'16-bit' if i <= n // 2 else 'FP8'})", unit="steps")
+    def events_of(work, note):
+        """The comparison's progress, then its result: ("step", Snapshot) after each step (of both sides), ("done",
+        result) or ("stopped", Snapshot); a failure raises a gr.Error with a message for the visitor."""
+        clock, snapshot = StepClock(note), STARTING
+        try:
+            for kind, value in stream_steps(lambda preview, on_step: [work(on_step)]):
+                if kind == "step" and value[0] is not None:
+                    snapshot = clock.at(*value[0])
+                    yield "step", snapshot
+                elif kind == "item":
+                    yield "done", value
+        except Cancelled:
+            yield "stopped", snapshot
+        except Exception as error:
+            raise friendly(error) from error
 
-        res = run_job(lambda: service.compare(settings(prompt, seed, steps, guidance, aspect_ratio).to_request(),
-                                              baseline, session_id(request), on_step, departure()))
-        if res is None:  # stopped
-            return (gr.skip(),) * 6
-        b, f = res.baseline, res.fp8
-        return (
-            (b.image, f.image),
-            gr.Image(value=b.image, label=f"16-bit: {b.precision}"),
-            gr.Image(value=f.image, label=f"FP8: {f.precision}"),
-            res.heatmap,
-            compare_table(res),
-            res.summary(),
-        )
+    def side(i: int, n: int) -> str:
+        return "16-bit side" if i <= n // 2 else "FP8 side"
 
-    def compare_sheet(prompts: str, seed: float = 42, baseline: str = "bf16", steps: float = d.steps,
-                      guidance: float = d.guidance, aspect_ratio: str = d.aspect, request: gr.Request = None,
-                      progress=gr.Progress()):
-        def on_step(i, n):
-            progress((i, n), desc=f"step {i}/{n}", unit="steps")
+    def one(prompt, seed, baseline, steps_, guidance, aspect_ratio, request):
+        def work(on_step):
+            req = settings(prompt, seed, steps_, guidance, aspect_ratio).to_request()
+            return service.compare(req, baseline, session_id(request), on_step, departure())
+        return events_of(work, side)
 
-        def work():
+    def sheet(prompts, seed, baseline, steps_, guidance, aspect_ratio, request):
+        def work(on_step):
             lines = sheet_lines(prompts)  # the first stands for all in the shared settings (one seed for every row)
-            shared = settings(lines[0], seed, steps, guidance, aspect_ratio).to_request()
+            shared = settings(lines[0], seed, steps_, guidance, aspect_ratio).to_request()
             return service.compare_sheet(lines, shared, baseline, session_id(request), on_step, departure())
 
-        results = run_job(work)
-        if results is None:  # stopped
-            return gr.skip(), gr.skip()
-        return contact_sheet(results), sheet_table_text(results)
+        def note(i: int, n: int) -> str:
+            count = len([p for p in str(prompts).splitlines() if p.strip()][:4]) or 1
+            per = n // count or 1
+            k, j = divmod(i - 1, per)
+            return f"prompt {k + 1} of {count}, {side(j + 1, per)}"
+        return events_of(work, note)
 
-    run.click(compare, [prompt, seed, baseline, steps, guidance, aspect],
-              [slider, left, right, heat, table, details], api_name="compare", show_progress_on=[slider],
-              validator=check, **GPU, **RAW)
-    sheet_run.click(compare_sheet, [sheet_prompts, seed, baseline, steps, guidance, aspect],
-                    [sheet_image, sheet_table], api_name="compare_sheet", validator=check_sheet, **GPU, **RAW)
+    def compare(prompt: str, seed: float = 42, baseline: str = "bf16", steps: float = d.steps,
+                guidance: float = d.guidance, aspect_ratio: str = d.aspect, request: gr.Request = None):
+        """The API's /compare: "Step N of M" (as the metrics table) while it runs, then both sides and the metrics."""
+        for kind, value in one(prompt, seed, baseline, steps, guidance, aspect_ratio, request):
+            if kind == "step":
+                yield (gr.skip(),) * 4 + (value.text(), gr.skip())
+            elif kind == "done":
+                yield compared(value)
+
+    def compare_on_page(prompt, seed=42, baseline="bf16", steps=d.steps, guidance=d.guidance, aspect_ratio=d.aspect,
+                        request: gr.Request = None):
+        outputs = [slider, left, right, heat, table, details]
+        yield from on_page(one(prompt, seed, baseline, steps, guidance, aspect_ratio, request),
+                           lambda res: dict(zip(outputs, compared(res), strict=True)),
+                           run, "Compare", stop, progress, run_error)
+
+    def compare_sheet(prompts: str, seed: float = 42, baseline: str = "bf16", steps: float = d.steps,
+                      guidance: float = d.guidance, aspect_ratio: str = d.aspect, request: gr.Request = None):
+        """The API's /compare_sheet: "Step N of M" (as its table) while it runs, then the sheet and its table."""
+        for kind, value in sheet(prompts, seed, baseline, steps, guidance, aspect_ratio, request):
+            if kind == "step":
+                yield gr.skip(), value.text()
+            elif kind == "done":
+                yield contact_sheet(value), sheet_table_text(value)
+
+    def compare_sheet_on_page(prompts, seed=42, baseline="bf16", steps=d.steps, guidance=d.guidance,
+                              aspect_ratio=d.aspect, request: gr.Request = None):
+        yield from on_page(sheet(prompts, seed, baseline, steps, guidance, aspect_ratio, request),
+                           lambda rows: {sheet_image: contact_sheet(rows), sheet_table: sheet_table_text(rows)},
+                           sheet_run, "Compare all", sheet_stop, sheet_progress, sheet_error)
+
+    def stop_job(request: gr.Request):
+        service.cancel(session_id(request))
+
+    inputs = [prompt, seed, baseline, steps, guidance, aspect]
+    sheet_inputs = [sheet_prompts, seed, baseline, steps, guidance, aspect]
+    # As on the Generate tab, the page's events are private and never raise (the message goes above the last good
+    # result); the API's (triggers the page never shows) stream "Step N of M" and raise as an API should.
+    run.click(compare_on_page, inputs, [slider, left, right, heat, table, details, run, stop, progress, run_error],
+              show_progress="hidden", validator=check, api_visibility="private", **GPU, **RAW)
+    sheet_run.click(compare_sheet_on_page, sheet_inputs,
+                    [sheet_image, sheet_table, sheet_run, sheet_stop, sheet_progress, sheet_error],
+                    show_progress="hidden", validator=check_sheet, api_visibility="private", **GPU, **RAW)
+    api_compare = gr.Button(visible=False, elem_id="api-compare")
+    api_sheet = gr.Button(visible=False, elem_id="api-compare-sheet")
+    api_compare.click(compare, inputs, [slider, left, right, heat, table, details], api_name="compare",
+                      show_progress="hidden", validator=check, **GPU, **RAW)
+    api_sheet.click(compare_sheet, sheet_inputs, [sheet_image, sheet_table], api_name="compare_sheet",
+                    show_progress="hidden", validator=check_sheet, **GPU, **RAW)
+    stop.click(stop_job, None, None, **LIGHT)
+    sheet_stop.click(stop_job, None, None, **LIGHT)
     return {"run": run, "sheet_run": sheet_run}
+
+
+def compared(res) -> tuple:
+    """A comparison as the Compare tab's outputs: the slider, both sides labelled, the heatmap, the table, details."""
+    b, f = res.baseline, res.fp8
+    return ((b.image, f.image), gr.Image(value=b.image, label=f"16-bit: {b.precision}"),
+            gr.Image(value=f.image, label=f"FP8: {f.precision}"), res.heatmap, compare_table(res), res.summary())
+
+
+def on_page(events, show, run: gr.Button, label: str, stop: gr.Button, progress: gr.HTML, error: gr.Markdown):
+    """A comparison's events as page updates: the button says it runs and Stop is on, the progress lies over the
+    picture, then `show(result)` (a dict of updates); a Stop or a failure leaves the last result and says why above
+    it."""
+    idle = {run: gr.Button(label, interactive=True, elem_classes=[]), stop: gr.Button(interactive=False),
+            progress: ""}
+    yield {run: gr.Button("Running…", interactive=False, elem_classes=["running"]), stop: gr.Button(interactive=True),
+           progress: STARTING.html(), error: ""}
+    try:
+        for kind, value in events:
+            if kind == "step":
+                yield {progress: value.html()}
+            elif kind == "stopped":
+                yield {**idle, error: stopped_text(value, "the last result is kept")}
+            else:
+                yield {**idle, **show(value)}
+    except gr.Error as failure:
+        yield {**idle, error: f"⚠️ {failure.message}"}
 
 
 def compare_table(res) -> str:

@@ -15,9 +15,10 @@ from ...errors import Cancelled
 from ...imageio import read_parameters
 from ...report import size_text
 from ...request import MAX_IMAGES, GenerationResult, parse_parameters
-from ...web.events import GPU, LIGHT, RAW, friendly, session_id, stream
+from ...web.events import GPU, LIGHT, RAW, friendly, session_id, stream_steps
 from ...web.form import Defaults, GenerateForm, settings_of
 from ...web.presence import departure
+from ...web.progress import STARTING, StepClock, stopped_text
 from ...web.service import DemoService
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,16 @@ def result_line(r: GenerationResult) -> str:
     )
 
 
+def pictures(result: GenerationResult) -> list:
+    """A run's images as the result gallery shows them: each with its seed."""
+    return [(one.image, f"seed {one.request.seed}") for one in result.each_image()]
+
+
+def entry_line(e: dict) -> str:
+    """A picture of this session's gallery in one line: its settings."""
+    return f"seed {e['seed']} · {e['steps']} steps · guidance {e['guidance']} · {e['width']}x{e['height']}"
+
+
 def picture(entry: dict) -> tuple[str, str]:
     """A history entry as the result gallery shows it: its PNG and its seed."""
     return entry["png"], f"seed {entry['seed']}"
@@ -80,7 +91,7 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
             tokens = gr.Markdown("", elem_id="token-count")
             with gr.Row():
                 run = gr.Button("Run", variant="primary", interactive=service.ready, elem_id="run", scale=3)
-                stop = gr.Button("Stop", variant="secondary", elem_id="stop", scale=1)
+                stop = gr.Button("Stop", variant="secondary", interactive=False, elem_id="stop", scale=1)
             with gr.Accordion("Advanced", open=False, elem_id="advanced"):
                 num_images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images per run",
                                        info="seeds seed, seed+1, …", elem_id="num-images")
@@ -108,9 +119,11 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
             # JPEG for display: ~10 ms to encode a megapixel against ~290 ms for PNG on a small CPU; the PNGs with
             # their parameters are the downloads.
             run_error = gr.Markdown("", elem_id="run-error")  # a failure of the last run, above its last good result
-            result = gr.Gallery(label="Result", format="jpeg", preview=True, selected_index=0, columns=4,
-                                object_fit="contain", height="min(70vh, 720px)", buttons=["fullscreen"],
-                                interactive=False, elem_id="result")
+            with gr.Column(elem_id="stage"):  # the overlay below is drawn over the picture (style.css)
+                result = gr.Gallery(label="Result", show_label=False, format="jpeg", preview=True, selected_index=0,
+                                    columns=4, object_fit="contain", height="min(70vh, 720px)",
+                                    buttons=["fullscreen"], interactive=False, elem_id="result")
+                progress = gr.HTML("", elem_id="run-progress")
             info = gr.Markdown("", elem_id="result-info")
             download = gr.HTML("", elem_id="download")
             gr.Markdown(f"Every picture is saved with its parameters in `{service.output_dir}`.", elem_id="saved-to")
@@ -119,7 +132,8 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
                          fit_columns=False,  # one picture is one column wide, not a stretched strip
                          elem_id="gallery")
     history = gr.State([])
-    shown = gr.State(None)  # the result's last good pictures, (PNG, caption) pairs: put back when a run fails
+    # what the result area showed before this run (pictures, timings line, PNG links): put back when a run fails
+    shown = gr.State(None)
     api_trigger = gr.Button(visible=False, elem_id="api-generate")
     # The form's widgets by GenerateForm's field names, which are also the API's argument names: the events pass them
     # as keyword arguments (inputs_kwargs), so every handler takes **values and names no field itself. The API's
@@ -134,44 +148,33 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
             service.refused("invalid")
         return [gr.validate(name not in errors, errors.get(name, "")) if name in form else None for name in values]
 
-    def job(values: dict, request: gr.Request | None, progress: gr.Progress, on_page: bool):
-        """A generator of (result, seed, info, download, history, run_error, shown) from the event's values (the
-        form's, the session's history and, on the page, the pictures shown): the forming picture after each step,
-        then the images, seed, timings and PNG links. On the page a failure or a Stop puts the last good result back
-        and says what happened above it; an API caller gets the error itself."""
-        history_, shown = values.get("history"), values.get("shown")
-
-        def on_step(i, n):
-            progress((i, n), desc=f"Denoising, step {i}/{n}", unit="steps")
-
-        def restore(message: str):
-            return (gr.Gallery(value=shown or [], selected_index=0), *(gr.skip(),) * 4, message, gr.skip())
-
+    def job(values: dict, request: gr.Request | None):
+        """What a run has to show, as it happens: ("step", (Snapshot, forming picture or None)) after each step,
+        then ("done", (result, PNG paths, history entries)); ("stopped", Snapshot) after Stop. A failure raises a
+        gr.Error with a message for the visitor."""
         try:
             entered = GenerateForm.of(values)
             req, count = entered.to_request(), entered.images()
         except Exception as error:
             raise friendly(error) from error
         sid, gone = session_id(request), departure()
-        result = None
+        clock = StepClock(f"{count} images at once" if count > 1 else "")
+        snapshot, result = STARTING, None
         try:
-            for kind, value in stream(lambda preview: [service.generate(req, sid, on_step, preview, count, gone)]):
-                if kind == "preview":
-                    yield (gr.Gallery(value=[(value, "forming…")], selected_index=0), *(gr.skip(),) * 4, "",
-                           gr.skip())
+            work = stream_steps(lambda preview, on_step: [service.generate(req, sid, on_step, preview, count, gone)])
+            for kind, value in work:
+                if kind == "step":
+                    step, preview = value
+                    if step is not None:
+                        snapshot = clock.at(*step)
+                    yield "step", (snapshot, preview)
                 else:
                     result = value
         except Cancelled:
-            gr.Info("Stopped.")
-            yield restore("")
+            yield "stopped", snapshot
             return
         except Exception as error:
-            failure = friendly(error)
-            if not on_page:
-                raise failure from error
-            # Raising would cover the result with an "Error" badge; the message goes above the last good result.
-            yield restore(f"⚠️ {failure.message}")
-            return
+            raise friendly(error) from error
         for warning in result.warnings:
             gr.Warning(warning)
         each = result.each_image()
@@ -180,30 +183,73 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
         entries = [{"png": str(png), "prompt": one.request.prompt, "negative_prompt": r.negative_prompt,
                     "seed": one.request.seed, "steps": r.steps, "guidance": r.guidance, "width": r.width,
                     "height": r.height} for one, png in zip(each, pngs, strict=True)]
-        new_history = (entries + list(history_ or []))[:HISTORY_LIMIT]
-        images = [(one.image, f"seed {one.request.seed}") for one in each]
-        # a plain list (not an update), so that API callers get [{"image": path, "caption": ...}, ...]
-        yield (images, r.seed, result_line(result), download_links([p.name for p in pngs]), new_history, "",
-               [picture(e) for e in entries])
+        yield "done", (result, pngs, entries)
 
-    def generate(request: gr.Request = None, progress=gr.Progress(), **values):
-        """The API's /generate: the forming picture after each step, then the images, seed, timings and PNG links;
-        a failure is an error."""
-        for update in job(values, request, progress, on_page=False):
-            yield update[:5]
+    def generate(request: gr.Request = None, **values):
+        """The API's /generate: the forming picture and "Step N of M · time left" (as the timings) after each step,
+        then the images, seed, timings and PNG links; a failure is an error."""
+        history_ = values.pop("history", None)
+        for kind, value in job(values, request):
+            if kind == "step":
+                snapshot, preview = value
+                forming = [(preview, "forming…")] if preview is not None else gr.skip()
+                yield forming, gr.skip(), snapshot.text(), gr.skip(), gr.skip()
+            elif kind == "stopped":
+                yield [], gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            else:
+                result, pngs, entries = value
+                # a plain list (not an update), so that API callers get [{"image": path, "caption": ...}, ...]
+                yield (pictures(result), result.request.seed, result_line(result),
+                       download_links([p.name for p in pngs]), (entries + list(history_ or []))[:HISTORY_LIMIT])
 
-    def generate_on_page(request: gr.Request = None, progress=gr.Progress(), **values):
-        yield from job(values, request, progress, on_page=True)
+    def generate_on_page(request: gr.Request = None, **values):
+        """The page's run: the Run button says it runs and Stop is on, the progress lies over the forming picture
+        and the last timings are hidden until the new ones are in. A failure or a Stop puts the last good result
+        back and says what happened above it (raising would cover the result with an "Error" badge)."""
+        history_, before = values.pop("history", None), values.pop("shown", None) or {}
+        count = values.get("num_images")
+        busy = {run: gr.Button("Running…", interactive=False, elem_classes=["running"]),
+                stop: gr.Button(interactive=True), run_error: "", info: "", download: "",
+                progress: STARTING.html()}
+        idle = {run: gr.Button("Run", interactive=True, elem_classes=[]), stop: gr.Button(interactive=False),
+                progress: ""}
+
+        def restore(message: str) -> dict:
+            return {**idle, result: gr.Gallery(value=before.get("pictures") or [], selected_index=0),
+                    info: before.get("info", ""), download: before.get("download", ""), run_error: message}
+
+        yield busy
+        try:
+            for kind, value in job(values, request):
+                if kind == "step":
+                    snapshot, preview = value
+                    update = {progress: snapshot.html()}
+                    if preview is not None:
+                        label = f"image 1 of {count}, forming" if isinstance(count, int) and count > 1 else "forming"
+                        update[result] = gr.Gallery(value=[(preview, label)], selected_index=0)
+                    yield update
+                elif kind == "stopped":
+                    yield restore(stopped_text(value, "the last result is back"))
+                else:
+                    result_, pngs, entries = value
+                    new_history = (entries + list(history_ or []))[:HISTORY_LIMIT]
+                    line, links = result_line(result_), download_links([p.name for p in pngs])
+                    yield {**idle, result: pictures(result_), seed: result_.request.seed, info: line,
+                           download: links, history: new_history, run_error: "",
+                           shown: {"pictures": [picture(e) for e in entries], "info": line, "download": links}}
+        except gr.Error as error:
+            yield restore(f"⚠️ {error.message}")
 
     outputs = [result, seed, info, download, history]
     # The page and the API run the same job through two events: the page's is private and never raises (a failure
     # shows above the last good result), the API's /generate (a trigger the page never shows) raises as an API should.
+    # Gradio's own progress tracker stays hidden: the overlay over the picture is the one indicator.
     event = gr.on([run.click, prompt.submit], generate_on_page, inputs_kwargs={**form, "history": history,
                                                                                "shown": shown},
-                  outputs=[*outputs, run_error, shown], validator=check, show_progress_on=[result],
-                  js=SCROLL_TO_RESULT, api_visibility="private", **GPU, **RAW)
+                  outputs=[*outputs, run_error, shown, progress, run, stop], validator=check,
+                  show_progress="hidden", js=SCROLL_TO_RESULT, api_visibility="private", **GPU, **RAW)
     api_trigger.click(generate, inputs_kwargs={**form, "history": history}, outputs=outputs, api_name="generate",
-                      validator=check, **GPU, **RAW)
+                      validator=check, show_progress="hidden", **GPU, **RAW)
 
     def show_gallery(history_: list):
         """Full pictures (the PNGs themselves, so a download is the PNG with its parameters)."""
@@ -223,11 +269,12 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
         """The picture and its settings together: the result shows it, the form is set to make it again."""
         e = history_[evt.index]
         values = {**settings_of(e, d), "num_images": 1}
+        again = {"pictures": [picture(e)], "info": entry_line(e), "download": download_links([Path(e["png"]).name])}
         return {**{form[name]: value for name, value in values.items()},
-                result: gr.Gallery(value=[picture(e)], selected_index=0),
-                download: download_links([Path(e["png"]).name]), shown: [picture(e)], run_error: ""}
+                result: gr.Gallery(value=again["pictures"], selected_index=0), download: again["download"],
+                info: again["info"], shown: again, run_error: ""}
 
-    gallery.select(reuse, history, [*form.values(), result, download, shown, run_error], **LIGHT)
+    gallery.select(reuse, history, [*form.values(), result, download, shown, run_error, info], **LIGHT)
 
     def load_png(path: str | None):
         """Fill the form from a PNG's `parameters` text (ours, A1111's or Forge's)."""
