@@ -146,6 +146,51 @@ def test_progress_counts_steps_and_time_left_over_the_forming_picture_and_stop_s
     page.close()
 
 
+def _in_view(page, locator) -> bool:
+    box = locator.bounding_box()
+    size = page.viewport_size
+    return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= size["height"] and box["x"] >= 0 \
+        and box["x"] + box["width"] <= size["width"]
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1440, "height": 900}, {"width": 390, "height": 844}],
+                         ids=["desktop", "phone"])
+def test_a_bad_setting_is_summed_up_next_to_run_and_shown_under_its_field(browser, url, viewport):
+    page = browser.new_page(viewport=viewport, is_mobile=viewport["width"] < 768, has_touch=viewport["width"] < 768)
+    _ready(page, url)
+    page.locator("#advanced").click()
+    page.locator("#aspect input").fill("100x100")
+    page.keyboard.press("Enter")
+    page.locator("#advanced").click()  # closed: the field at fault is out of sight
+    page.evaluate("() => window.scrollTo(0, 0)")
+    prompt = page.locator("#prompt textarea")
+    prompt.fill("a red fox")
+    prompt.press("Enter")
+    message = "The width must be between 256 and 1536 pixels, got 100."
+    summary = page.locator("#form-errors").get_by_text(message)
+    summary.wait_for(timeout=10_000)
+    assert _in_view(page, summary) and _in_view(page, page.locator("#run"))  # next to Run, where the visitor looks
+    # under its own field, in the body's size, not over the field's label
+    under = page.locator("#aspect .validation-error")
+    under.wait_for(timeout=10_000)
+    assert message in under.inner_text()
+    assert under.bounding_box()["y"] >= page.locator("#aspect input").bounding_box()["y"] + 20
+    assert page.evaluate("(e) => parseFloat(getComputedStyle(e).fontSize) <= 16 && "
+                         "getComputedStyle(e).fontWeight === '400'", under.element_handle())
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.locator("#advanced").click()  # the visitor closes the section again; the summary opens it and goes there
+    page.locator("#form-errors button", has_text="Aspect ratio").click()
+    page.wait_for_function("() => { const r = document.querySelector('#aspect').getBoundingClientRect();"
+                           "return r.height > 0 && r.top >= 0 && r.bottom <= window.innerHeight; }", timeout=10_000)
+    assert _in_view(page, page.locator("#aspect input"))
+    page.locator("#aspect input").fill("256x256")
+    page.keyboard.press("Enter")
+    page.locator("#run").click()
+    page.locator("#form-errors [role=alert]").wait_for(state="detached", timeout=10_000)  # a good form: no summary
+    _wait_done(page)
+    page.close()
+
+
 def test_a_failed_run_keeps_the_last_good_result_and_says_why(browser, url, monkeypatch):
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     _ready(page, url)

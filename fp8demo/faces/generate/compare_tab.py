@@ -16,6 +16,7 @@ from ...web.form import Defaults, GenerateForm, text
 from ...web.presence import departure
 from ...web.progress import STARTING, StepClock, stopped_text
 from ...web.service import DemoService
+from . import summary
 from .generate_tab import EXAMPLES
 from .sheet import contact_sheet
 
@@ -34,16 +35,21 @@ def compare_tab(service: DemoService, d: Defaults) -> dict:
             prompt = gr.Textbox(label="Prompt", lines=1, max_lines=4, elem_id="compare-prompt",
                                 value="a lighthouse on a cliff at dusk, oil painting")
             with gr.Row():
-                seed = gr.Number(label="Seed", value=42, precision=0, minimum=0, maximum=config.MAX_SEED)
-                baseline = gr.Radio(list(BASELINES), value="bf16", label="16-bit baseline")
-            with gr.Accordion("Settings", open=False):
-                steps = gr.Slider(config.MIN_STEPS, min(50, config.MAX_STEPS), value=d.steps, step=1, label="Steps")
-                guidance = gr.Slider(config.MIN_GUIDANCE, 10.0, value=d.guidance, step=0.1, label="Guidance")
-                aspect = gr.Dropdown(list(d.aspects), value=d.aspect, label="Aspect ratio", allow_custom_value=True)
+                seed = gr.Number(label="Seed", value=42, precision=0, minimum=0, maximum=config.MAX_SEED,
+                                 elem_id="compare-seed")
+                baseline = gr.Radio(list(BASELINES), value="bf16", label="16-bit baseline", elem_id="compare-baseline")
+            with gr.Accordion("Settings", open=False, elem_id="compare-settings") as settings_section:
+                steps = gr.Slider(config.MIN_STEPS, min(50, config.MAX_STEPS), value=d.steps, step=1, label="Steps",
+                                  elem_id="compare-steps")
+                guidance = gr.Slider(config.MIN_GUIDANCE, 10.0, value=d.guidance, step=0.1, label="Guidance",
+                                     elem_id="compare-guidance")
+                aspect = gr.Dropdown(list(d.aspects), value=d.aspect, label="Aspect ratio", allow_custom_value=True,
+                                     elem_id="compare-aspect")
             with gr.Row():
                 run = gr.Button("Compare", variant="primary", interactive=service.ready, elem_id="compare-run",
                                 scale=3)
                 stop = gr.Button("Stop", variant="secondary", interactive=False, elem_id="compare-stop", scale=1)
+            errors_box = summary.summary_box("compare-errors")
         with gr.Column(scale=3):
             run_error = gr.Markdown("", elem_id="compare-error", elem_classes=["run-error"])
             with gr.Column(elem_classes=["stage"]):
@@ -64,6 +70,7 @@ def compare_tab(service: DemoService, d: Defaults) -> dict:
             sheet_run = gr.Button("Compare all", variant="primary", interactive=service.ready, elem_id="sheet-run",
                                   scale=3)
             sheet_stop = gr.Button("Stop", variant="secondary", interactive=False, elem_id="sheet-stop", scale=1)
+        sheet_errors_box = summary.summary_box("sheet-errors")
         sheet_error = gr.Markdown("", elem_id="sheet-error", elem_classes=["run-error"])
         with gr.Column(elem_classes=["stage"]):
             # The sheet labels its own columns; Gradio's label badge would cover the first one.
@@ -91,19 +98,26 @@ def compare_tab(service: DemoService, d: Defaults) -> dict:
             errors["baseline"] = f"The 16-bit baseline must be {' or '.join(BASELINES)}."
         return errors
 
+    def form_errors(prompt, seed, baseline, steps, guidance, aspect_ratio) -> dict[str, str]:
+        errors = settings(prompt, seed, steps, guidance, aspect_ratio).errors(max_side, max_chars, ["prompt"])
+        return errors | setting_errors(seed, baseline, steps, guidance, aspect_ratio)
+
+    def sheet_errors(prompts, seed, baseline, steps, guidance, aspect_ratio) -> dict[str, str]:
+        errors = {}
+        try:
+            sheet_lines(prompts)
+        except InvalidRequest as error:
+            errors["prompts"] = str(error)
+        return errors | setting_errors(seed, baseline, steps, guidance, aspect_ratio)
+
     def check(prompt_, seed_=42, baseline_="bf16", steps_=d.steps, guidance_=d.guidance, aspect_ratio=d.aspect):
-        """Before the queue, as on the Generate tab: each message beside its own field."""
-        errors = setting_errors(seed_, baseline_, steps_, guidance_, aspect_ratio)
-        errors |= settings(prompt_, seed_, steps_, guidance_, aspect_ratio).errors(max_side, max_chars, ["prompt"])
+        """Before the queue, as on the Generate tab: each message under its own field."""
+        errors = form_errors(prompt_, seed_, baseline_, steps_, guidance_, aspect_ratio)
         return verdicts(errors, ("prompt", "seed", "baseline", "steps", "guidance", "aspect_ratio"))
 
     def check_sheet(prompts_, seed_=42, baseline_="bf16", steps_=d.steps, guidance_=d.guidance,
                     aspect_ratio=d.aspect):
-        errors = setting_errors(seed_, baseline_, steps_, guidance_, aspect_ratio)
-        try:
-            sheet_lines(prompts_)
-        except InvalidRequest as error:
-            errors["prompts"] = str(error)
+        errors = sheet_errors(prompts_, seed_, baseline_, steps_, guidance_, aspect_ratio)
         return verdicts(errors, ("prompts", "seed", "baseline", "steps", "guidance", "aspect_ratio"))
 
     def sheet_lines(prompts_) -> list[str]:
@@ -190,6 +204,11 @@ def compare_tab(service: DemoService, d: Defaults) -> dict:
 
     inputs = [prompt, seed, baseline, steps, guidance, aspect]
     sheet_inputs = [sheet_prompts, seed, baseline, steps, guidance, aspect]
+    shared = dict(seed=seed, baseline=baseline, steps=steps, guidance=guidance, aspect_ratio=aspect)
+    in_settings = {"steps", "guidance", "aspect_ratio"}
+    summary.wire([run.click], errors_box, dict(prompt=prompt, **shared), form_errors, settings_section, in_settings)
+    summary.wire([sheet_run.click], sheet_errors_box, dict(prompts=sheet_prompts, **shared), sheet_errors,
+                 settings_section, in_settings)
     # As on the Generate tab, the page's events are private and never raise (the message goes above the last good
     # result); the API's (triggers the page never shows) stream "Step N of M" and raise as an API should.
     run.click(compare_on_page, inputs, [slider, left, right, heat, table, details, run, stop, progress, run_error],

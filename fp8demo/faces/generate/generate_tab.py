@@ -20,6 +20,7 @@ from ...web.form import Defaults, GenerateForm, settings_of
 from ...web.presence import departure
 from ...web.progress import STARTING, StepClock, stopped_text
 from ...web.service import DemoService
+from . import summary
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +33,22 @@ EXAMPLES = [
 ]
 HISTORY_LIMIT = 24
 NEGATIVE_NOTE = "ℹ️ Guidance is at most 1, so the negative prompt has no effect (and is not written into the PNG)."
-# On a phone the result column sits below the form: bring it into view when Run is pressed (wide screens see both),
-# and again once the result is in, because the form above it changes height while the job runs (progress, notes).
-SCROLL_TO_RESULT = """(...args) => {
-  const el = document.querySelector('#result');
+# On a phone the result column sits below the form: bring it into view when a run starts (wide screens see both;
+# a form with errors keeps the page where its summary is), and again once the result is in, because the form above
+# it changes height while the job runs (notes). The column's top is the message of a failed or stopped run.
+_SCROLL = """const el = document.querySelector('#result-column');
   if (window.innerWidth < 768 && el) {
     const box = el.getBoundingClientRect();
     if (box.top < -1 || box.bottom > window.innerHeight + 1) el.scrollIntoView({behavior: 'smooth'});
-  }
-  return args;
-}"""
+  }"""
+SCROLL_TO_RESULT = f"(...args) => {{ {_SCROLL}; return args; }}"
+# run by the progress overlay (gr.HTML's js_on_load) each time its value changes: a run has started when it appears
+SCROLL_ON_START = f"""let shown = false;
+watch('value', () => {{
+  const now = element.querySelector('.run-progress') !== null;
+  if (now && !shown) {{ {_SCROLL} }}
+  shown = now;
+}});"""
 
 
 def result_line(r: GenerationResult) -> str:
@@ -92,7 +99,8 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
             with gr.Row():
                 run = gr.Button("Run", variant="primary", interactive=service.ready, elem_id="run", scale=3)
                 stop = gr.Button("Stop", variant="secondary", interactive=False, elem_id="stop", scale=1)
-            with gr.Accordion("Advanced", open=False, elem_id="advanced"):
+            errors_box = summary.summary_box("form-errors")
+            with gr.Accordion("Advanced", open=False, elem_id="advanced") as advanced:
                 num_images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images per run",
                                        info="seeds seed, seed+1, …", elem_id="num-images")
                 negative = gr.Textbox("", label="Negative prompt", placeholder="what to avoid", lines=1,
@@ -123,7 +131,7 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
                 result = gr.Gallery(label="Result", show_label=False, format="jpeg", preview=True, selected_index=0,
                                     columns=4, object_fit="contain", height="min(70vh, 720px)",
                                     buttons=["fullscreen"], interactive=False, elem_id="result")
-                progress = gr.HTML("", elem_id="run-progress")
+                progress = gr.HTML("", elem_id="run-progress", js_on_load=SCROLL_ON_START)
             info = gr.Markdown("", elem_id="result-info")
             download = gr.HTML("", elem_id="download")
             gr.Markdown(f"Every picture is saved with its parameters in `{service.output_dir}`.", elem_id="saved-to")
@@ -147,6 +155,11 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
         if errors:
             service.refused("invalid")
         return [gr.validate(name not in errors, errors.get(name, "")) if name in form else None for name in values]
+
+    # the summary next to Run: registered before the run's events, so that it answers first
+    summary.wire([run.click, prompt.submit], errors_box, form,
+                 lambda **values: GenerateForm.of(values).errors(max_side, max_chars), advanced,
+                 {name for name in form if name != "prompt"})
 
     def job(values: dict, request: gr.Request | None):
         """What a run has to show, as it happens: ("step", (Snapshot, forming picture or None)) after each step,
@@ -247,7 +260,7 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
     event = gr.on([run.click, prompt.submit], generate_on_page, inputs_kwargs={**form, "history": history,
                                                                                "shown": shown},
                   outputs=[*outputs, run_error, shown, progress, run, stop], validator=check,
-                  show_progress="hidden", js=SCROLL_TO_RESULT, api_visibility="private", **GPU, **RAW)
+                  show_progress="hidden", api_visibility="private", **GPU, **RAW)
     api_trigger.click(generate, inputs_kwargs={**form, "history": history}, outputs=outputs, api_name="generate",
                       validator=check, show_progress="hidden", **GPU, **RAW)
 
