@@ -50,6 +50,15 @@ def _settings(page, steps=None, num_images=None, size="256x256"):
             page.keyboard.press("Tab")
 
 
+def _settings_open(page, steps=None, size="256x256"):
+    """The settings, Advanced being open."""
+    page.locator("#aspect input").fill(size)
+    page.keyboard.press("Enter")
+    if steps is not None:
+        page.locator("#steps input[type=number]").fill(str(steps))
+        page.keyboard.press("Tab")
+
+
 def _wait_done(page):
     page.locator("#result-info").get_by_text("denoising").wait_for(timeout=60_000)
 
@@ -188,6 +197,119 @@ def test_a_bad_setting_is_summed_up_next_to_run_and_shown_under_its_field(browse
     page.locator("#run").click()
     page.locator("#form-errors [role=alert]").wait_for(state="detached", timeout=10_000)  # a good form: no summary
     _wait_done(page)
+    page.close()
+
+
+# Measured from computed styles and boxes: the contrast of every text on the page (and of placeholders and values)
+# against what lies behind it, and the size of every control a finger must hit; `minTarget` 0 skips the sizes.
+MEASURE = """(minTarget) => {
+  const problems = [];
+  const parse = (c) => {
+    const m = /rgba?\\(([^)]+)\\)/.exec(c || '');
+    if (!m) return null;
+    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+  };
+  const lin = (v) => { v /= 255; return v <= 0.04045 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  const lum = (c) => 0.2126 * lin(c[0]) + 0.7152 * lin(c[1]) + 0.0722 * lin(c[2]);
+  const over = (top, under) => [0, 1, 2].map((i) => top[i] * top[3] + under[i] * (1 - top[3])).concat([1]);
+  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+  const opacity = (el) => {
+    let o = 1;
+    for (let e = el; e; e = e.parentElement) o *= parseFloat(getComputedStyle(e).opacity);
+    return o;
+  };
+  const shown = (el) => { const r = el.getBoundingClientRect();
+    return el.checkVisibility({opacityProperty: true, visibilityProperty: true}) && r.width > 0 && r.height > 0; };
+  const name = (el) => `${el.tagName.toLowerCase()}${el.id ? '#' + el.id : ''} "${(el.textContent || el.placeholder ||
+    el.value || '').trim().slice(0, 30)}"`;
+  // the colours behind an element, down to the first opaque one (the page is white below them all)
+  const behind = (el) => {
+    const layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c && c[3] > 0) layers.push(c);
+      if (c && c[3] >= 0.999) return layers;
+    }
+    return [...layers, [255, 255, 255, 1]];
+  };
+  const flat = (layers) => layers.reduceRight((under, top) => over(top, under));
+  const ratios = [];
+  const check = (el, colour, what) => {
+    const ground = flat(behind(el)), c = parse(colour);
+    c[3] *= opacity(el);
+    const r = ratio(over(c, ground), ground);
+    ratios.push(r);
+    if (r < 4.5) problems.push(`contrast ${r.toFixed(2)} of ${what} ${name(el)}`);
+  };
+  // what a visitor can see: not Gradio's hidden copy of the tabs it measures for overflow, not icons
+  const all = [...document.querySelectorAll('body *')].filter(shown)
+    .filter((e) => !e.closest('svg, .visually-hidden'));
+  for (const el of all) {
+    if ([...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim()))
+      check(el, getComputedStyle(el).color, 'text');
+    if (el.matches('textarea, input[type=text], input:not([type])') && !el.value && el.placeholder)
+      check(el, getComputedStyle(el, '::placeholder').color, 'placeholder');
+    if (el.matches('input[type=number], input[type=text], input:not([type]), textarea') && el.value)
+      check(el, getComputedStyle(el).color, 'value');
+  }
+  const controls = 'button, a[href], textarea, select, summary, [role=tab], label:has(input[type=checkbox]), ' +
+    'label:has(input[type=radio]), input:not([type=hidden]):not([type=checkbox]):not([type=radio])';
+  const sizes = [];
+  for (const el of all.filter((e) => e.matches(controls))) {
+    const r = el.getBoundingClientRect();
+    sizes.push(Math.min(r.width, r.height));
+    if (Math.min(r.width, r.height) < minTarget)
+      problems.push(`target ${Math.round(r.width)}x${Math.round(r.height)} ${name(el)}`);
+  }
+  return {problems, texts: ratios.length, minRatio: Math.min(...ratios), controls: sizes.length,
+          minTarget: Math.min(...sizes)};
+}"""
+
+
+def measured(page, where: str, targets: int) -> dict:
+    found = page.evaluate(MEASURE, targets)
+    assert not found["problems"], (where, found["problems"])
+    assert found["texts"] > 10 and found["controls"] > 5, (where, found)
+    return found
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1440, "height": 900}, {"width": 390, "height": 844}],
+                         ids=["desktop", "phone"])
+def test_the_first_screen_is_calm_readable_and_within_reach(browser, url, viewport):
+    """A short header (title, one line, the engine in a small badge that opens to its details, the random weights in
+    one line), Run in view without scrolling; every text >= 4.5:1 and, on a phone, every control >= 44 px: first,
+    with the settings open, after a run, and on the Compare tab."""
+    phone = viewport["width"] < 768
+    page = browser.new_page(viewport=viewport, is_mobile=phone, has_touch=phone)
+    _ready(page, url)
+    line = lambda sel: page.evaluate(  # noqa: E731
+        "(s) => { const e = document.querySelector(s); return e.getBoundingClientRect().height /"
+        " parseFloat(getComputedStyle(e).lineHeight); }", sel)
+    assert page.locator("#title h1").inner_text() == "fp8demo" and line("#title h1") < 1.5
+    assert line(".status-note") < 1.5 and "Random weights" in page.locator(".status-note").inner_text()
+    assert not page.locator(".status-badge dl").is_visible()
+    page.locator(".status-badge summary").click()  # the badge opens to the details
+    details = page.locator(".status-badge dl").inner_text()
+    assert all(word in details for word in ("Model", "Precision", "Device", "Pictures saved in", "tiny"))
+    page.locator(".status-badge summary").click()
+    run = page.locator("#run").bounding_box()
+    assert run["y"] >= 0 and run["y"] + run["height"] <= viewport["height"]  # Run without scrolling
+    targets = 44 if phone else 0
+    first = measured(page, "first screen", targets)
+    page.locator("#advanced").click()
+    page.locator("#seed input").wait_for()
+    measured(page, "settings open", targets)
+    _settings_open(page, steps=2, size="256x256")
+    page.locator("#prompt textarea").fill("a red fox")
+    page.locator("#run").click()
+    _wait_done(page)
+    after = measured(page, "after a run", targets)
+    page.get_by_role("tab", name="Compare FP16/BF16 vs FP8").click()
+    page.locator("#compare-run").wait_for()
+    measured(page, "compare", targets)
+    print(viewport, "min contrast", round(min(first["minRatio"], after["minRatio"]), 2),
+          "smallest control", round(min(first["minTarget"], after["minTarget"])), "px")
     page.close()
 
 

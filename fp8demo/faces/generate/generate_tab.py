@@ -134,7 +134,6 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
                 progress = gr.HTML("", elem_id="run-progress", js_on_load=SCROLL_ON_START)
             info = gr.Markdown("", elem_id="result-info")
             download = gr.HTML("", elem_id="download")
-            gr.Markdown(f"Every picture is saved with its parameters in `{service.output_dir}`.", elem_id="saved-to")
     gallery = gr.Gallery(label="This session: click a picture to bring back it and its settings", columns=6,
                          height=240, allow_preview=False, object_fit="contain", buttons=["download"],
                          fit_columns=False,  # one picture is one column wide, not a stretched strip
