@@ -86,7 +86,7 @@ def test_enter_runs_with_a_live_preview_and_an_error_keeps_the_picture(browser, 
     href = page.locator("#download a").first.get_attribute("href")
     png = page.request.get(url + href)  # the download link serves the PNG with its parameters
     assert png.ok and png.headers["content-type"] == "image/png" and b"parameters" in png.body()[:4096]
-    page.locator("#gallery img").first.wait_for(timeout=10_000)  # this session's gallery
+    page.locator("#gallery img").first.wait_for(timeout=10_000)  # this browser's gallery
     page.locator("#advanced").click()  # closed again, for the screenshot
     shot(page, "generate.png")
 
@@ -98,7 +98,7 @@ def test_enter_runs_with_a_live_preview_and_an_error_keeps_the_picture(browser, 
     assert page.locator("#result-info").inner_text() == info
     assert page.get_by_text("Error", exact=True).count() == 0
 
-    page.locator("#gallery img").first.click()  # a click brings back that picture's settings
+    page.locator("#gallery [data-action=settings]").first.click()  # brings back that picture's settings
     page.wait_for_function("document.querySelector('#prompt textarea').value.startsWith('a lighthouse')",
                            timeout=10_000)
     page.close()
@@ -311,6 +311,59 @@ def test_the_first_screen_is_calm_readable_and_within_reach(browser, url, viewpo
     print(viewport, "min contrast", round(min(first["minRatio"], after["minRatio"]), 2),
           "smallest control", round(min(first["minTarget"], after["minTarget"])), "px")
     page.close()
+
+
+def test_the_gallery_keeps_this_browsers_pictures_newest_first_with_what_to_do_with_each(browser, url):
+    """Larger pictures in a grid, newest first, the caption under each; per picture its PNG (with the parameters),
+    "use these settings", "use this seed" and full size; a reload keeps them (the browser's local storage)."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    _ready(page, url)
+    _settings(page, steps=2)
+    prompt = page.locator("#prompt textarea")
+    for text in ("a red fox in an autumn forest", "a lighthouse on a cliff"):
+        prompt.fill(text)
+        prompt.press("Enter")
+        page.locator("#gallery .history-prompt").get_by_text(text).wait_for(timeout=60_000)
+    cards = page.locator("#gallery .history-item")
+    assert cards.count() == 2 and "a lighthouse" in cards.first.inner_text()  # newest first
+    first = cards.first
+    picture, caption = first.locator("img").bounding_box(), first.locator(".history-prompt").bounding_box()
+    assert picture["width"] >= 200 and caption["y"] >= picture["y"] + picture["height"]  # large, caption under it
+    seed = int(re.search(r"seed (\d+)", first.locator(".history-meta").inner_text()).group(1))
+
+    png = page.request.get(url + first.locator("a[download]").get_attribute("href"))  # the PNG with its parameters
+    assert png.ok and png.headers["content-type"] == "image/png" and b"a lighthouse on a cliff" in png.body()[:4096]
+
+    prompt.fill("something else")  # the form moves on; "use these settings" brings the picture's back
+    page.locator("#steps input[type=number]").fill("7")
+    page.keyboard.press("Tab")
+    first.locator("[data-action=settings]").click()
+    page.wait_for_function("document.querySelector('#prompt textarea').value === 'a lighthouse on a cliff'",
+                           timeout=10_000)
+    value = "(sel) => document.querySelector(sel).value"
+    assert page.evaluate(value, "#steps input[type=number]") == "2"
+    assert page.evaluate(value, "#seed input") == str(seed) and not page.locator("#randomize input").is_checked()
+    page.locator("#seed input").fill("5")
+    page.locator("#randomize input").check()
+    cards.nth(1).locator("[data-action=seed]").click()  # "use this seed": the seed alone
+    older = int(re.search(r"seed (\d+)", cards.nth(1).locator(".history-meta").inner_text()).group(1))
+    page.wait_for_function(f"document.querySelector('#seed input').value === '{older}'", timeout=10_000)
+    assert not page.locator("#randomize input").is_checked() and prompt.input_value() == "a lighthouse on a cliff"
+
+    first.locator(".history-open").click()  # full size, over the page
+    full = page.locator("dialog.history-full img")
+    full.wait_for(timeout=10_000)
+    page.wait_for_function("() => document.querySelector('dialog.history-full img').naturalWidth === 256")
+    shot(page, "generate-gallery-full.png", full_page=False)
+    page.keyboard.press("Escape")
+    full.wait_for(state="hidden", timeout=5_000)
+
+    page.reload()  # the same browser: its pictures are still there
+    _ready(page, url)
+    cards.first.wait_for(timeout=20_000)
+    assert cards.count() == 2 and "a lighthouse" in cards.first.inner_text()
+    context.close()
 
 
 def test_a_failed_run_keeps_the_last_good_result_and_says_why(browser, url, monkeypatch):

@@ -1,12 +1,11 @@
 """The Generate tab: a prompt and its settings (one GenerateForm) to pictures, with a live preview, a Stop button,
-this session's gallery and settings loaded from a PNG. Layout and wiring only; every handler is a short adapter from
+this browser's gallery and settings loaded from a PNG. Layout and wiring only; every handler is a short adapter from
 widget values to a DemoService call, and nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import gradio as gr
 
@@ -20,7 +19,7 @@ from ...web.form import Defaults, GenerateForm, settings_of
 from ...web.presence import departure
 from ...web.progress import STARTING, StepClock, stopped_text
 from ...web.service import DemoService
-from . import summary
+from . import history, summary
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,6 @@ EXAMPLES = [
     "a red fox in an autumn forest, golden leaves, wildlife photography",
     "isometric illustration of a tiny island with a castle and a waterfall",
 ]
-HISTORY_LIMIT = 24
 NEGATIVE_NOTE = "ℹ️ Guidance is at most 1, so the negative prompt has no effect (and is not written into the PNG)."
 # On a phone the result column sits below the form: bring it into view when a run starts (wide screens see both;
 # a form with errors keeps the page where its summary is), and again once the result is in, because the form above
@@ -68,14 +66,7 @@ def pictures(result: GenerationResult) -> list:
     return [(one.image, f"seed {one.request.seed}") for one in result.each_image()]
 
 
-def entry_line(e: dict) -> str:
-    """A picture of this session's gallery in one line: its settings."""
-    return f"seed {e['seed']} · {e['steps']} steps · guidance {e['guidance']} · {e['width']}x{e['height']}"
 
-
-def picture(entry: dict) -> tuple[str, str]:
-    """A history entry as the result gallery shows it: its PNG and its seed."""
-    return entry["png"], f"seed {entry['seed']}"
 
 
 def download_links(names: list[str]) -> str:
@@ -134,11 +125,11 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
                 progress = gr.HTML("", elem_id="run-progress", js_on_load=SCROLL_ON_START)
             info = gr.Markdown("", elem_id="result-info")
             download = gr.HTML("", elem_id="download")
-    gallery = gr.Gallery(label="This session: click a picture to bring back it and its settings", columns=6,
-                         height=240, allow_preview=False, object_fit="contain", buttons=["download"],
-                         fit_columns=False,  # one picture is one column wide, not a stretched strip
-                         elem_id="gallery")
-    history = gr.State([])
+            gallery = gr.HTML(history.gallery_html([]), elem_id="gallery", js_on_load=history.GALLERY_JS)
+    # this browser's pictures (history.py): in its local storage, so that a reload keeps them; the API's callers
+    # have a history of their own in a session state, as before
+    saved = gr.BrowserState([], storage_key=history.STORAGE_KEY)
+    api_history = gr.State([])
     # what the result area showed before this run (pictures, timings line, PNG links): put back when a run fails
     shown = gr.State(None)
     api_trigger = gr.Button(visible=False, elem_id="api-generate")
@@ -147,6 +138,10 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
     # default for each argument is its widget's initial value (hence the negative prompt's explicit "").
     form = dict(prompt=prompt, negative_prompt=negative, seed=seed, randomize_seed=randomize, steps=steps,
                 guidance=guidance, aspect_ratio=aspect, num_images=num_images)
+
+    def picture(e: dict) -> tuple[str, str]:
+        """A history entry as the result shows it: its PNG and its seed."""
+        return str(service.output_dir / e["png"]), f"seed {e['seed']}"
 
     def check(**values):
         """Runs before the queue: each message appears under its own field and nothing else on the page changes."""
@@ -191,10 +186,7 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
             gr.Warning(warning)
         each = result.each_image()
         pngs = [service.save_png(r) for r in each]
-        r = result.request
-        entries = [{"png": str(png), "prompt": one.request.prompt, "negative_prompt": r.negative_prompt,
-                    "seed": one.request.seed, "steps": r.steps, "guidance": r.guidance, "width": r.width,
-                    "height": r.height} for one, png in zip(each, pngs, strict=True)]
+        entries = [history.entry(one.request, png.name) for one, png in zip(each, pngs, strict=True)]
         yield "done", (result, pngs, entries)
 
     def generate(request: gr.Request = None, **values):
@@ -212,7 +204,7 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
                 result, pngs, entries = value
                 # a plain list (not an update), so that API callers get [{"image": path, "caption": ...}, ...]
                 yield (pictures(result), result.request.seed, result_line(result),
-                       download_links([p.name for p in pngs]), (entries + list(history_ or []))[:HISTORY_LIMIT])
+                       download_links([p.name for p in pngs]), (entries + list(history_ or []))[:history.LIMIT])
 
     def generate_on_page(request: gr.Request = None, **values):
         """The page's run: the Run button says it runs and Stop is on, the progress lies over the forming picture
@@ -244,31 +236,34 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
                     yield restore(stopped_text(value, "the last result is back"))
                 else:
                     result_, pngs, entries = value
-                    new_history = (entries + list(history_ or []))[:HISTORY_LIMIT]
+                    new_history = (entries + kept(history_))[:history.LIMIT]
                     line, links = result_line(result_), download_links([p.name for p in pngs])
                     yield {**idle, result: pictures(result_), seed: result_.request.seed, info: line,
-                           download: links, history: new_history, run_error: "",
+                           download: links, saved: new_history, gallery: history.gallery_html(new_history),
+                           run_error: "",
                            shown: {"pictures": [picture(e) for e in entries], "info": line, "download": links}}
         except gr.Error as error:
             yield restore(f"⚠️ {error.message}")
 
-    outputs = [result, seed, info, download, history]
+    outputs = [result, seed, info, download]
     # The page and the API run the same job through two events: the page's is private and never raises (a failure
     # shows above the last good result), the API's /generate (a trigger the page never shows) raises as an API should.
     # Gradio's own progress tracker stays hidden: the overlay over the picture is the one indicator.
-    event = gr.on([run.click, prompt.submit], generate_on_page, inputs_kwargs={**form, "history": history,
+    event = gr.on([run.click, prompt.submit], generate_on_page, inputs_kwargs={**form, "history": saved,
                                                                                "shown": shown},
-                  outputs=[*outputs, run_error, shown, progress, run, stop], validator=check,
+                  outputs=[*outputs, saved, gallery, run_error, shown, progress, run, stop], validator=check,
                   show_progress="hidden", api_visibility="private", **GPU, **RAW)
-    api_trigger.click(generate, inputs_kwargs={**form, "history": history}, outputs=outputs, api_name="generate",
-                      validator=check, show_progress="hidden", **GPU, **RAW)
-
-    def show_gallery(history_: list):
-        """Full pictures (the PNGs themselves, so a download is the PNG with its parameters)."""
-        return [(e["png"], e["prompt"][:60]) for e in history_ if service.wait_for_file(Path(e["png"]), timeout=10)]
-
-    event.then(show_gallery, history, gallery, **LIGHT)
+    api_trigger.click(generate, inputs_kwargs={**form, "history": api_history}, outputs=[*outputs, api_history],
+                      api_name="generate", validator=check, show_progress="hidden", **GPU, **RAW)
     event.success(None, js=SCROLL_TO_RESULT)
+
+    def kept(raw) -> list[dict]:
+        return history.clean(raw, service.saved_png, max_chars)
+
+    def show_saved(raw):
+        """On load: the pictures this browser kept, those the server still has."""
+        entries = kept(raw)
+        return entries, history.gallery_html(entries)
 
     def stop_job(request: gr.Request):
         service.cancel(session_id(request))
@@ -277,16 +272,22 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
     prompt.change(service.token_status, prompt, tokens, trigger_mode="always_last", **LIGHT)
     guidance.change(lambda g: gr.Markdown(visible=g is not None and g <= 1.0), guidance, negative_note, **LIGHT)
 
-    def reuse(history_: list, evt: gr.SelectData):
-        """The picture and its settings together: the result shows it, the form is set to make it again."""
-        e = history_[evt.index]
+    def use(raw, evt: gr.EventData):
+        """A gallery card's action: "settings" sets the form to make the picture again (and shows it with its PNG),
+        "seed" sets the seed only."""
+        entries, index = kept(raw), getattr(evt, "index", None)
+        if not isinstance(index, int) or not 0 <= index < len(entries):
+            return {}
+        e = entries[index]
+        if getattr(evt, "action", None) == "seed":
+            return {seed: e["seed"], randomize: False}
         values = {**settings_of(e, d), "num_images": 1}
-        again = {"pictures": [picture(e)], "info": entry_line(e), "download": download_links([Path(e["png"]).name])}
+        again = {"pictures": [picture(e)], "info": history.caption(e), "download": download_links([e["png"]])}
         return {**{form[name]: value for name, value in values.items()},
                 result: gr.Gallery(value=again["pictures"], selected_index=0), download: again["download"],
                 info: again["info"], shown: again, run_error: ""}
 
-    gallery.select(reuse, history, [*form.values(), result, download, shown, run_error, info], **LIGHT)
+    gallery.click(use, saved, [*form.values(), result, download, shown, run_error, info], **LIGHT)
 
     def load_png(path: str | None):
         """Fill the form from a PNG's `parameters` text (ours, A1111's or Forge's)."""
@@ -302,5 +303,5 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
         return {**{form[name]: value for name, value in values.items()}, png_note: "✅ Settings loaded from the PNG."}
 
     png_in.change(load_png, png_in, [*form.values(), png_note], **LIGHT)
-    return {"run": run}
+    return {"run": run, "load": (show_saved, saved, [saved, gallery])}
 

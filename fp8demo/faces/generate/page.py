@@ -40,6 +40,7 @@ def build_page(service: DemoService) -> gr.Blocks:
         buttons = [g["run"], c["run"], c["sheet_run"]]
         timer.tick(refresh, None, [status, timer, *buttons], **LIGHT)
         demo.load(refresh, None, [status, timer, *buttons], **LIGHT)
+        demo.load(*g["load"], **LIGHT)
     return demo
 
 
