@@ -128,7 +128,7 @@ def test_compare_api_shows_both_sides_and_metrics(client):
     slider, left, right, heat, table, details = client.predict(prompt="a red fox", seed=9, api_name="/compare")
     assert len(slider) == 2 and all(Image.open(p).size == (512, 512) for p in slider)
     assert "bf16" in left["label"] and "FP8" in right["label"]
-    assert Image.open(heat).size[1] == 512 and Image.open(heat).size[0] > 512  # the map and its colour scale
+    assert Image.open(heat).size[0] == 512 and Image.open(heat).size[1] > 512  # the map, its colour scale under it
     m = details["metrics"]
     assert 20 < m["psnr_db"] < 100 and 0.5 < m["ssim"] < 1.0 and m["mean_abs_diff"] > 0  # close, not identical
     assert details["seed"] == 9 and details["swap_seconds"] == 0.0 and details["baseline_resident"]

@@ -3,7 +3,7 @@ and a sheet of several prompts. Its settings are the Generate form's, checked by
 
 from __future__ import annotations
 
-import math
+import html
 
 import gradio as gr
 
@@ -17,6 +17,7 @@ from ...web.presence import departure
 from ...web.progress import STARTING, StepClock, stopped_text
 from ...web.service import DemoService
 from . import summary
+from .figures import diff_text, psnr_text, shorten, ssim_text
 from .generate_tab import EXAMPLES
 from .sheet import contact_sheet
 
@@ -254,9 +255,13 @@ def on_page(events, show, run: gr.Button, label: str, stop: gr.Button, progress:
         yield {**idle, error: f"⚠️ {failure.message}"}
 
 
+def cell_text(text: str) -> str:
+    """Text for a Markdown table cell: HTML escaped, and no "|" to end the cell."""
+    return html.escape(text).replace("|", "&#124;")
+
+
 def compare_table(res) -> str:
     b, f, m = res.baseline, res.fp8, res.metrics
-    psnr = "∞ (identical)" if math.isinf(m.psnr_db) else f"{m.psnr_db:.2f} dB"
     speed = b.timings.denoising / f.timings.denoising if f.timings.denoising > 0 else float("nan")
     ratio = res.fp8_transformer_bytes / res.baseline_transformer_bytes if res.baseline_transformer_bytes else 0
     if res.device == "cpu":
@@ -276,8 +281,8 @@ def compare_table(res) -> str:
         f"| denoising | {b.timings.denoising:.3f} s | {f.timings.denoising:.3f} s ({speed:.2f}x){speed_note} |",
         f"| total | {b.timings.total:.3f} s | {f.timings.total:.3f} s |",
         "",
-        f"**PSNR** {psnr} · **SSIM** {m.ssim:.4f} (scikit-image) · **mean |Δ|** {m.mean_abs_diff:.2f} / 255 · "
-        f"**max |Δ|** {m.max_abs_diff} · seed {f.request.seed}",
+        f"**PSNR** {psnr_text(m.psnr_db)} · **SSIM** {ssim_text(m.ssim)} (scikit-image) · **mean |Δ|** "
+        f"{diff_text(m.mean_abs_diff)} / 255 · **max |Δ|** {m.max_abs_diff} / 255 · seed {f.request.seed}",
     ]
     if res.swap_seconds:
         rows.append(f"\nThe 16-bit transformer waits on the CPU: moving it in and out took {res.swap_seconds:.2f} s "
@@ -288,11 +293,12 @@ def compare_table(res) -> str:
 
 
 def sheet_table_text(results) -> str:
-    rows = ["| prompt | PSNR | SSIM | mean abs diff |", "|---|---|---|---|"]
+    """One row per prompt: the prompt ellipsised at a word (whole on hover), the metrics as the table writes them."""
+    rows = ["| prompt | PSNR | SSIM | mean abs diff (/ 255) |", "|---|---|---|---|"]
     for res in results:
-        m = res.metrics
-        psnr = "∞" if math.isinf(m.psnr_db) else f"{m.psnr_db:.2f} dB"
-        rows.append(f"| {res.fp8.request.prompt[:60]} | {psnr} | {m.ssim:.4f} | {m.mean_abs_diff:.2f} |")
+        m, prompt = res.metrics, res.fp8.request.prompt
+        cell = f'<span title="{cell_text(prompt)}">{cell_text(shorten(prompt, lambda t: len(t) <= 60))}</span>'
+        rows.append(f"| {cell} | {psnr_text(m.psnr_db)} | {ssim_text(m.ssim)} | {diff_text(m.mean_abs_diff)} |")
     if results:
         rows.append(f"\nseed {results[0].fp8.request.seed} for every row")
     return "\n".join(rows)
