@@ -3,12 +3,13 @@
 Set FP8DEMO_SCREENSHOTS=<dir> to save the screenshots of the README and docs/ while it runs.
 """
 
+import io
 import re
 import time
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM, CHROMIUM_ARGS, serve, shot
+from conftest import CHROMIUM, CHROMIUM_ARGS, SHOTS, serve
 from PIL import Image
 
 from fp8demo.errors import OutOfMemory
@@ -32,6 +33,16 @@ def url(tiny_engine):
     demo, url = serve(DemoService.from_engine(tiny_engine))
     yield url
     demo.close()
+
+
+def shot(page, name: str, full_page: bool = False) -> None:
+    """The page as the docs show it (FP8DEMO_SCREENSHOTS=assets/screenshots), as a PNG of 256 colours: a third of
+    the size for the same look (the offline model's pictures are noise)."""
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        picture = Image.open(io.BytesIO(page.screenshot(full_page=full_page))).convert("RGB")
+        picture.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+            Path(SHOTS) / name, optimize=True)
 
 
 def _ready(page, url):
@@ -88,6 +99,8 @@ def test_enter_runs_with_a_live_preview_and_an_error_keeps_the_picture(browser, 
     assert png.ok and png.headers["content-type"] == "image/png" and b"parameters" in png.body()[:4096]
     page.locator("#gallery img").first.wait_for(timeout=10_000)  # this browser's gallery
     page.locator("#advanced").click()  # closed again, for the screenshot
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.wait_for_timeout(300)
     shot(page, "generate.png")
 
     prompt.fill("")
@@ -127,6 +140,10 @@ def test_progress_counts_steps_and_time_left_over_the_forming_picture_and_stop_s
     page.keyboard.press("Tab")
     page.evaluate(WATCH_RUN)
     page.locator("#run").click()
+    page.locator("#run-progress").get_by_text(re.compile(r"Step (1[0-9]) of 20")).wait_for(timeout=60_000)
+    page.evaluate("() => window.scrollTo(0, 0)")
+    shot(page, "generate-progress.png")
+    measured(page, "running", 0)  # Running…, Stop on, the progress line: all readable
     page.locator("#result-info").get_by_text("(20 steps)").wait_for(timeout=90_000)
     seen = page.evaluate("() => window.seen")
     during = [s for s in seen if s["progress"].startswith("Step")]
@@ -186,6 +203,8 @@ def test_a_bad_setting_is_summed_up_next_to_run_and_shown_under_its_field(browse
     assert under.bounding_box()["y"] >= page.locator("#aspect input").bounding_box()["y"] + 20
     assert page.evaluate("(e) => parseFloat(getComputedStyle(e).fontSize) <= 16 && "
                          "getComputedStyle(e).fontWeight === '400'", under.element_handle())
+    if viewport["width"] >= 768:
+        shot(page, "generate-invalid.png")
     page.evaluate("() => window.scrollTo(0, 0)")
     page.locator("#advanced").click()  # the visitor closes the section again; the summary opens it and goes there
     page.locator("#form-errors button", has_text="Aspect ratio").click()
@@ -268,6 +287,9 @@ MEASURE = """(minTarget) => {
 
 
 def measured(page, where: str, targets: int) -> dict:
+    # after every transition has ended: a button turning grey is measured in its final colours, not half way
+    page.wait_for_function("() => document.getAnimations().filter(a => a instanceof CSSTransition)"
+                           ".every(a => a.playState !== 'running')", timeout=10_000)
     found = page.evaluate(MEASURE, targets)
     assert not found["problems"], (where, found["problems"])
     assert found["texts"] > 10 and found["controls"] > 5, (where, found)
@@ -297,6 +319,8 @@ def test_the_first_screen_is_calm_readable_and_within_reach(browser, url, viewpo
     assert run["y"] >= 0 and run["y"] + run["height"] <= viewport["height"]  # Run without scrolling
     targets = 44 if phone else 0
     first = measured(page, "first screen", targets)
+    if phone:
+        shot(page, "generate-phone-first.png")
     page.locator("#advanced").click()
     page.locator("#seed input").wait_for()
     measured(page, "settings open", targets)
@@ -351,11 +375,13 @@ def test_the_gallery_keeps_this_browsers_pictures_newest_first_with_what_to_do_w
     page.wait_for_function(f"document.querySelector('#seed input').value === '{older}'", timeout=10_000)
     assert not page.locator("#randomize input").is_checked() and prompt.input_value() == "a lighthouse on a cliff"
 
+    page.evaluate("() => document.querySelector('#result-info').scrollIntoView()")
+    page.wait_for_timeout(300)
+    shot(page, "generate-gallery.png")
     first.locator(".history-open").click()  # full size, over the page
     full = page.locator("dialog.history-full img")
     full.wait_for(timeout=10_000)
     page.wait_for_function("() => document.querySelector('dialog.history-full img').naturalWidth === 256")
-    shot(page, "generate-gallery-full.png", full_page=False)
     page.keyboard.press("Escape")
     full.wait_for(state="hidden", timeout=5_000)
 
@@ -392,7 +418,7 @@ def test_a_failed_run_keeps_the_last_good_result_and_says_why(browser, url, monk
     assert page.locator("#result-info").inner_text() == info
     assert page.locator("#download").inner_html() == links
     assert page.get_by_text("Error", exact=True).count() == 0  # no badge over the picture
-    shot(page, "generate-error.png", full_page=False)
+    shot(page, "generate-error.png")
     monkeypatch.undo()
     prompt.press("Enter")  # the next good run clears the message
     page.locator("#run-error").get_by_text("ran out of memory").wait_for(state="detached", timeout=60_000)
@@ -414,7 +440,7 @@ def test_four_images_per_run_then_compare(browser, url):
     page.locator("#compare-table").get_by_text("PSNR").wait_for(timeout=60_000)
     assert "not representative of a GPU" in page.locator("#compare-table").inner_text()
     page.locator("#compare-heat img").wait_for(timeout=10_000)
-    shot(page, "compare.png")
+    shot(page, "compare.png", full_page=True)
     page.close()
 
 
@@ -465,7 +491,7 @@ def test_sheet_shows_fp8_beside_16_bit_for_several_prompts(browser, url):
     sheet.wait_for(timeout=10_000)
     width, height = page.evaluate("(img) => [img.naturalWidth, img.naturalHeight]", sheet.element_handle())
     assert height > width  # two rows (prompts) of two pictures (16-bit, FP8)
-    shot(page, "compare-sheet.png")
+    shot(page, "compare-sheet.png", full_page=True)
     page.close()
 
 
@@ -497,7 +523,7 @@ def test_phone_one_progress_indicator_result_in_view_no_overflow(browser, url):
     box = page.locator("#result img").first.bounding_box()
     assert box and box["y"] >= 0 and box["y"] + box["height"] <= 844  # the picture is in view, whole
     assert page.evaluate(overflow) <= 0
-    shot(page, "generate-phone.png", full_page=False)
+    shot(page, "generate-phone.png")
     page.close()
 
 

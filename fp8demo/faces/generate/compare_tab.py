@@ -49,7 +49,7 @@ def compare_tab(service: DemoService, d: Defaults) -> dict:
             with gr.Row():
                 run = gr.Button("Compare", variant="primary", interactive=service.ready, elem_id="compare-run",
                                 scale=3)
-                stop = gr.Button("Stop", variant="secondary", interactive=False, elem_id="compare-stop", scale=1)
+                stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="compare-stop", scale=1)
             errors_box = summary.summary_box("compare-errors")
         with gr.Column(scale=3):
             run_error = gr.Markdown("", elem_id="compare-error", elem_classes=["run-error"])
@@ -70,7 +70,7 @@ def compare_tab(service: DemoService, d: Defaults) -> dict:
         with gr.Row():
             sheet_run = gr.Button("Compare all", variant="primary", interactive=service.ready, elem_id="sheet-run",
                                   scale=3)
-            sheet_stop = gr.Button("Stop", variant="secondary", interactive=False, elem_id="sheet-stop", scale=1)
+            sheet_stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="sheet-stop", scale=1)
         sheet_errors_box = summary.summary_box("sheet-errors")
         sheet_error = gr.Markdown("", elem_id="sheet-error", elem_classes=["run-error"])
         with gr.Column(elem_classes=["stage"]):

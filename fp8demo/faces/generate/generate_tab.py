@@ -89,7 +89,7 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
             tokens = gr.Markdown("", elem_id="token-count")
             with gr.Row():
                 run = gr.Button("Run", variant="primary", interactive=service.ready, elem_id="run", scale=3)
-                stop = gr.Button("Stop", variant="secondary", interactive=False, elem_id="stop", scale=1)
+                stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="stop", scale=1)
             errors_box = summary.summary_box("form-errors")
             with gr.Accordion("Advanced", open=False, elem_id="advanced") as advanced:
                 num_images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images per run",

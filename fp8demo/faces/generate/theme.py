@@ -23,6 +23,12 @@ def theme() -> gr.themes.Base:
         button_secondary_background_fill="*neutral_200",
         button_secondary_background_fill_hover="*neutral_300",
         button_secondary_text_color="*neutral_900",
+        # Stop, while there is something to stop: red-700 behind white, 6.5:1
+        button_cancel_background_fill="#b91c1c",
+        button_cancel_background_fill_hover="#991b1b",
+        button_cancel_border_color="#b91c1c",
+        button_cancel_text_color="white",
+        button_cancel_text_color_hover="white",
         color_accent="*primary_700",
         color_accent_soft="*primary_50",
         slider_color="*primary_700",
