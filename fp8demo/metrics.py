@@ -12,7 +12,6 @@ import numpy as np
 from PIL import Image
 
 HEATMAP_CMAP = "inferno"  # perceptually ordered, dark (no difference) to bright
-_WIDEN = 1.4  # figure width / map width: room for the colour bar and its label
 
 
 @dataclass(frozen=True)
@@ -69,26 +68,37 @@ def compare_images(a, b) -> ImageMetrics:
 
 
 def difference_heatmap(a, b, vmax: float | None = None) -> Image.Image:
-    """|a - b| per pixel (mean over channels, 0-255) in colour, with a labelled colour bar. The scale tops out at the
-    99th percentile (at least 1), so that a few outliers do not leave the rest of the map black."""
+    """|a - b| per pixel (the mean over the channels) in colour, with its colour scale under the map, in 8-bit levels
+    (the unit of the 0-255 channels, so a tick of 0.5 is half a level). The scale tops out at the 99th percentile
+    (at least 1 level), so that a few outliers do not leave the rest of the map black. The text is sized to the
+    picture (4 % of its longer side, at least 14 px) so that it still reads where the page shows the map at half
+    its size."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a server
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     diff = np.abs(_array(a) - _array(b)).mean(axis=2)
     if vmax is None:
         vmax = max(1.0, float(np.percentile(diff, 99)))
     h, w = diff.shape
     dpi = 100
-    fig = Figure(figsize=(w / dpi * _WIDEN, h / dpi), dpi=dpi)  # the map at its own size, the bar beside it
-    ax = fig.add_axes((0.0, 0.0, 1 / _WIDEN, 1.0))
+    text_px = max(14.0, 0.04 * max(h, w))
+    points = text_px * 72 / dpi
+    below = 4.6 * text_px  # the bar, its ticks and its label
+    total = h + below
+    fig = Figure(figsize=(w / dpi, total / dpi), dpi=dpi)
+    ax = fig.add_axes((0.0, below / total, 1.0, h / total))
     shown = ax.imshow(diff, cmap=HEATMAP_CMAP, vmin=0.0, vmax=vmax, interpolation="nearest")
     ax.set_axis_off()
-    bar_ax = fig.add_axes((1 / _WIDEN + 0.03, 0.08, 0.03, 0.84))
-    bar = fig.colorbar(shown, cax=bar_ax, extend="max" if float(diff.max()) > vmax else "neither")
-    bar.set_label("|16-bit − FP8| (0-255)", fontsize=8)
-    bar.ax.tick_params(labelsize=7)
+    bar_ax = fig.add_axes((0.05, 3.1 * text_px / total, 0.9, 0.9 * text_px / total))
+    bar = fig.colorbar(shown, cax=bar_ax, orientation="horizontal",
+                       extend="max" if float(diff.max()) > vmax else "neither")
+    bar.locator = MaxNLocator(nbins=5)
+    bar.update_ticks()
+    bar.ax.tick_params(labelsize=points, length=text_px / 4)
+    bar.set_label("|16-bit − FP8| per pixel, in 8-bit levels", fontsize=points, labelpad=text_px / 5)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
     return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .logs import native_stderr_without
 from .policy import COMPONENTS
 from .runplan import RunPlan
 from .tensors import bf16_bytes, bytes_by_dtype, storage_dtype
@@ -95,6 +96,6 @@ def count_fp8_matmuls(run) -> int:
     """How many torch._scaled_mm calls `run()` makes: proof that FP8 matmuls really ran (as flux-fast checks)."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with native_stderr_without(), profile(activities=[ProfilerActivity.CPU]) as prof:  # kineto's lines (logs.py)
         run()
     return sum(e.count for e in prof.key_averages() if e.key == "aten::_scaled_mm")

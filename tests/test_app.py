@@ -46,6 +46,23 @@ def test_generate_api_returns_image_and_seed(app, client):
     assert params.startswith("a cat on a windowsill\n") and "Seed: 123" in params
 
 
+def test_generate_api_streams_the_steps_then_the_result(client):
+    """The events that draw the page's progress reach API callers as streamed outputs: the forming picture, and
+    "Step N of M" with the time left where the timings will be."""
+    import re
+
+    job = client.submit(prompt="a red fox", steps=6, aspect_ratio="512x512", api_name="/generate")
+    images, _, info, _ = job.result()
+    assert "(6 steps)" in info and len(images) == 1
+    streamed = [out[2] for out in job.outputs()[:-1] if isinstance(out[2], str)]
+    assert any(re.fullmatch(r"Step [1-6] of 6( · .*)?", line) for line in streamed), streamed
+
+    job = client.submit(prompt="a red fox", seed=1, steps=2, aspect_ratio="256x256", api_name="/compare")
+    assert "PSNR" in job.result()[4]
+    assert any(isinstance(out[4], str) and re.match(r"Step \d of 4 · (16-bit|FP8) side", out[4])
+               for out in job.outputs()[:-1])
+
+
 def test_generate_api_defaults_and_random_seed(client):
     _, seed_a, _, _ = client.predict(prompt="a boat", api_name="/generate")
     _, seed_b, _, _ = client.predict(prompt="a boat", api_name="/generate")
@@ -111,7 +128,7 @@ def test_compare_api_shows_both_sides_and_metrics(client):
     slider, left, right, heat, table, details = client.predict(prompt="a red fox", seed=9, api_name="/compare")
     assert len(slider) == 2 and all(Image.open(p).size == (512, 512) for p in slider)
     assert "bf16" in left["label"] and "FP8" in right["label"]
-    assert Image.open(heat).size[1] == 512 and Image.open(heat).size[0] > 512  # the map and its colour scale
+    assert Image.open(heat).size[0] == 512 and Image.open(heat).size[1] > 512  # the map, its colour scale under it
     m = details["metrics"]
     assert 20 < m["psnr_db"] < 100 and 0.5 < m["ssim"] < 1.0 and m["mean_abs_diff"] > 0  # close, not identical
     assert details["seed"] == 9 and details["swap_seconds"] == 0.0 and details["baseline_resident"]

@@ -61,7 +61,7 @@ def _app(*args, timeout=90, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
 
 
-def test_python_app_py_serves_says_where_pictures_go_and_names_share(cache_dir, tmp_path):
+def test_python_app_py_serves_quietly_says_where_pictures_go_and_names_share(cache_dir, tmp_path):
     port = free_port()
     proc = _app("--port", str(port), "--outputs", str(tmp_path / "pictures"))
     lines = []
@@ -80,7 +80,10 @@ def test_python_app_py_serves_says_where_pictures_go_and_names_share(cache_dir, 
         assert httpx.get(f"http://127.0.0.1:{port}/health/ready").status_code == 200
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        rest, _ = proc.communicate(timeout=30)
+    # a healthy start is quiet: no line a user reads as an error, no profiler marker
+    loud = [line for line in (text + rest).splitlines() if "ERROR" in line or "USDT" in line]
+    assert not loud, loud
 
 
 def test_a_busy_port_is_one_line_naming_the_port_and_the_flag(cache_dir):

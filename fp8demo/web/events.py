@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -56,11 +57,25 @@ def stream(work: Callable[[Callable], Iterable]) -> Iterator[tuple[str, Any]]:
     ("preview", image) for the newest preview frame (older ones queued behind it are dropped, so a slow browser
     never falls behind), ("item", x) for each item `work` yields. Its error is raised here, in the event's thread.
     """
+    for kind, value in stream_steps(lambda preview, on_step: work(preview)):
+        if kind == "step":
+            if value[1] is not None:
+                yield "preview", value[1]
+        else:
+            yield kind, value
+
+
+def stream_steps(work: Callable[[Callable, Callable], Iterable]) -> Iterator[tuple[str, Any]]:
+    """`stream` with the steps: `work(preview, on_step)` runs in a thread, and the event's generator gets
+    ("step", ((step, steps, when), image or None)) for the newest step and preview frame of each batch that arrived
+    together (when: time.monotonic() of the step, taken in the worker so that the time left is not skewed by the
+    relay), and ("item", x) for each item `work` yields."""
     q: queue.Queue = queue.Queue()
 
     def run():
         try:
-            for item in work(lambda image: q.put(("preview", image))):
+            for item in work(lambda image: q.put(("preview", image)),
+                             lambda i, n: q.put(("progress", (i, n, time.monotonic())))):
                 q.put(("item", item))
         except BaseException as error:  # handed over, raised below
             q.put(("error", error))
@@ -76,8 +91,9 @@ def stream(work: Callable[[Callable], Iterable]) -> Iterator[tuple[str, Any]]:
             except queue.Empty:
                 break
         previews = [value for kind, value in batch if kind == "preview"]
-        if previews:
-            yield "preview", previews[-1]
+        steps = [value for kind, value in batch if kind == "progress"]
+        if previews or steps:
+            yield "step", (steps[-1] if steps else None, previews[-1] if previews else None)
         for kind, value in batch:
             if kind == "item":
                 yield kind, value

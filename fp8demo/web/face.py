@@ -26,6 +26,7 @@ class Face:
     build: Callable[[DemoService], gr.Blocks]  # the page, wired to the shared service
     css: tuple[Path, ...] = ()  # stylesheets, read once at launch
     head: str | None = None  # extra HTML in the page's <head> (meta tags, small scripts)
+    theme: Callable[[], Any] | None = None  # makes the face's Gradio theme (None: Gradio's default)
     footer_links: tuple[str, ...] = ("api",)  # Gradio's footer links; () for no footer at all
     run_history: bool | None = None  # False: the browser keeps no record of calls (None: Gradio's default)
     access: AccessRule = field(default_factory=AccessRule)  # who may use the page, its events and its files
@@ -39,5 +40,8 @@ class Face:
     def launch_options(self) -> dict[str, Any]:
         """This face's arguments to Gradio's launch()."""
         css = [path for path in self.css if path.exists()]
-        return {"css_paths": css or None, "head": self.head, "footer_links": list(self.footer_links),
-                "run_history": self.run_history}
+        options = {"css_paths": css or None, "head": self.head, "footer_links": list(self.footer_links),
+                   "run_history": self.run_history}
+        if self.theme is not None:
+            options["theme"] = self.theme()
+        return options

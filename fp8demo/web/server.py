@@ -4,7 +4,6 @@ the janitor, auth, share links."""
 from __future__ import annotations
 
 import logging
-import re
 import socket
 from pathlib import Path
 
@@ -15,11 +14,11 @@ from ..errors import SetupError
 from .access import signed_in
 from .face import Face
 from .retention import Keeping
-from .service import DemoService
+from .service import PNG_NAME, DemoService
 
 log = logging.getLogger(__name__)
 
-TAKE_NAME = re.compile(r"fp8demo-\d{1,10}-[0-9a-f]{8}\.png")  # seed (< 2^32) and 8 hex: nothing else is served
+TAKE_NAME = PNG_NAME  # nothing else is served
 
 
 def health_routes(service: DemoService) -> list:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -24,6 +25,8 @@ from .metrics import Metrics, Readings
 
 log = logging.getLogger(__name__)
 
+# the names save_png gives: seed (< 2^32) and 8 hex digits; no other name is ever looked up in the outputs folder
+PNG_NAME = re.compile(r"fp8demo-\d{1,10}-[0-9a-f]{8}\.png")
 RESTARTING = "The demo is restarting after a device error; please try again in a minute."
 DEVICE_LOST = "The GPU making this picture failed and was taken out of service; please try again."
 
@@ -376,6 +379,14 @@ class DemoService:
             log.exception("could not write %s", path)
         finally:
             self._pending.discard(path)
+
+    def saved_png(self, name) -> Path | None:
+        """The PNG save_png named `name` (a name a browser may have kept), while it is in the outputs folder or
+        being written; None for any other name."""
+        if not isinstance(name, str) or not PNG_NAME.fullmatch(name):
+            return None
+        path = self.output_dir / name
+        return path if path in self._pending or path.is_file() else None
 
     def wait_for_file(self, path: Path, timeout: float = 10.0) -> bool:
         """True once `path` exists; waits only while the background writer is still on it."""

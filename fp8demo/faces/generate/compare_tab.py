@@ -3,18 +3,21 @@ and a sheet of several prompts. Its settings are the Generate form's, checked by
 
 from __future__ import annotations
 
-import math
+import html
 
 import gradio as gr
 
 from ... import config
-from ...errors import InvalidRequest
+from ...errors import Cancelled, InvalidRequest
 from ...report import size_text
 from ...request import check_prompt
-from ...web.events import GPU, RAW, run_job, session_id
+from ...web.events import GPU, LIGHT, RAW, friendly, session_id, stream_steps
 from ...web.form import Defaults, GenerateForm, text
 from ...web.presence import departure
+from ...web.progress import STARTING, StepClock, stopped_text
 from ...web.service import DemoService
+from . import summary
+from .figures import diff_text, psnr_text, shorten, ssim_text
 from .generate_tab import EXAMPLES
 from .sheet import contact_sheet
 
@@ -33,15 +36,26 @@ def compare_tab(service: DemoService, d: Defaults) -> dict:
             prompt = gr.Textbox(label="Prompt", lines=1, max_lines=4, elem_id="compare-prompt",
                                 value="a lighthouse on a cliff at dusk, oil painting")
             with gr.Row():
-                seed = gr.Number(label="Seed", value=42, precision=0, minimum=0, maximum=config.MAX_SEED)
-                baseline = gr.Radio(list(BASELINES), value="bf16", label="16-bit baseline")
-            with gr.Accordion("Settings", open=False):
-                steps = gr.Slider(config.MIN_STEPS, min(50, config.MAX_STEPS), value=d.steps, step=1, label="Steps")
-                guidance = gr.Slider(config.MIN_GUIDANCE, 10.0, value=d.guidance, step=0.1, label="Guidance")
-                aspect = gr.Dropdown(list(d.aspects), value=d.aspect, label="Aspect ratio", allow_custom_value=True)
-            run = gr.Button("Compare", variant="primary", interactive=service.ready, elem_id="compare-run")
+                seed = gr.Number(label="Seed", value=42, precision=0, minimum=0, maximum=config.MAX_SEED,
+                                 elem_id="compare-seed")
+                baseline = gr.Radio(list(BASELINES), value="bf16", label="16-bit baseline", elem_id="compare-baseline")
+            with gr.Accordion("Settings", open=False, elem_id="compare-settings") as settings_section:
+                steps = gr.Slider(config.MIN_STEPS, min(50, config.MAX_STEPS), value=d.steps, step=1, label="Steps",
+                                  elem_id="compare-steps")
+                guidance = gr.Slider(config.MIN_GUIDANCE, 10.0, value=d.guidance, step=0.1, label="Guidance",
+                                     elem_id="compare-guidance")
+                aspect = gr.Dropdown(list(d.aspects), value=d.aspect, label="Aspect ratio", allow_custom_value=True,
+                                     elem_id="compare-aspect")
+            with gr.Row():
+                run = gr.Button("Compare", variant="primary", interactive=service.ready, elem_id="compare-run",
+                                scale=3)
+                stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="compare-stop", scale=1)
+            errors_box = summary.summary_box("compare-errors")
         with gr.Column(scale=3):
-            slider = gr.ImageSlider(label="16-bit ◀ ▶ FP8 (drag)", type="pil", elem_id="slider")
+            run_error = gr.Markdown("", elem_id="compare-error", elem_classes=["run-error"])
+            with gr.Column(elem_classes=["stage"]):
+                slider = gr.ImageSlider(label="16-bit ◀ ▶ FP8 (drag)", type="pil", elem_id="slider")
+                progress = gr.HTML("", elem_id="compare-progress", elem_classes=["run-progress-overlay"])
     with gr.Row():
         left = gr.Image(label="16-bit", type="pil", format="webp", interactive=False, elem_id="compare-base")
         right = gr.Image(label="FP8", type="pil", format="webp", interactive=False, elem_id="compare-fp8")
@@ -53,10 +67,17 @@ def compare_tab(service: DemoService, d: Defaults) -> dict:
     with gr.Accordion("Sheet: the same seed, several prompts, FP8 beside 16-bit", open=False, elem_id="sheet"):
         sheet_prompts = gr.Textbox(label="Prompts, one per line (up to 4)", value="\n".join(SHEET_PROMPTS),
                                    lines=4, max_lines=4, elem_id="sheet-prompts")
-        sheet_run = gr.Button("Compare all", variant="primary", interactive=service.ready, elem_id="sheet-run")
-        # The sheet labels its own columns; Gradio's label badge would cover the first one.
-        sheet_image = gr.Image(label="Rows: prompts · columns: 16-bit, FP8", show_label=False, type="pil",
-                               format="jpeg", interactive=False, elem_id="sheet-image")
+        with gr.Row():
+            sheet_run = gr.Button("Compare all", variant="primary", interactive=service.ready, elem_id="sheet-run",
+                                  scale=3)
+            sheet_stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="sheet-stop", scale=1)
+        sheet_errors_box = summary.summary_box("sheet-errors")
+        sheet_error = gr.Markdown("", elem_id="sheet-error", elem_classes=["run-error"])
+        with gr.Column(elem_classes=["stage"]):
+            # The sheet labels its own columns; Gradio's label badge would cover the first one.
+            sheet_image = gr.Image(label="Rows: prompts · columns: 16-bit, FP8", show_label=False, type="pil",
+                                   format="jpeg", interactive=False, elem_id="sheet-image")
+            sheet_progress = gr.HTML("", elem_id="sheet-progress", elem_classes=["run-progress-overlay"])
         sheet_table = gr.Markdown("", elem_id="sheet-table")
 
     max_side = service.cfg.engine.max_side
@@ -78,19 +99,26 @@ def compare_tab(service: DemoService, d: Defaults) -> dict:
             errors["baseline"] = f"The 16-bit baseline must be {' or '.join(BASELINES)}."
         return errors
 
+    def form_errors(prompt, seed, baseline, steps, guidance, aspect_ratio) -> dict[str, str]:
+        errors = settings(prompt, seed, steps, guidance, aspect_ratio).errors(max_side, max_chars, ["prompt"])
+        return errors | setting_errors(seed, baseline, steps, guidance, aspect_ratio)
+
+    def sheet_errors(prompts, seed, baseline, steps, guidance, aspect_ratio) -> dict[str, str]:
+        errors = {}
+        try:
+            sheet_lines(prompts)
+        except InvalidRequest as error:
+            errors["prompts"] = str(error)
+        return errors | setting_errors(seed, baseline, steps, guidance, aspect_ratio)
+
     def check(prompt_, seed_=42, baseline_="bf16", steps_=d.steps, guidance_=d.guidance, aspect_ratio=d.aspect):
-        """Before the queue, as on the Generate tab: each message beside its own field."""
-        errors = setting_errors(seed_, baseline_, steps_, guidance_, aspect_ratio)
-        errors |= settings(prompt_, seed_, steps_, guidance_, aspect_ratio).errors(max_side, max_chars, ["prompt"])
+        """Before the queue, as on the Generate tab: each message under its own field."""
+        errors = form_errors(prompt_, seed_, baseline_, steps_, guidance_, aspect_ratio)
         return verdicts(errors, ("prompt", "seed", "baseline", "steps", "guidance", "aspect_ratio"))
 
     def check_sheet(prompts_, seed_=42, baseline_="bf16", steps_=d.steps, guidance_=d.guidance,
                     aspect_ratio=d.aspect):
-        errors = setting_errors(seed_, baseline_, steps_, guidance_, aspect_ratio)
-        try:
-            sheet_lines(prompts_)
-        except InvalidRequest as error:
-            errors["prompts"] = str(error)
+        errors = sheet_errors(prompts_, seed_, baseline_, steps_, guidance_, aspect_ratio)
         return verdicts(errors, ("prompts", "seed", "baseline", "steps", "guidance", "aspect_ratio"))
 
     def sheet_lines(prompts_) -> list[str]:
@@ -103,53 +131,137 @@ def compare_tab(service: DemoService, d: Defaults) -> dict:
             check_prompt(text(line, "prompt"), max_chars)
         return lines
 
-    def compare(prompt: str, seed: float = 42, baseline: str = "bf16", steps: float = d.steps,
-                guidance: float = d.guidance, aspect_ratio: str = d.aspect, request: gr.Request = None,
-                progress=gr.Progress()):
-        def on_step(i, n):
-            progress((i, n), desc=f"step {i}/{n} ({'16-bit' if i <= n // 2 else 'FP8'})", unit="steps")
+    def events_of(work, note):
+        """The comparison's progress, then its result: ("step", Snapshot) after each step (of both sides), ("done",
+        result) or ("stopped", Snapshot); a failure raises a gr.Error with a message for the visitor."""
+        clock, snapshot = StepClock(note), STARTING
+        try:
+            for kind, value in stream_steps(lambda preview, on_step: [work(on_step)]):
+                if kind == "step" and value[0] is not None:
+                    snapshot = clock.at(*value[0])
+                    yield "step", snapshot
+                elif kind == "item":
+                    yield "done", value
+        except Cancelled:
+            yield "stopped", snapshot
+        except Exception as error:
+            raise friendly(error) from error
 
-        res = run_job(lambda: service.compare(settings(prompt, seed, steps, guidance, aspect_ratio).to_request(),
-                                              baseline, session_id(request), on_step, departure()))
-        if res is None:  # stopped
-            return (gr.skip(),) * 6
-        b, f = res.baseline, res.fp8
-        return (
-            (b.image, f.image),
-            gr.Image(value=b.image, label=f"16-bit: {b.precision}"),
-            gr.Image(value=f.image, label=f"FP8: {f.precision}"),
-            res.heatmap,
-            compare_table(res),
-            res.summary(),
-        )
+    def side(i: int, n: int) -> str:
+        return "16-bit side" if i <= n // 2 else "FP8 side"
 
-    def compare_sheet(prompts: str, seed: float = 42, baseline: str = "bf16", steps: float = d.steps,
-                      guidance: float = d.guidance, aspect_ratio: str = d.aspect, request: gr.Request = None,
-                      progress=gr.Progress()):
-        def on_step(i, n):
-            progress((i, n), desc=f"step {i}/{n}", unit="steps")
+    def one(prompt, seed, baseline, steps_, guidance, aspect_ratio, request):
+        def work(on_step):
+            req = settings(prompt, seed, steps_, guidance, aspect_ratio).to_request()
+            return service.compare(req, baseline, session_id(request), on_step, departure())
+        return events_of(work, side)
 
-        def work():
+    def sheet(prompts, seed, baseline, steps_, guidance, aspect_ratio, request):
+        def work(on_step):
             lines = sheet_lines(prompts)  # the first stands for all in the shared settings (one seed for every row)
-            shared = settings(lines[0], seed, steps, guidance, aspect_ratio).to_request()
+            shared = settings(lines[0], seed, steps_, guidance, aspect_ratio).to_request()
             return service.compare_sheet(lines, shared, baseline, session_id(request), on_step, departure())
 
-        results = run_job(work)
-        if results is None:  # stopped
-            return gr.skip(), gr.skip()
-        return contact_sheet(results), sheet_table_text(results)
+        def note(i: int, n: int) -> str:
+            count = len([p for p in str(prompts).splitlines() if p.strip()][:4]) or 1
+            per = n // count or 1
+            k, j = divmod(i - 1, per)
+            return f"prompt {k + 1} of {count}, {side(j + 1, per)}"
+        return events_of(work, note)
 
-    run.click(compare, [prompt, seed, baseline, steps, guidance, aspect],
-              [slider, left, right, heat, table, details], api_name="compare", show_progress_on=[slider],
-              validator=check, **GPU, **RAW)
-    sheet_run.click(compare_sheet, [sheet_prompts, seed, baseline, steps, guidance, aspect],
-                    [sheet_image, sheet_table], api_name="compare_sheet", validator=check_sheet, **GPU, **RAW)
+    def compare(prompt: str, seed: float = 42, baseline: str = "bf16", steps: float = d.steps,
+                guidance: float = d.guidance, aspect_ratio: str = d.aspect, request: gr.Request = None):
+        """The API's /compare: "Step N of M" (as the metrics table) while it runs, then both sides and the metrics."""
+        for kind, value in one(prompt, seed, baseline, steps, guidance, aspect_ratio, request):
+            if kind == "step":
+                yield (gr.skip(),) * 4 + (value.text(), gr.skip())
+            elif kind == "done":
+                yield compared(value)
+
+    def compare_on_page(prompt, seed=42, baseline="bf16", steps=d.steps, guidance=d.guidance, aspect_ratio=d.aspect,
+                        request: gr.Request = None):
+        outputs = [slider, left, right, heat, table, details]
+        yield from on_page(one(prompt, seed, baseline, steps, guidance, aspect_ratio, request),
+                           lambda res: dict(zip(outputs, compared(res), strict=True)),
+                           run, "Compare", stop, progress, run_error)
+
+    def compare_sheet(prompts: str, seed: float = 42, baseline: str = "bf16", steps: float = d.steps,
+                      guidance: float = d.guidance, aspect_ratio: str = d.aspect, request: gr.Request = None):
+        """The API's /compare_sheet: "Step N of M" (as its table) while it runs, then the sheet and its table."""
+        for kind, value in sheet(prompts, seed, baseline, steps, guidance, aspect_ratio, request):
+            if kind == "step":
+                yield gr.skip(), value.text()
+            elif kind == "done":
+                yield contact_sheet(value), sheet_table_text(value)
+
+    def compare_sheet_on_page(prompts, seed=42, baseline="bf16", steps=d.steps, guidance=d.guidance,
+                              aspect_ratio=d.aspect, request: gr.Request = None):
+        yield from on_page(sheet(prompts, seed, baseline, steps, guidance, aspect_ratio, request),
+                           lambda rows: {sheet_image: contact_sheet(rows), sheet_table: sheet_table_text(rows)},
+                           sheet_run, "Compare all", sheet_stop, sheet_progress, sheet_error)
+
+    def stop_job(request: gr.Request):
+        service.cancel(session_id(request))
+
+    inputs = [prompt, seed, baseline, steps, guidance, aspect]
+    sheet_inputs = [sheet_prompts, seed, baseline, steps, guidance, aspect]
+    shared = dict(seed=seed, baseline=baseline, steps=steps, guidance=guidance, aspect_ratio=aspect)
+    in_settings = {"steps", "guidance", "aspect_ratio"}
+    summary.wire([run.click], errors_box, dict(prompt=prompt, **shared), form_errors, settings_section, in_settings)
+    summary.wire([sheet_run.click], sheet_errors_box, dict(prompts=sheet_prompts, **shared), sheet_errors,
+                 settings_section, in_settings)
+    # As on the Generate tab, the page's events are private and never raise (the message goes above the last good
+    # result); the API's (triggers the page never shows) stream "Step N of M" and raise as an API should.
+    run.click(compare_on_page, inputs, [slider, left, right, heat, table, details, run, stop, progress, run_error],
+              show_progress="hidden", validator=check, api_visibility="private", **GPU, **RAW)
+    sheet_run.click(compare_sheet_on_page, sheet_inputs,
+                    [sheet_image, sheet_table, sheet_run, sheet_stop, sheet_progress, sheet_error],
+                    show_progress="hidden", validator=check_sheet, api_visibility="private", **GPU, **RAW)
+    api_compare = gr.Button(visible=False, elem_id="api-compare")
+    api_sheet = gr.Button(visible=False, elem_id="api-compare-sheet")
+    api_compare.click(compare, inputs, [slider, left, right, heat, table, details], api_name="compare",
+                      show_progress="hidden", validator=check, **GPU, **RAW)
+    api_sheet.click(compare_sheet, sheet_inputs, [sheet_image, sheet_table], api_name="compare_sheet",
+                    show_progress="hidden", validator=check_sheet, **GPU, **RAW)
+    stop.click(stop_job, None, None, **LIGHT)
+    sheet_stop.click(stop_job, None, None, **LIGHT)
     return {"run": run, "sheet_run": sheet_run}
+
+
+def compared(res) -> tuple:
+    """A comparison as the Compare tab's outputs: the slider, both sides labelled, the heatmap, the table, details."""
+    b, f = res.baseline, res.fp8
+    return ((b.image, f.image), gr.Image(value=b.image, label=f"16-bit: {b.precision}"),
+            gr.Image(value=f.image, label=f"FP8: {f.precision}"), res.heatmap, compare_table(res), res.summary())
+
+
+def on_page(events, show, run: gr.Button, label: str, stop: gr.Button, progress: gr.HTML, error: gr.Markdown):
+    """A comparison's events as page updates: the button says it runs and Stop is on, the progress lies over the
+    picture, then `show(result)` (a dict of updates); a Stop or a failure leaves the last result and says why above
+    it."""
+    idle = {run: gr.Button(label, interactive=True, elem_classes=[]), stop: gr.Button(interactive=False),
+            progress: ""}
+    yield {run: gr.Button("Running…", interactive=False, elem_classes=["running"]), stop: gr.Button(interactive=True),
+           progress: STARTING.html(), error: ""}
+    try:
+        for kind, value in events:
+            if kind == "step":
+                yield {progress: value.html()}
+            elif kind == "stopped":
+                yield {**idle, error: stopped_text(value, "the last result is kept")}
+            else:
+                yield {**idle, **show(value)}
+    except gr.Error as failure:
+        yield {**idle, error: f"⚠️ {failure.message}"}
+
+
+def cell_text(text: str) -> str:
+    """Text for a Markdown table cell: HTML escaped, and no "|" to end the cell."""
+    return html.escape(text).replace("|", "&#124;")
 
 
 def compare_table(res) -> str:
     b, f, m = res.baseline, res.fp8, res.metrics
-    psnr = "∞ (identical)" if math.isinf(m.psnr_db) else f"{m.psnr_db:.2f} dB"
     speed = b.timings.denoising / f.timings.denoising if f.timings.denoising > 0 else float("nan")
     ratio = res.fp8_transformer_bytes / res.baseline_transformer_bytes if res.baseline_transformer_bytes else 0
     if res.device == "cpu":
@@ -169,8 +281,8 @@ def compare_table(res) -> str:
         f"| denoising | {b.timings.denoising:.3f} s | {f.timings.denoising:.3f} s ({speed:.2f}x){speed_note} |",
         f"| total | {b.timings.total:.3f} s | {f.timings.total:.3f} s |",
         "",
-        f"**PSNR** {psnr} · **SSIM** {m.ssim:.4f} (scikit-image) · **mean |Δ|** {m.mean_abs_diff:.2f} / 255 · "
-        f"**max |Δ|** {m.max_abs_diff} · seed {f.request.seed}",
+        f"**PSNR** {psnr_text(m.psnr_db)} · **SSIM** {ssim_text(m.ssim)} (scikit-image) · **mean |Δ|** "
+        f"{diff_text(m.mean_abs_diff)} / 255 · **max |Δ|** {m.max_abs_diff} / 255 · seed {f.request.seed}",
     ]
     if res.swap_seconds:
         rows.append(f"\nThe 16-bit transformer waits on the CPU: moving it in and out took {res.swap_seconds:.2f} s "
@@ -181,11 +293,12 @@ def compare_table(res) -> str:
 
 
 def sheet_table_text(results) -> str:
-    rows = ["| prompt | PSNR | SSIM | mean abs diff |", "|---|---|---|---|"]
+    """One row per prompt: the prompt ellipsised at a word (whole on hover), the metrics as the table writes them."""
+    rows = ["| prompt | PSNR | SSIM | mean abs diff (/ 255) |", "|---|---|---|---|"]
     for res in results:
-        m = res.metrics
-        psnr = "∞" if math.isinf(m.psnr_db) else f"{m.psnr_db:.2f} dB"
-        rows.append(f"| {res.fp8.request.prompt[:60]} | {psnr} | {m.ssim:.4f} | {m.mean_abs_diff:.2f} |")
+        m, prompt = res.metrics, res.fp8.request.prompt
+        cell = f'<span title="{cell_text(prompt)}">{cell_text(shorten(prompt, lambda t: len(t) <= 60))}</span>'
+        rows.append(f"| {cell} | {psnr_text(m.psnr_db)} | {ssim_text(m.ssim)} | {diff_text(m.mean_abs_diff)} |")
     if results:
         rows.append(f"\nseed {results[0].fp8.request.seed} for every row")
     return "\n".join(rows)

@@ -7,6 +7,7 @@ from ... import config
 from ...web.face import Face
 from ...web.retention import Keeping
 from .page import build_page
+from .theme import theme
 
 
 def face(storage: config.StorageConfig | None = None) -> Face:
@@ -15,6 +16,7 @@ def face(storage: config.StorageConfig | None = None) -> Face:
         name="generate",
         build=build_page,
         css=(config.ASSETS_DIR / "style.css",),
+        theme=theme,
         footer_links=("api",),
         keeping=Keeping(pngs=storage.keep_pngs, max_age=storage.keep_days * 86400),
         compare_baseline="bf16",  # the Compare tab's default

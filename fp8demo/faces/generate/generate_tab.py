@@ -1,12 +1,11 @@
 """The Generate tab: a prompt and its settings (one GenerateForm) to pictures, with a live preview, a Stop button,
-this session's gallery and settings loaded from a PNG. Layout and wiring only; every handler is a short adapter from
+this browser's gallery and settings loaded from a PNG. Layout and wiring only; every handler is a short adapter from
 widget values to a DemoService call, and nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import gradio as gr
 
@@ -15,10 +14,12 @@ from ...errors import Cancelled
 from ...imageio import read_parameters
 from ...report import size_text
 from ...request import MAX_IMAGES, GenerationResult, parse_parameters
-from ...web.events import GPU, LIGHT, RAW, friendly, session_id, stream
+from ...web.events import GPU, LIGHT, RAW, friendly, session_id, stream_steps
 from ...web.form import Defaults, GenerateForm, settings_of
 from ...web.presence import departure
+from ...web.progress import STARTING, StepClock, stopped_text
 from ...web.service import DemoService
+from . import history, summary
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +30,23 @@ EXAMPLES = [
     "a red fox in an autumn forest, golden leaves, wildlife photography",
     "isometric illustration of a tiny island with a castle and a waterfall",
 ]
-HISTORY_LIMIT = 24
 NEGATIVE_NOTE = "ℹ️ Guidance is at most 1, so the negative prompt has no effect (and is not written into the PNG)."
-# On a phone the result column sits below the form: bring it into view when Run is pressed (wide screens see both),
-# and again once the result is in, because the form above it changes height while the job runs (progress, notes).
-SCROLL_TO_RESULT = """(...args) => {
-  const el = document.querySelector('#result');
+# On a phone the result column sits below the form: bring it into view when a run starts (wide screens see both;
+# a form with errors keeps the page where its summary is), and again once the result is in, because the form above
+# it changes height while the job runs (notes). The column's top is the message of a failed or stopped run.
+_SCROLL = """const el = document.querySelector('#result-column');
   if (window.innerWidth < 768 && el) {
     const box = el.getBoundingClientRect();
     if (box.top < -1 || box.bottom > window.innerHeight + 1) el.scrollIntoView({behavior: 'smooth'});
-  }
-  return args;
-}"""
+  }"""
+SCROLL_TO_RESULT = f"(...args) => {{ {_SCROLL}; return args; }}"
+# run by the progress overlay (gr.HTML's js_on_load) each time its value changes: a run has started when it appears
+SCROLL_ON_START = f"""let shown = false;
+watch('value', () => {{
+  const now = element.querySelector('.run-progress') !== null;
+  if (now && !shown) {{ {_SCROLL} }}
+  shown = now;
+}});"""
 
 
 def result_line(r: GenerationResult) -> str:
@@ -55,9 +61,12 @@ def result_line(r: GenerationResult) -> str:
     )
 
 
-def picture(entry: dict) -> tuple[str, str]:
-    """A history entry as the result gallery shows it: its PNG and its seed."""
-    return entry["png"], f"seed {entry['seed']}"
+def pictures(result: GenerationResult) -> list:
+    """A run's images as the result gallery shows them: each with its seed."""
+    return [(one.image, f"seed {one.request.seed}") for one in result.each_image()]
+
+
+
 
 
 def download_links(names: list[str]) -> str:
@@ -80,8 +89,9 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
             tokens = gr.Markdown("", elem_id="token-count")
             with gr.Row():
                 run = gr.Button("Run", variant="primary", interactive=service.ready, elem_id="run", scale=3)
-                stop = gr.Button("Stop", variant="secondary", elem_id="stop", scale=1)
-            with gr.Accordion("Advanced", open=False, elem_id="advanced"):
+                stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="stop", scale=1)
+            errors_box = summary.summary_box("form-errors")
+            with gr.Accordion("Advanced", open=False, elem_id="advanced") as advanced:
                 num_images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images per run",
                                        info="seeds seed, seed+1, …", elem_id="num-images")
                 negative = gr.Textbox("", label="Negative prompt", placeholder="what to avoid", lines=1,
@@ -108,24 +118,30 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
             # JPEG for display: ~10 ms to encode a megapixel against ~290 ms for PNG on a small CPU; the PNGs with
             # their parameters are the downloads.
             run_error = gr.Markdown("", elem_id="run-error")  # a failure of the last run, above its last good result
-            result = gr.Gallery(label="Result", format="jpeg", preview=True, selected_index=0, columns=4,
-                                object_fit="contain", height="min(70vh, 720px)", buttons=["fullscreen"],
-                                interactive=False, elem_id="result")
+            with gr.Column(elem_id="stage"):  # the overlay below is drawn over the picture (style.css)
+                result = gr.Gallery(label="Result", show_label=False, format="jpeg", preview=True, selected_index=0,
+                                    columns=4, object_fit="contain", height="min(70vh, 720px)",
+                                    buttons=["fullscreen"], interactive=False, elem_id="result")
+                progress = gr.HTML("", elem_id="run-progress", js_on_load=SCROLL_ON_START)
             info = gr.Markdown("", elem_id="result-info")
             download = gr.HTML("", elem_id="download")
-            gr.Markdown(f"Every picture is saved with its parameters in `{service.output_dir}`.", elem_id="saved-to")
-    gallery = gr.Gallery(label="This session: click a picture to bring back it and its settings", columns=6,
-                         height=240, allow_preview=False, object_fit="contain", buttons=["download"],
-                         fit_columns=False,  # one picture is one column wide, not a stretched strip
-                         elem_id="gallery")
-    history = gr.State([])
-    shown = gr.State(None)  # the result's last good pictures, (PNG, caption) pairs: put back when a run fails
+            gallery = gr.HTML(history.gallery_html([]), elem_id="gallery", js_on_load=history.GALLERY_JS)
+    # this browser's pictures (history.py): in its local storage, so that a reload keeps them; the API's callers
+    # have a history of their own in a session state, as before
+    saved = gr.BrowserState([], storage_key=history.STORAGE_KEY)
+    api_history = gr.State([])
+    # what the result area showed before this run (pictures, timings line, PNG links): put back when a run fails
+    shown = gr.State(None)
     api_trigger = gr.Button(visible=False, elem_id="api-generate")
     # The form's widgets by GenerateForm's field names, which are also the API's argument names: the events pass them
     # as keyword arguments (inputs_kwargs), so every handler takes **values and names no field itself. The API's
     # default for each argument is its widget's initial value (hence the negative prompt's explicit "").
     form = dict(prompt=prompt, negative_prompt=negative, seed=seed, randomize_seed=randomize, steps=steps,
                 guidance=guidance, aspect_ratio=aspect, num_images=num_images)
+
+    def picture(e: dict) -> tuple[str, str]:
+        """A history entry as the result shows it: its PNG and its seed."""
+        return str(service.output_dir / e["png"]), f"seed {e['seed']}"
 
     def check(**values):
         """Runs before the queue: each message appears under its own field and nothing else on the page changes."""
@@ -134,83 +150,120 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
             service.refused("invalid")
         return [gr.validate(name not in errors, errors.get(name, "")) if name in form else None for name in values]
 
-    def job(values: dict, request: gr.Request | None, progress: gr.Progress, on_page: bool):
-        """A generator of (result, seed, info, download, history, run_error, shown) from the event's values (the
-        form's, the session's history and, on the page, the pictures shown): the forming picture after each step,
-        then the images, seed, timings and PNG links. On the page a failure or a Stop puts the last good result back
-        and says what happened above it; an API caller gets the error itself."""
-        history_, shown = values.get("history"), values.get("shown")
+    # the summary next to Run: registered before the run's events, so that it answers first
+    summary.wire([run.click, prompt.submit], errors_box, form,
+                 lambda **values: GenerateForm.of(values).errors(max_side, max_chars), advanced,
+                 {name for name in form if name != "prompt"})
 
-        def on_step(i, n):
-            progress((i, n), desc=f"Denoising, step {i}/{n}", unit="steps")
-
-        def restore(message: str):
-            return (gr.Gallery(value=shown or [], selected_index=0), *(gr.skip(),) * 4, message, gr.skip())
-
+    def job(values: dict, request: gr.Request | None):
+        """What a run has to show, as it happens: ("step", (Snapshot, forming picture or None)) after each step,
+        then ("done", (result, PNG paths, history entries)); ("stopped", Snapshot) after Stop. A failure raises a
+        gr.Error with a message for the visitor."""
         try:
             entered = GenerateForm.of(values)
             req, count = entered.to_request(), entered.images()
         except Exception as error:
             raise friendly(error) from error
         sid, gone = session_id(request), departure()
-        result = None
+        clock = StepClock(f"{count} images at once" if count > 1 else "")
+        snapshot, result = STARTING, None
         try:
-            for kind, value in stream(lambda preview: [service.generate(req, sid, on_step, preview, count, gone)]):
-                if kind == "preview":
-                    yield (gr.Gallery(value=[(value, "forming…")], selected_index=0), *(gr.skip(),) * 4, "",
-                           gr.skip())
+            work = stream_steps(lambda preview, on_step: [service.generate(req, sid, on_step, preview, count, gone)])
+            for kind, value in work:
+                if kind == "step":
+                    step, preview = value
+                    if step is not None:
+                        snapshot = clock.at(*step)
+                    yield "step", (snapshot, preview)
                 else:
                     result = value
         except Cancelled:
-            gr.Info("Stopped.")
-            yield restore("")
+            yield "stopped", snapshot
             return
         except Exception as error:
-            failure = friendly(error)
-            if not on_page:
-                raise failure from error
-            # Raising would cover the result with an "Error" badge; the message goes above the last good result.
-            yield restore(f"⚠️ {failure.message}")
-            return
+            raise friendly(error) from error
         for warning in result.warnings:
             gr.Warning(warning)
         each = result.each_image()
         pngs = [service.save_png(r) for r in each]
-        r = result.request
-        entries = [{"png": str(png), "prompt": one.request.prompt, "negative_prompt": r.negative_prompt,
-                    "seed": one.request.seed, "steps": r.steps, "guidance": r.guidance, "width": r.width,
-                    "height": r.height} for one, png in zip(each, pngs, strict=True)]
-        new_history = (entries + list(history_ or []))[:HISTORY_LIMIT]
-        images = [(one.image, f"seed {one.request.seed}") for one in each]
-        # a plain list (not an update), so that API callers get [{"image": path, "caption": ...}, ...]
-        yield (images, r.seed, result_line(result), download_links([p.name for p in pngs]), new_history, "",
-               [picture(e) for e in entries])
+        entries = [history.entry(one.request, png.name) for one, png in zip(each, pngs, strict=True)]
+        yield "done", (result, pngs, entries)
 
-    def generate(request: gr.Request = None, progress=gr.Progress(), **values):
-        """The API's /generate: the forming picture after each step, then the images, seed, timings and PNG links;
-        a failure is an error."""
-        for update in job(values, request, progress, on_page=False):
-            yield update[:5]
+    def generate(request: gr.Request = None, **values):
+        """The API's /generate: the forming picture and "Step N of M · time left" (as the timings) after each step,
+        then the images, seed, timings and PNG links; a failure is an error."""
+        history_ = values.pop("history", None)
+        for kind, value in job(values, request):
+            if kind == "step":
+                snapshot, preview = value
+                forming = [(preview, "forming…")] if preview is not None else gr.skip()
+                yield forming, gr.skip(), snapshot.text(), gr.skip(), gr.skip()
+            elif kind == "stopped":
+                yield [], gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            else:
+                result, pngs, entries = value
+                # a plain list (not an update), so that API callers get [{"image": path, "caption": ...}, ...]
+                yield (pictures(result), result.request.seed, result_line(result),
+                       download_links([p.name for p in pngs]), (entries + list(history_ or []))[:history.LIMIT])
 
-    def generate_on_page(request: gr.Request = None, progress=gr.Progress(), **values):
-        yield from job(values, request, progress, on_page=True)
+    def generate_on_page(request: gr.Request = None, **values):
+        """The page's run: the Run button says it runs and Stop is on, the progress lies over the forming picture
+        and the last timings are hidden until the new ones are in. A failure or a Stop puts the last good result
+        back and says what happened above it (raising would cover the result with an "Error" badge)."""
+        history_, before = values.pop("history", None), values.pop("shown", None) or {}
+        count = values.get("num_images")
+        busy = {run: gr.Button("Running…", interactive=False, elem_classes=["running"]),
+                stop: gr.Button(interactive=True), run_error: "", info: "", download: "",
+                progress: STARTING.html()}
+        idle = {run: gr.Button("Run", interactive=True, elem_classes=[]), stop: gr.Button(interactive=False),
+                progress: ""}
 
-    outputs = [result, seed, info, download, history]
+        def restore(message: str) -> dict:
+            return {**idle, result: gr.Gallery(value=before.get("pictures") or [], selected_index=0),
+                    info: before.get("info", ""), download: before.get("download", ""), run_error: message}
+
+        yield busy
+        try:
+            for kind, value in job(values, request):
+                if kind == "step":
+                    snapshot, preview = value
+                    update = {progress: snapshot.html()}
+                    if preview is not None:
+                        label = f"image 1 of {count}, forming" if isinstance(count, int) and count > 1 else "forming"
+                        update[result] = gr.Gallery(value=[(preview, label)], selected_index=0)
+                    yield update
+                elif kind == "stopped":
+                    yield restore(stopped_text(value, "the last result is back"))
+                else:
+                    result_, pngs, entries = value
+                    new_history = (entries + kept(history_))[:history.LIMIT]
+                    line, links = result_line(result_), download_links([p.name for p in pngs])
+                    yield {**idle, result: pictures(result_), seed: result_.request.seed, info: line,
+                           download: links, saved: new_history, gallery: history.gallery_html(new_history),
+                           run_error: "",
+                           shown: {"pictures": [picture(e) for e in entries], "info": line, "download": links}}
+        except gr.Error as error:
+            yield restore(f"⚠️ {error.message}")
+
+    outputs = [result, seed, info, download]
     # The page and the API run the same job through two events: the page's is private and never raises (a failure
     # shows above the last good result), the API's /generate (a trigger the page never shows) raises as an API should.
-    event = gr.on([run.click, prompt.submit], generate_on_page, inputs_kwargs={**form, "history": history,
+    # Gradio's own progress tracker stays hidden: the overlay over the picture is the one indicator.
+    event = gr.on([run.click, prompt.submit], generate_on_page, inputs_kwargs={**form, "history": saved,
                                                                                "shown": shown},
-                  outputs=[*outputs, run_error, shown], validator=check, show_progress_on=[result],
-                  js=SCROLL_TO_RESULT, api_visibility="private", **GPU, **RAW)
-    api_trigger.click(generate, inputs_kwargs={**form, "history": history}, outputs=outputs, api_name="generate",
-                      validator=check, **GPU, **RAW)
-
-    def show_gallery(history_: list):
-        """Full pictures (the PNGs themselves, so a download is the PNG with its parameters)."""
-        return [(e["png"], e["prompt"][:60]) for e in history_ if service.wait_for_file(Path(e["png"]), timeout=10)]
-
-    event.then(show_gallery, history, gallery, **LIGHT)
+                  outputs=[*outputs, saved, gallery, run_error, shown, progress, run, stop], validator=check,
+                  show_progress="hidden", api_visibility="private", **GPU, **RAW)
+    api_trigger.click(generate, inputs_kwargs={**form, "history": api_history}, outputs=[*outputs, api_history],
+                      api_name="generate", validator=check, show_progress="hidden", **GPU, **RAW)
     event.success(None, js=SCROLL_TO_RESULT)
+
+    def kept(raw) -> list[dict]:
+        return history.clean(raw, service.saved_png, max_chars)
+
+    def show_saved(raw):
+        """On load: the pictures this browser kept, those the server still has."""
+        entries = kept(raw)
+        return entries, history.gallery_html(entries)
 
     def stop_job(request: gr.Request):
         service.cancel(session_id(request))
@@ -219,15 +272,22 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
     prompt.change(service.token_status, prompt, tokens, trigger_mode="always_last", **LIGHT)
     guidance.change(lambda g: gr.Markdown(visible=g is not None and g <= 1.0), guidance, negative_note, **LIGHT)
 
-    def reuse(history_: list, evt: gr.SelectData):
-        """The picture and its settings together: the result shows it, the form is set to make it again."""
-        e = history_[evt.index]
+    def use(raw, evt: gr.EventData):
+        """A gallery card's action: "settings" sets the form to make the picture again (and shows it with its PNG),
+        "seed" sets the seed only."""
+        entries, index = kept(raw), getattr(evt, "index", None)
+        if not isinstance(index, int) or not 0 <= index < len(entries):
+            return {}
+        e = entries[index]
+        if getattr(evt, "action", None) == "seed":
+            return {seed: e["seed"], randomize: False}
         values = {**settings_of(e, d), "num_images": 1}
+        again = {"pictures": [picture(e)], "info": history.caption(e), "download": download_links([e["png"]])}
         return {**{form[name]: value for name, value in values.items()},
-                result: gr.Gallery(value=[picture(e)], selected_index=0),
-                download: download_links([Path(e["png"]).name]), shown: [picture(e)], run_error: ""}
+                result: gr.Gallery(value=again["pictures"], selected_index=0), download: again["download"],
+                info: again["info"], shown: again, run_error: ""}
 
-    gallery.select(reuse, history, [*form.values(), result, download, shown, run_error], **LIGHT)
+    gallery.click(use, saved, [*form.values(), result, download, shown, run_error, info], **LIGHT)
 
     def load_png(path: str | None):
         """Fill the form from a PNG's `parameters` text (ours, A1111's or Forge's)."""
@@ -243,5 +303,5 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
         return {**{form[name]: value for name, value in values.items()}, png_note: "✅ Settings loaded from the PNG."}
 
     png_in.change(load_png, png_in, [*form.values(), png_note], **LIGHT)
-    return {"run": run}
+    return {"run": run, "load": (show_saved, saved, [saved, gallery])}
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from PIL import Image, ImageDraw, ImageFont
 
+from .figures import psnr_text, shorten, ssim_text
+
 CELL = 384  # longest side of each picture on the sheet
 LABEL_H = 28
 
@@ -27,7 +29,8 @@ def contact_sheet(results) -> Image.Image:
         for col, image in enumerate((res.baseline.image, res.fp8.image)):
             sheet.paste(image.convert("RGB").resize((cw, ch)), (gap + col * (cw + gap), y))
         m = res.metrics
-        psnr = "inf" if m.psnr_db == float("inf") else f"{m.psnr_db:.1f} dB"
-        caption = f"{res.fp8.request.prompt[:48]} · PSNR {psnr} · SSIM {m.ssim:.3f}"
-        draw.text((gap, y + ch + 4), caption, fill="black", font=font)
+        figures = f" · PSNR {psnr_text(m.psnr_db, 'identical')} · SSIM {ssim_text(m.ssim)}"
+        room = sheet.width - 2 * gap - font.getlength(figures)  # the prompt gives way, at a word, with an ellipsis
+        prompt = shorten(res.fp8.request.prompt, lambda text, room=room: font.getlength(text) <= room)
+        draw.text((gap, y + ch + 4), prompt + figures, fill="black", font=font)
     return sheet
