@@ -53,7 +53,7 @@ def _wait_for(condition, timeout: float) -> bool:
 
 @pytest.mark.parametrize("api_name, data", [
     ("generate", ["a long job", "", 1, False, 100, 0.0, "256x256", 1, None]),
-    ("compare", ["a long job", 1, "bf16", 100, 0.0, "256x256"]),
+    ("compare", ["a long job", 1, "bf16", 100, 0.0, "256x256", "engine"]),
 ])
 def test_closing_the_page_cancels_the_running_job_within_one_step(tiny_engine, slow_steps, api_name, data):
     steps, ends = slow_steps

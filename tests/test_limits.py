@@ -41,7 +41,7 @@ def test_long_prompts_are_refused_before_any_work(app, client, monkeypatch):  # 
     with pytest.raises(ValidationError, match="prompt: The prompt is 2,001"):
         client.predict(prompt="x" * 2001, api_name="/compare")
     assert started == []  # nothing reached the engine, nor the GPU slot
-    status, detail = call(url, "compare_sheet", ["ok\n" + "x" * 2001, 1, "bf16", 1, 0.0, "256x256"])
+    status, detail = call(url, "compare_sheet", ["ok\n" + "x" * 2001, 1, "bf16", 1, 0.0, "256x256", "engine"])
     assert status == 422 and "2,001 characters" in refusals(detail)["prompts"]
     # a megabyte payload does not even get parsed
     big = httpx.post(url + "gradio_api/queue/join", content=b"x" * 1_000_000,
@@ -85,11 +85,14 @@ def test_wrong_values_get_a_message_naming_the_field(app, index, value, field, m
 
 def test_compare_and_kiosk_values_name_their_fields(app):  # noqa: F811
     _, url = app
-    status, detail = call(url, "compare", ["x", "abc", "fp32", 1e9, 0.0, "256x256"])
+    status, detail = call(url, "compare", ["x", "abc", "fp32", 1e9, 0.0, "256x256", "fp8+turbo"])
     assert status == 422
-    assert refusals(detail) == {"seed": "The seed must be a whole number, got 'abc'.",
-                                "baseline": "The 16-bit baseline must be bf16 or fp16.",
-                                "steps": "Steps must be between 1 and 100, got 1000000000."}
+    assert refusals(detail) == {
+        "seed": "The seed must be a whole number, got 'abc'.",
+        "baseline": "Recipe 'fp32': it starts with one of bf16, fp16, fp8, fp8-storage, fp8-native, not 'fp32'.",
+        "steps": "Steps must be between 1 and 100, got 1000000000.",
+        "candidate": "Recipe 'fp8+turbo': unknown part 'turbo'; the parts after the base are compile, cache, "
+                     "cache=<spec> and fp8-attention."}
 
 
 def test_a_user_mistake_logs_one_line_and_no_traceback(app, caplog, capfd):  # noqa: F811
