@@ -45,7 +45,17 @@ def test_the_relay_keeps_the_newest_step_and_frame_and_times_them_in_the_worker(
     events = list(stream_steps(work))
     assert events[-1] == ("item", "done")
     steps = [value for kind, value in events if kind == "step"]
-    assert steps[-1][0][:2] == (3, 3) and steps[-1][1] == "frame 3"  # the newest of those that came together
+    assert steps[-1][0][:2] == (3, 3) and steps[-1][1] == ["frame 3"]  # the newest of those that came together
     assert all(isinstance(step[2], float) for step, _ in steps)
-    # the kiosk's relay: previews only, as before
-    assert [kind for kind, _ in stream(lambda preview: work(preview, lambda i, n: None))][-1] == "item"
+
+
+def test_the_previews_only_relay_passes_a_none_frame_on():
+    """The kiosk clears the forming picture with a frame of None (a withheld picture): it must reach the page."""
+    def work(preview):
+        preview("frame")
+        time.sleep(0.05)
+        preview(None)
+        time.sleep(0.05)
+        yield "done"
+
+    assert list(stream(work)) == [("preview", "frame"), ("preview", None), ("item", "done")]

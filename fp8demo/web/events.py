@@ -59,17 +59,18 @@ def stream(work: Callable[[Callable], Iterable]) -> Iterator[tuple[str, Any]]:
     """
     for kind, value in stream_steps(lambda preview, on_step: work(preview)):
         if kind == "step":
-            if value[1] is not None:
-                yield "preview", value[1]
+            for frame in value[1]:
+                yield "preview", frame
         else:
             yield kind, value
 
 
 def stream_steps(work: Callable[[Callable, Callable], Iterable]) -> Iterator[tuple[str, Any]]:
     """`stream` with the steps: `work(preview, on_step)` runs in a thread, and the event's generator gets
-    ("step", ((step, steps, when), image or None)) for the newest step and preview frame of each batch that arrived
+    ("step", ((step, steps, when) or None, frames)) for the newest step and preview frame of each batch that arrived
     together (when: time.monotonic() of the step, taken in the worker so that the time left is not skewed by the
-    relay), and ("item", x) for each item `work` yields."""
+    relay; frames: [] or [the newest frame], which may be None, a face's "clear the picture"), and ("item", x) for
+    each item `work` yields."""
     q: queue.Queue = queue.Queue()
 
     def run():
@@ -93,7 +94,7 @@ def stream_steps(work: Callable[[Callable, Callable], Iterable]) -> Iterator[tup
         previews = [value for kind, value in batch if kind == "preview"]
         steps = [value for kind, value in batch if kind == "progress"]
         if previews or steps:
-            yield "step", (steps[-1] if steps else None, previews[-1] if previews else None)
+            yield "step", (steps[-1] if steps else None, previews[-1:])
         for kind, value in batch:
             if kind == "item":
                 yield kind, value

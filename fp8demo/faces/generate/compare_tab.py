@@ -18,7 +18,7 @@ from ...web.progress import STARTING, StepClock, stopped_text
 from ...web.service import DemoService
 from . import summary
 from .figures import diff_text, psnr_text, shorten, ssim_text
-from .generate_tab import EXAMPLES
+from .generate_tab import EXAMPLES, scroll_on_start
 from .sheet import contact_sheet
 
 SHEET_PROMPTS = EXAMPLES[:4]
@@ -63,9 +63,10 @@ def compare_tab(service: DemoService, d: Defaults) -> dict:
             errors_box = summary.summary_box("compare-errors")
         with gr.Column(scale=3):
             run_error = gr.Markdown("", elem_id="compare-error", elem_classes=["run-error"])
-            with gr.Column(elem_classes=["stage"]):
+            with gr.Column(elem_classes=["stage"], elem_id="compare-stage"):
                 slider = gr.ImageSlider(label="Baseline ◀ ▶ Candidate (drag)", type="pil", elem_id="slider")
-                progress = gr.HTML("", elem_id="compare-progress", elem_classes=["run-progress-overlay"])
+                progress = gr.HTML("", elem_id="compare-progress", elem_classes=["run-progress-overlay"],
+                                   js_on_load=scroll_on_start("#compare-stage"))
     with gr.Row():
         left = gr.Image(label="Baseline", type="pil", format="webp", interactive=False, elem_id="compare-base")
         right = gr.Image(label="Candidate", type="pil", format="webp", interactive=False, elem_id="compare-fp8")
@@ -83,11 +84,12 @@ def compare_tab(service: DemoService, d: Defaults) -> dict:
             sheet_stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="sheet-stop", scale=1)
         sheet_errors_box = summary.summary_box("sheet-errors")
         sheet_error = gr.Markdown("", elem_id="sheet-error", elem_classes=["run-error"])
-        with gr.Column(elem_classes=["stage"]):
+        with gr.Column(elem_classes=["stage"], elem_id="sheet-stage"):
             # The sheet labels its own columns; Gradio's label badge would cover the first one.
             sheet_image = gr.Image(label="Rows: prompts · columns: baseline, candidate", show_label=False, type="pil",
                                    format="jpeg", interactive=False, elem_id="sheet-image")
-            sheet_progress = gr.HTML("", elem_id="sheet-progress", elem_classes=["run-progress-overlay"])
+            sheet_progress = gr.HTML("", elem_id="sheet-progress", elem_classes=["run-progress-overlay"],
+                                     js_on_load=scroll_on_start("#sheet-stage"))
         sheet_table = gr.Markdown("", elem_id="sheet-table")
 
     max_side = service.cfg.engine.max_side
@@ -148,8 +150,9 @@ def compare_tab(service: DemoService, d: Defaults) -> dict:
         """The comparison's progress, then its result: ("step", Snapshot) after each step (of both sides), ("done",
         result) or ("stopped", Snapshot); a failure raises a gr.Error with a message for the visitor."""
         clock, snapshot = StepClock(note), STARTING
+        gone = departure()  # here, in the event's own context, not in the worker thread (presence.py)
         try:
-            for kind, value in stream_steps(lambda preview, on_step: [work(on_step)]):
+            for kind, value in stream_steps(lambda preview, on_step: [work(on_step, gone)]):
                 if kind == "step" and value[0] is not None:
                     snapshot = clock.at(*value[0])
                     yield "step", snapshot
@@ -164,16 +167,16 @@ def compare_tab(service: DemoService, d: Defaults) -> dict:
         return "baseline side" if i <= n // 2 else "candidate side"
 
     def one(prompt, seed, baseline, steps_, guidance, aspect_ratio, candidate, request):
-        def work(on_step):
+        def work(on_step, gone):
             req = settings(prompt, seed, steps_, guidance, aspect_ratio).to_request()
-            return service.compare(req, baseline, session_id(request), on_step, departure(), side_recipe(candidate))
+            return service.compare(req, baseline, session_id(request), on_step, gone, side_recipe(candidate))
         return events_of(work, side)
 
     def sheet(prompts, seed, baseline, steps_, guidance, aspect_ratio, candidate, request):
-        def work(on_step):
+        def work(on_step, gone):
             lines = sheet_lines(prompts)  # the first stands for all in the shared settings (one seed for every row)
             shared = settings(lines[0], seed, steps_, guidance, aspect_ratio).to_request()
-            return service.compare_sheet(lines, shared, baseline, session_id(request), on_step, departure(),
+            return service.compare_sheet(lines, shared, baseline, session_id(request), on_step, gone,
                                          side_recipe(candidate))
 
         def note(i: int, n: int) -> str:

@@ -34,17 +34,24 @@ NEGATIVE_NOTE = "ℹ️ Guidance is at most 1, so the negative prompt has no eff
 # On a phone the result column sits below the form: bring it into view when a run starts (wide screens see both;
 # a form with errors keeps the page where its summary is), and again once the result is in, because the form above
 # it changes height while the job runs (notes). The column's top is the message of a failed or stopped run.
-_SCROLL = """const el = document.querySelector('#result-column');
-  if (window.innerWidth < 768 && el) {
+def _scroll(target: str) -> str:
+    return f"""const el = document.querySelector('{target}');
+  if (window.innerWidth < 768 && el) {{
     const box = el.getBoundingClientRect();
-    if (box.top < -1 || box.bottom > window.innerHeight + 1) el.scrollIntoView({behavior: 'smooth'});
-  }"""
-SCROLL_TO_RESULT = f"(...args) => {{ {_SCROLL}; return args; }}"
-# run by the progress overlay (gr.HTML's js_on_load) each time its value changes: a run has started when it appears
-SCROLL_ON_START = f"""let shown = false;
+    if (box.top < -1 || box.bottom > window.innerHeight + 1) el.scrollIntoView({{behavior: 'smooth'}});
+  }}"""
+
+
+SCROLL_TO_RESULT = f"(...args) => {{ {_scroll('#result-column')}; return args; }}"
+
+
+def scroll_on_start(target: str) -> str:
+    """For a progress overlay's js_on_load (run each time its value changes): a run has started when the overlay
+    appears; on a phone, bring `target` (what the run will show) into view."""
+    return f"""let shown = false;
 watch('value', () => {{
   const now = element.querySelector('.run-progress') !== null;
-  if (now && !shown) {{ {_SCROLL} }}
+  if (now && !shown) {{ {_scroll(target)} }}
   shown = now;
 }});"""
 
@@ -122,7 +129,7 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
                 result = gr.Gallery(label="Result", show_label=False, format="jpeg", preview=True, selected_index=0,
                                     columns=4, object_fit="contain", height="min(70vh, 720px)",
                                     buttons=["fullscreen"], interactive=False, elem_id="result")
-                progress = gr.HTML("", elem_id="run-progress", js_on_load=SCROLL_ON_START)
+                progress = gr.HTML("", elem_id="run-progress", js_on_load=scroll_on_start("#result-column"))
             info = gr.Markdown("", elem_id="result-info")
             download = gr.HTML("", elem_id="download")
             gallery = gr.HTML(history.gallery_html([]), elem_id="gallery", js_on_load=history.GALLERY_JS)
@@ -171,10 +178,10 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
             work = stream_steps(lambda preview, on_step: [service.generate(req, sid, on_step, preview, count, gone)])
             for kind, value in work:
                 if kind == "step":
-                    step, preview = value
+                    step, frames = value
                     if step is not None:
                         snapshot = clock.at(*step)
-                    yield "step", (snapshot, preview)
+                    yield "step", (snapshot, frames[0] if frames else None)
                 else:
                     result = value
         except Cancelled:
