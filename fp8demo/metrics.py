@@ -98,7 +98,7 @@ def difference_heatmap(a, b, vmax: float | None = None) -> Image.Image:
     bar.locator = MaxNLocator(nbins=5)
     bar.update_ticks()
     bar.ax.tick_params(labelsize=points, length=text_px / 4)
-    bar.set_label("|16-bit − FP8| per pixel, in 8-bit levels", fontsize=points, labelpad=text_px / 5)
+    bar.set_label("|baseline − candidate| per pixel, in 8-bit levels", fontsize=points, labelpad=text_px / 5)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
     return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")

@@ -18,7 +18,8 @@ LONG = "a lighthouse on a cliff at dusk | oil painting, <warm> light, dramatic c
 def fake(prompt=LONG, ssim=0.99994, psnr=41.238):
     def side(precision):
         return SimpleNamespace(image=Image.new("RGB", (256, 256), "gray"), precision=precision,
-                               timings=Timings(0.01, 0.5, 0.1, 0.61), peak_memory_bytes=0,
+                               timings=Timings(0.01, 0.5, 0.1, 0.61), peak_memory_bytes=0, blocks_run=8,
+                               blocks_total=8, blocks_skipped=0,
                                request=GenerationRequest(prompt, seed=42, steps=4, guidance=0.0, width=256,
                                                          height=256))
     return SimpleNamespace(baseline=side("bf16"), fp8=side("FP8 E4M3 weights, bf16 compute"),

@@ -277,6 +277,14 @@ def side_recipe(candidate: str) -> str | None:
     return None if candidate.strip() == ENGINE else candidate.strip()
 
 
+def blocks_text(r) -> str:
+    """Blocks run of steps x blocks, and how many a step cache skipped."""
+    if r.blocks_total is None:
+        return "n/a"
+    skipped = f" ({r.blocks_skipped} skipped by the step cache)" if r.blocks_skipped else ""
+    return f"{r.blocks_run} of {r.blocks_total}{skipped}"
+
+
 def lpips_text(m) -> str:
     """LPIPS as the table writes it, or why it is missing (in a tooltip: the reason is long)."""
     if m.lpips is not None:
@@ -331,6 +339,7 @@ def compare_table(res) -> str:
         peak_row,
         f"| denoising | {b.timings.denoising:.3f} s | {f.timings.denoising:.3f} s ({speed:.2f}x){speed_note} |",
         f"| total | {b.timings.total:.3f} s | {f.timings.total:.3f} s |",
+        f"| transformer blocks run | {blocks_text(b)} | {blocks_text(f)} |",
         "",
         f"**LPIPS** {lpips_text(m)} · **PSNR** {psnr_text(m.psnr_db)} · **SSIM** {ssim_text(m.ssim)} (scikit-image) · "
         "**mean |Δ|** "
