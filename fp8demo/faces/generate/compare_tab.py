@@ -233,12 +233,15 @@ def compare_tab(service: DemoService, d: Defaults) -> dict:
     summary.wire([sheet_run.click], sheet_errors_box, dict(prompts=sheet_prompts, **shared), sheet_errors,
                  settings_section, in_settings)
     # As on the Generate tab, the page's events are private and never raise (the message goes above the last good
-    # result); the API's (triggers the page never shows) stream "Step N of M" and raise as an API should.
+    # result); the API's (triggers the page never shows) stream "Step N of M" and raise as an API should. Gradio's
+    # own tracker, minimal, says only the place in the queue; once the run starts, the overlay is the one indicator.
     run.click(compare_on_page, inputs, [slider, left, right, heat, table, details, run, stop, progress, run_error],
-              show_progress="hidden", validator=check, api_visibility="private", **GPU, **RAW)
+              show_progress="minimal", show_progress_on=[slider], validator=check, api_visibility="private", **GPU,
+              **RAW)
     sheet_run.click(compare_sheet_on_page, sheet_inputs,
                     [sheet_image, sheet_table, sheet_run, sheet_stop, sheet_progress, sheet_error],
-                    show_progress="hidden", validator=check_sheet, api_visibility="private", **GPU, **RAW)
+                    show_progress="minimal", show_progress_on=[sheet_image], validator=check_sheet,
+                    api_visibility="private", **GPU, **RAW)
     api_compare = gr.Button(visible=False, elem_id="api-compare")
     api_sheet = gr.Button(visible=False, elem_id="api-compare-sheet")
     api_compare.click(compare, inputs, [slider, left, right, heat, table, details], api_name="compare",

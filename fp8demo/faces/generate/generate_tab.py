@@ -255,11 +255,12 @@ def generate_tab(service: DemoService, d: Defaults) -> dict:
     outputs = [result, seed, info, download]
     # The page and the API run the same job through two events: the page's is private and never raises (a failure
     # shows above the last good result), the API's /generate (a trigger the page never shows) raises as an API should.
-    # Gradio's own progress tracker stays hidden: the overlay over the picture is the one indicator.
+    # Gradio's own tracker, minimal, says only the place in the queue (in the picture's corner); once the run starts,
+    # the overlay over the picture is the one indicator.
     event = gr.on([run.click, prompt.submit], generate_on_page, inputs_kwargs={**form, "history": saved,
                                                                                "shown": shown},
                   outputs=[*outputs, saved, gallery, run_error, shown, progress, run, stop], validator=check,
-                  show_progress="hidden", api_visibility="private", **GPU, **RAW)
+                  show_progress="minimal", show_progress_on=[result], api_visibility="private", **GPU, **RAW)
     api_trigger.click(generate, inputs_kwargs={**form, "history": api_history}, outputs=[*outputs, api_history],
                       api_name="generate", validator=check, show_progress="hidden", **GPU, **RAW)
     event.success(None, js=SCROLL_TO_RESULT)

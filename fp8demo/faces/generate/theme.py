@@ -14,7 +14,7 @@ def theme() -> gr.themes.Base:
         neutral_hue=gr.themes.colors.slate,
         radius_size=gr.themes.sizes.radius_sm,
     ).set(
-        # indigo-700 behind white: 8.6:1; hover one step darker
+        # indigo-700 behind white: 7.9:1; hover one step darker
         button_primary_background_fill="*primary_700",
         button_primary_background_fill_hover="*primary_800",
         button_primary_border_color="*primary_700",
@@ -47,4 +47,17 @@ def theme() -> gr.themes.Base:
         input_background_fill="white",
         border_color_accent="*primary_600",
         input_border_color_focus="*primary_600",
+        # the same in dark mode (the browser's setting): lighter indigo and greys on the dark fill
+        button_primary_background_fill_dark="*primary_600",
+        button_primary_background_fill_hover_dark="*primary_700",
+        button_primary_border_color_dark="*primary_600",
+        slider_color_dark="*primary_400",
+        checkbox_background_color_selected_dark="*primary_500",
+        checkbox_border_color_selected_dark="*primary_500",
+        link_text_color_dark="*primary_300",
+        link_text_color_hover_dark="*primary_200",
+        link_text_color_visited_dark="*primary_300",
+        body_text_color_subdued_dark="*neutral_300",
+        block_info_text_color_dark="*neutral_300",
+        input_placeholder_color_dark="*neutral_400",
     )
