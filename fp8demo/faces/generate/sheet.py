@@ -1,4 +1,4 @@
-"""The comparison sheet: one row per prompt, 16-bit beside FP8, labelled. PIL only."""
+"""The comparison sheet: one row per prompt, the baseline beside the candidate, labelled. PIL only."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ LABEL_H = 28
 
 
 def contact_sheet(results) -> Image.Image:
-    """Rows: the prompts of `results` (CompareResults); columns: the 16-bit and the FP8 image."""
+    """Rows: the prompts of `results` (CompareResults); columns: the baseline's and the candidate's image, headed by
+    their run plans (shortened at a word to the column's width)."""
     if not results:
         raise ValueError("no comparison to put on a sheet")
     w, h = results[0].fp8.image.size
@@ -21,9 +22,9 @@ def contact_sheet(results) -> Image.Image:
     sheet = Image.new("RGB", (2 * cw + 3 * gap, LABEL_H + len(results) * (ch + LABEL_H + gap) + gap), "white")
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=16)
-    base_label = results[0].baseline.precision.split(" ")[0]
-    draw.text((gap, 6), f"16-bit ({base_label})", fill="black", font=font)
-    draw.text((2 * gap + cw, 6), "FP8", fill="black", font=font)
+    for col, side in enumerate((results[0].baseline, results[0].fp8)):
+        head = shorten(side.precision, lambda t: draw.textlength(t, font=font) <= cw)
+        draw.text((gap + col * (cw + gap), 6), head, fill="black", font=font)
     for row, res in enumerate(results):
         y = LABEL_H + row * (ch + LABEL_H + gap)
         for col, image in enumerate((res.baseline.image, res.fp8.image)):
