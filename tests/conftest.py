@@ -233,3 +233,18 @@ def block(name: str) -> str:
     match = re.compile(rf"^```{language}\n(.*?)^```", re.S | re.M).search(text, text.index(after))
     assert match is not None, f"no {language} block after {after!r}"
     return match.group(1)
+
+
+# WCAG's contrast in the browser, for the pages' measurements: parse a computed colour, relative luminance, a
+# translucent colour over another, and the ratio of two colours (lines inside a measuring script's function).
+CONTRAST_JS = """  const parse = (c) => {
+    const m = /rgba?\\(([^)]+)\\)/.exec(c || '');
+    if (!m) return null;
+    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+  };
+  const lin = (v) => { v /= 255; return v <= 0.04045 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  const lum = (c) => 0.2126 * lin(c[0]) + 0.7152 * lin(c[1]) + 0.0722 * lin(c[2]);
+  const over = (top, under) => [0, 1, 2].map((i) => top[i] * top[3] + under[i] * (1 - top[3])).concat([1]);
+  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+"""

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM, CHROMIUM_ARGS, SHOTS, serve
+from conftest import CHROMIUM, CHROMIUM_ARGS, CONTRAST_JS, SHOTS, serve
 from PIL import Image
 
 from fp8demo.errors import OutOfMemory
@@ -245,16 +245,7 @@ def test_a_bad_setting_is_summed_up_next_to_run_and_shown_under_its_field(browse
 # against what lies behind it, and the size of every control a finger must hit; `minTarget` 0 skips the sizes.
 MEASURE = """(minTarget) => {
   const problems = [];
-  const parse = (c) => {
-    const m = /rgba?\\(([^)]+)\\)/.exec(c || '');
-    if (!m) return null;
-    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
-    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
-  };
-  const lin = (v) => { v /= 255; return v <= 0.04045 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
-  const lum = (c) => 0.2126 * lin(c[0]) + 0.7152 * lin(c[1]) + 0.0722 * lin(c[2]);
-  const over = (top, under) => [0, 1, 2].map((i) => top[i] * top[3] + under[i] * (1 - top[3])).concat([1]);
-  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+""" + CONTRAST_JS + """
   const opacity = (el) => {
     let o = 1;
     for (let e = el; e; e = e.parentElement) o *= parseFloat(getComputedStyle(e).opacity);

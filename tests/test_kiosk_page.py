@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM, CHROMIUM_ARGS, SHOTS, free_port
+from conftest import CHROMIUM, CHROMIUM_ARGS, CONTRAST_JS, SHOTS, free_port
 from PIL import Image
 
 from fp8demo import config
@@ -525,16 +525,7 @@ def test_both_modes_switch_between_typing_and_tiles(service):
 
 MEASURE = """() => {
   const problems = [];
-  const parse = (c) => {
-    const m = /rgba?\\(([^)]+)\\)/.exec(c || '');
-    if (!m) return null;
-    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
-    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
-  };
-  const lin = (v) => { v /= 255; return v <= 0.04045 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
-  const lum = (c) => 0.2126 * lin(c[0]) + 0.7152 * lin(c[1]) + 0.0722 * lin(c[2]);
-  const over = (top, under) => [0, 1, 2].map((i) => top[i] * top[3] + under[i] * (1 - top[3])).concat([1]);
-  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+""" + CONTRAST_JS + """
   const transparent = (el) => { for (let e = el; e; e = e.parentElement) if (getComputedStyle(e).opacity === '0')
     return true; return false; };
   const shown = (el) => {
